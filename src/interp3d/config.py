@@ -1,0 +1,180 @@
+"""Typed, versioned configuration with named presets.
+
+``paper`` holds the paper's sizes; ``cpu-small`` is what runs on 2 CPU cores in minutes. A resolved
+config is plain data (``to_dict``/``from_dict``, JSON) and is written next to every run's outputs.
+Overrides use dotted paths: ``synthetic.n_train=5000``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .data.synthetic import SyntheticOptions
+
+__all__ = ["Config", "SyntheticConfig", "WorldConfig", "PRESETS", "preset", "CONFIG_VERSION", "ConfigError"]
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Synthetic skeletons for the 2D-to-3D module (paper: 40,000 train, 1,000 val)."""
+
+    n_train: int = 40_000
+    n_val: int = 1_000
+    heatmap_size: int = 64
+    sigma: float = 1.0
+    distribution: str = "uniform"
+    keep_inside: bool = True
+    jitter_px: float = 0.0
+    dropout: float = 0.0
+
+    def options(self) -> SyntheticOptions:
+        return SyntheticOptions(self.heatmap_size, self.sigma, self.distribution, self.keep_inside, self.jitter_px, self.dropout)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes of the rendered furniture world (images, videos, IKEA-like test set)."""
+
+    image_size: int = 256
+    n_annotated2d: int = 1_500
+    n_videos: int = 90
+    video_length: int = 36
+    n_test3d: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "paper"
+    version: int = CONFIG_VERSION
+    seed: int = 0
+    categories: tuple[str, ...] = ("chair", "swivelchair", "table", "bed", "sofa")
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        version = data.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"config version {version} is not supported (this interp3d reads version {CONFIG_VERSION})")
+        return _build(cls, data, "")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        if "config" in data and "preset" not in data:  # a run.json
+            data = data["config"]
+        return cls.from_dict(data)
+
+    def override(self, assignments: list[str] | tuple[str, ...]) -> "Config":
+        """Apply ``dotted.path=value`` assignments; values are parsed as JSON where possible."""
+        data = self.to_dict()
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            key, raw = item.split("=", 1)
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            node = data
+            parts = key.strip().split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"override {item!r}: {part!r} is not a config section")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; known: {', '.join(node)}")
+            node[parts[-1]] = value
+        return Config.from_dict(data)
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where or '<root>'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)} in {where or '<root>'}; known: {sorted(known)}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}{f.name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, where: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where + ".")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        return tuple(_coerce(item, v, where) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if isinstance(tp, types.UnionType):  # pragma: no cover - not used yet
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp}")  # pragma: no cover
+
+
+def _paper() -> Config:
+    return Config(preset="paper")
+
+
+def _cpu_small() -> Config:
+    base = Config(preset="cpu-small", categories=("chair",))
+    return replace(
+        base,
+        synthetic=replace(base.synthetic, n_train=8_000, n_val=500),
+        world=replace(base.world, image_size=128, n_annotated2d=400, n_videos=24, video_length=15, n_test3d=100),
+    )
+
+
+PRESETS = {"paper": _paper, "cpu-small": _cpu_small}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,1 @@
+"""Datasets: synthetic skeletons, the rendered furniture world and real-data formats."""

@@ -1,0 +1,205 @@
+"""Camera geometry of 3D-INN, the one implementation used by synthesis, losses, rendering and evaluation.
+
+Conventions (see README, "Conventions"):
+
+* Points are stored as ``(..., N, 3)`` rows, one keypoint per row.
+* Object frame: +y up, the front faces +z.
+* Rotation ``R = Rx(theta1) @ Ry(theta2) @ Rz(theta3)``; ``theta3`` (in-plane roll) is 0 by default.
+  ``theta1 = pi + elevation`` (the pi turns object-up into image-up) and ``theta2 = azimuth``
+  (0 shows the front).
+* Camera-frame points ``X = R Y + (t_x, t_y, 0)``; translation has no depth component.
+* Perspective projection on a square plane of side ``plane_size`` px:
+  ``u = f X_x / (f + X_z) + c``, ``v = f X_y / (f + X_z) + c`` with ``c = plane_size / 2``:
+  a pinhole camera at distance ``f`` in front of the object origin with focal length ``f``.
+* 2D coordinates are continuous with pixel ``i`` covering ``[i, i + 1)``; changing resolution is a
+  pure scale (``uv * new_size / old_size``).
+* Rotations as 6 numbers ``r = (sin t1, sin t2, sin t3, cos t1, cos t2, cos t3)``; each (sin, cos)
+  pair may be unnormalised (network output) and is normalised before use.
+
+All functions are batched, differentiable, and keep the dtype and device of their inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "euler_to_matrix",
+    "matrix_to_euler",
+    "euler_to_sincos",
+    "sincos_to_euler",
+    "sincos_to_matrix",
+    "view_to_euler",
+    "euler_to_view",
+    "wrap_angle",
+    "structure_from_alpha",
+    "to_camera_frame",
+    "perspective_project",
+    "points_in_front",
+    "project_structure",
+    "rescale_points",
+]
+
+
+def _axis_rotation(cos: Tensor, sin: Tensor, axis: str) -> Tensor:
+    one = torch.ones_like(cos)
+    zero = torch.zeros_like(cos)
+    if axis == "x":
+        rows = (one, zero, zero, zero, cos, -sin, zero, sin, cos)
+    elif axis == "y":
+        rows = (cos, zero, sin, zero, one, zero, -sin, zero, cos)
+    elif axis == "z":
+        rows = (cos, -sin, zero, sin, cos, zero, zero, zero, one)
+    else:  # pragma: no cover - internal
+        raise ValueError(axis)
+    return torch.stack(rows, dim=-1).reshape(cos.shape + (3, 3))
+
+
+def _rotation_from_cos_sin(cos: Tensor, sin: Tensor) -> Tensor:
+    """``Rx(t1) Ry(t2) Rz(t3)`` from cos/sin tensors of shape ``(..., 3)``."""
+    rx = _axis_rotation(cos[..., 0], sin[..., 0], "x")
+    ry = _axis_rotation(cos[..., 1], sin[..., 1], "y")
+    rz = _axis_rotation(cos[..., 2], sin[..., 2], "z")
+    return rx @ ry @ rz
+
+
+def euler_to_matrix(angles: Tensor) -> Tensor:
+    """Rotation matrices ``(..., 3, 3)`` from Euler angles ``(..., 3)`` = (theta1, theta2, theta3)."""
+    _check_last_dim(angles, 3, "angles")
+    return _rotation_from_cos_sin(torch.cos(angles), torch.sin(angles))
+
+
+def matrix_to_euler(rotation: Tensor, zero_roll: bool = True) -> Tensor:
+    """Euler angles ``(..., 3)`` of ``R = Rx Ry Rz``.
+
+    With ``zero_roll`` (the model's case, theta3 = 0) the decomposition is unique over the full
+    azimuth circle: theta2 = atan2(R02, R00), theta1 = atan2(R21, R11). Without it, the general
+    decomposition returns theta2 in [-pi/2, pi/2].
+    """
+    if rotation.shape[-2:] != (3, 3):
+        raise ValueError(f"rotation must have shape (..., 3, 3), got {tuple(rotation.shape)}")
+    r = rotation
+    if zero_roll:
+        theta1 = torch.atan2(r[..., 2, 1], r[..., 1, 1])
+        theta2 = torch.atan2(r[..., 0, 2], r[..., 0, 0])
+        theta3 = torch.zeros_like(theta1)
+    else:
+        theta2 = torch.asin(r[..., 0, 2].clamp(-1.0, 1.0))
+        theta1 = torch.atan2(-r[..., 1, 2], r[..., 2, 2])
+        theta3 = torch.atan2(-r[..., 0, 1], r[..., 0, 0])
+    return torch.stack((theta1, theta2, theta3), dim=-1)
+
+
+def euler_to_sincos(angles: Tensor) -> Tensor:
+    """The 6-value rotation code ``(sin t1, sin t2, sin t3, cos t1, cos t2, cos t3)``."""
+    _check_last_dim(angles, 3, "angles")
+    return torch.cat((torch.sin(angles), torch.cos(angles)), dim=-1)
+
+
+def _normalised_pairs(r6: Tensor, zero_roll: bool, eps: float) -> tuple[Tensor, Tensor]:
+    _check_last_dim(r6, 6, "r6")
+    sin, cos = r6[..., :3], r6[..., 3:]
+    norm = torch.sqrt(sin * sin + cos * cos).clamp_min(eps)
+    sin, cos = sin / norm, cos / norm
+    if zero_roll:
+        sin = torch.cat((sin[..., :2], torch.zeros_like(sin[..., 2:])), dim=-1)
+        cos = torch.cat((cos[..., :2], torch.ones_like(cos[..., 2:])), dim=-1)
+    return sin, cos
+
+
+def sincos_to_euler(r6: Tensor, zero_roll: bool = True, eps: float = 1e-8) -> Tensor:
+    """Angles from the 6-value code; each (sin, cos) pair may be unnormalised."""
+    sin, cos = _normalised_pairs(r6, zero_roll, eps)
+    return torch.atan2(sin, cos)
+
+
+def sincos_to_matrix(r6: Tensor, zero_roll: bool = True, eps: float = 1e-8) -> Tensor:
+    """Rotation matrices straight from the 6-value code (no atan2, so gradients stay smooth)."""
+    sin, cos = _normalised_pairs(r6, zero_roll, eps)
+    return _rotation_from_cos_sin(cos, sin)
+
+
+def wrap_angle(angle: Tensor, low: float = -math.pi) -> Tensor:
+    """Wrap angles into ``[low, low + 2 pi)``."""
+    return torch.remainder(angle - low, 2 * math.pi) + low
+
+
+def view_to_euler(azimuth: Tensor, elevation: Tensor, roll: Tensor | None = None) -> Tensor:
+    """Euler angles from viewpoint: theta1 = pi + elevation, theta2 = azimuth, theta3 = roll (0)."""
+    azimuth, elevation = torch.broadcast_tensors(torch.as_tensor(azimuth), torch.as_tensor(elevation))
+    roll = torch.zeros_like(azimuth) if roll is None else torch.as_tensor(roll).expand_as(azimuth)
+    return torch.stack((math.pi + elevation, azimuth, roll), dim=-1)
+
+
+def euler_to_view(angles: Tensor) -> tuple[Tensor, Tensor]:
+    """(azimuth in [0, 2 pi), elevation in [-pi, pi)) from Euler angles."""
+    _check_last_dim(angles, 3, "angles")
+    azimuth = wrap_angle(angles[..., 1], 0.0)
+    elevation = wrap_angle(angles[..., 0] - math.pi)
+    return azimuth, elevation
+
+
+def structure_from_alpha(alpha: Tensor, bases: Tensor) -> Tensor:
+    """``Y = sum_k alpha_k S_k``: alpha ``(..., K)`` and bases ``(K, N, 3)`` give ``(..., N, 3)``."""
+    if bases.dim() != 3 or bases.shape[-1] != 3:
+        raise ValueError(f"bases must have shape (K, N, 3), got {tuple(bases.shape)}")
+    if alpha.shape[-1] != bases.shape[0]:
+        raise ValueError(f"alpha has {alpha.shape[-1]} coefficients but there are {bases.shape[0]} bases")
+    return torch.einsum("...k,knd->...nd", alpha, bases.to(alpha))
+
+
+def to_camera_frame(points: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:
+    """``X = R Y + (t_x, t_y, 0)`` for points ``(..., N, 3)``, R ``(..., 3, 3)``, t ``(..., 2)``."""
+    _check_last_dim(translation, 2, "translation")
+    t3 = torch.cat((translation, torch.zeros_like(translation[..., :1])), dim=-1)
+    return points @ rotation.transpose(-1, -2) + t3.unsqueeze(-2)
+
+
+def perspective_project(points_cam: Tensor, focal: Tensor, plane_size: float) -> Tensor:
+    """``u = f X / (f + Z) + plane_size / 2`` for camera-frame points ``(..., N, 3)``, focal ``(...)``.
+
+    Valid while ``f + Z > 0`` (the point is in front of the camera), which the sampled ranges
+    guarantee; callers that accept arbitrary parameters check :func:`points_in_front`.
+    """
+    f = focal.unsqueeze(-1)
+    depth = f + points_cam[..., 2]
+    scale = f / depth
+    centre = plane_size / 2.0
+    return points_cam[..., :2] * scale.unsqueeze(-1) + centre
+
+
+def points_in_front(points_cam: Tensor, focal: Tensor, margin: float = 1e-3) -> Tensor:
+    """Boolean ``(..., N)``: the point lies in front of the camera (``f + Z > margin * f``)."""
+    f = focal.unsqueeze(-1)
+    return (f + points_cam[..., 2]) > margin * f
+
+
+def project_structure(
+    alpha: Tensor,
+    rotation: Tensor,
+    translation: Tensor,
+    focal: Tensor,
+    bases: Tensor,
+    plane_size: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Eq. (1): ``X = P(R sum_k alpha_k S_k + T)``.
+
+    Returns (object-frame structure ``(..., N, 3)``, camera-frame points ``(..., N, 3)``,
+    projected plane coordinates ``(..., N, 2)``).
+    """
+    structure = structure_from_alpha(alpha, bases)
+    points_cam = to_camera_frame(structure, rotation, translation)
+    return structure, points_cam, perspective_project(points_cam, focal, plane_size)
+
+
+def rescale_points(xy: Tensor, from_size: float, to_size: float) -> Tensor:
+    """Map continuous 2D coordinates between square resolutions (plane -> heatmap, image -> heatmap)."""
+    return xy * (float(to_size) / float(from_size))
+
+
+def _check_last_dim(x: Tensor, size: int, name: str) -> None:
+    if x.shape[-1] != size:
+        raise ValueError(f"{name} must have last dimension {size}, got shape {tuple(x.shape)}")

@@ -1,0 +1,100 @@
+"""Keypoint heatmaps: vectorised Gaussian rendering, peak decoding and peak confidence.
+
+Coordinates are continuous heatmap pixels with pixel ``i`` covering ``[i, i + 1)`` (centre
+``i + 0.5``). The kernel follows 3D-INN/hourglass: ``exp(-d^2 / (2 sigma^2))`` with peak 1 (not
+normalised), zero beyond ``truncate * sigma``; a keypoint outside the map, or marked invisible,
+gives an all-zero channel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["render_heatmaps", "heatmap_peaks", "peak_confidence"]
+
+
+def render_heatmaps(
+    xy: Tensor,
+    size: int = 64,
+    sigma: float = 1.0,
+    visible: Tensor | None = None,
+    truncate: float = 3.0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Gaussian heatmaps ``(..., N, size, size)`` for keypoints ``xy`` of shape ``(..., N, 2)``.
+
+    ``visible`` (bool ``(..., N)``) zeroes channels; coordinates of invisible keypoints may be NaN.
+    Non-finite coordinates of keypoints that are not marked invisible raise ``ValueError``.
+    """
+    if xy.shape[-1] != 2:
+        raise ValueError(f"keypoints must have shape (..., N, 2), got {tuple(xy.shape)}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    finite = torch.isfinite(xy).all(dim=-1)
+    if visible is None:
+        if not bool(finite.all()):
+            raise ValueError("keypoint coordinates contain NaN/inf; pass `visible` to mark missing keypoints")
+        keep = torch.ones_like(finite)
+    else:
+        keep = visible.to(torch.bool) & finite
+    xy = torch.where(keep.unsqueeze(-1), xy, torch.zeros_like(xy)).to(dtype)
+    inside = (xy >= 0).all(dim=-1) & (xy < size).all(dim=-1)
+    keep = keep & inside
+
+    # Evaluate the kernel only in a (2r+1)^2 window around each keypoint and scatter it into a
+    # zero map: ~50 values per channel instead of size^2, which makes 40k samples take seconds.
+    radius = int(math.ceil(truncate * sigma)) + 1
+    offsets = torch.arange(-radius, radius + 1, device=xy.device)
+    lead = xy.shape[:-1]
+    base = torch.floor(xy).long()  # (..., N, 2)
+    cols = base[..., 0, None, None] + offsets[None, :]  # (..., N, 1, W)
+    rows = base[..., 1, None, None] + offsets[:, None]  # (..., N, W, 1)
+    inv = -0.5 / (sigma * sigma)
+    dx2 = (cols.to(dtype) + 0.5 - xy[..., 0, None, None]) ** 2
+    dy2 = (rows.to(dtype) + 0.5 - xy[..., 1, None, None]) ** 2
+    d2 = dx2 + dy2  # (..., N, W, W)
+    values = torch.exp(d2 * inv)
+    valid = (d2 <= (truncate * sigma) ** 2 * (1 + 1e-6)) & keep[..., None, None]
+    valid = valid & (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
+    channel = torch.arange(keep.numel(), device=xy.device).reshape(lead)[..., None, None]
+    flat_index = (channel * size + rows) * size + cols
+    out = torch.zeros(keep.numel() * size * size, dtype=dtype, device=xy.device)
+    out[flat_index[valid]] = values[valid]
+    return out.reshape(lead + (size, size))
+
+
+def heatmap_peaks(heatmaps: Tensor, subpixel: bool = False) -> tuple[Tensor, Tensor]:
+    """Peak locations ``(..., N, 2)`` (pixel centres, x then y) and peak values ``(..., N)``.
+
+    ``subpixel`` moves the peak a quarter pixel toward the higher neighbour (the hourglass habit).
+    """
+    if heatmaps.dim() < 3:
+        raise ValueError(f"heatmaps must have shape (..., N, H, W), got {tuple(heatmaps.shape)}")
+    h, w = heatmaps.shape[-2:]
+    flat = heatmaps.flatten(-2)
+    values, index = flat.max(dim=-1)
+    row = torch.div(index, w, rounding_mode="floor")
+    col = index - row * w
+    xy = torch.stack((col, row), dim=-1).to(heatmaps.dtype) + 0.5
+    if subpixel:
+        def at(r, c):
+            r = r.clamp(0, h - 1)
+            c = c.clamp(0, w - 1)
+            return flat.gather(-1, (r * w + c).unsqueeze(-1)).squeeze(-1)
+
+        dx = torch.sign(at(row, col + 1) - at(row, col - 1)) * (col > 0) * (col < w - 1)
+        dy = torch.sign(at(row + 1, col) - at(row - 1, col)) * (row > 0) * (row < h - 1)
+        xy = xy + 0.25 * torch.stack((dx, dy), dim=-1).to(heatmaps.dtype)
+    return xy, values
+
+
+def peak_confidence(heatmaps: Tensor, temperature: float = 1.0) -> Tensor:
+    """Confidence ``(..., N)`` of each heatmap's peak: the softmax over its pixels, read at the peak.
+
+    This is c_{j,n} of the paper's Eq. (5). It is a weight, so gradients do not flow through it.
+    """
+    flat = heatmaps.detach().flatten(-2) / temperature
+    return torch.softmax(flat, dim=-1).amax(dim=-1)

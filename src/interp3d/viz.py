@@ -1,0 +1,82 @@
+"""Figures: skeletons over heatmaps or images, contact sheets. Matplotlib with the Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io_utils import atomic_path  # noqa: E402
+from .shape_model import Category  # noqa: E402
+
+__all__ = ["draw_skeleton", "contact_sheet", "save_figure"]
+
+LEFT, RIGHT, MIDDLE = "#1f77b4", "#d62728", "#2ca02c"
+
+
+def _side_colours(category: Category) -> list[str]:
+    colours = [MIDDLE] * category.num_keypoints
+    mean = category.mean_shape
+    for i in range(category.num_keypoints):
+        if mean[i, 0] < -1e-9:
+            colours[i] = LEFT
+        elif mean[i, 0] > 1e-9:
+            colours[i] = RIGHT
+    return colours
+
+
+def draw_skeleton(ax, keypoints: np.ndarray, category: Category, visible: np.ndarray | None = None, linewidth: float = 1.5, markersize: float = 3.0, alpha: float = 1.0) -> None:
+    """Draw edges and keypoints (N, 2) in image coordinates (continuous, pixel i spans [i, i+1))."""
+    kp = np.asarray(keypoints, dtype=float)
+    vis = np.ones(len(kp), bool) if visible is None else np.asarray(visible, bool)
+    colours = _side_colours(category)
+    for a, b in category.edges:
+        style = "-" if (vis[a] and vis[b]) else ":"
+        colour = colours[a] if colours[a] == colours[b] else MIDDLE
+        ax.plot([kp[a, 0], kp[b, 0]], [kp[a, 1], kp[b, 1]], style, color=colour, lw=linewidth, alpha=alpha)
+    for i, (x, y) in enumerate(kp):
+        ax.plot(x, y, "o", ms=markersize, color=colours[i], mfc=colours[i] if vis[i] else "none", alpha=alpha)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray],
+    keypoints: Sequence[np.ndarray] | None,
+    category: Category,
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    visible: Sequence[np.ndarray] | None = None,
+    columns: int = 6,
+    cmap: str | None = None,
+) -> Path:
+    """A grid of images (H, W[, 3]) with skeletons (in each image's pixel coordinates) drawn on top."""
+    n = len(images)
+    rows = max(1, (n + columns - 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = np.asarray(images[i])
+        h, w = img.shape[:2]
+        ax.imshow(img, cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
+        if keypoints is not None:
+            draw_skeleton(ax, keypoints[i], category, None if visible is None else visible[i], linewidth=1.0, markersize=2.0)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)

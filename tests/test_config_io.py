@@ -1,0 +1,51 @@
+import json
+import subprocess
+
+import pytest
+
+from interp3d.config import Config, ConfigError, preset
+from interp3d.io_utils import atomic_path, atomic_write_json, git_revision, write_run_metadata
+
+
+def test_presets_round_trip_through_json():
+    for name in ("paper", "cpu-small"):
+        cfg = preset(name)
+        assert Config.from_dict(json.loads(cfg.to_json())) == cfg
+    assert preset("paper").synthetic.n_train == 40_000
+    assert preset("cpu-small").synthetic.n_train < preset("paper").synthetic.n_train
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = preset("cpu-small").override(["synthetic.sigma=2", "categories=[\"sofa\"]", "seed=7"])
+    assert cfg.synthetic.sigma == 2.0 and cfg.categories == ("sofa",) and cfg.seed == 7
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        cfg.override(["synthetic.nope=1"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        cfg.override(["synthetic.n_train=1.5"])
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="version 99"):
+        Config.from_dict({"version": 99})
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_run_metadata_records_config_seed_and_revision(tmp_path):
+    path = write_run_metadata(tmp_path, preset("cpu-small").to_dict(), seed=3)
+    meta = json.loads(path.read_text())
+    assert meta["seed"] == 3 and meta["config"]["preset"] == "cpu-small"
+    rev = git_revision()
+    assert set(rev) == {"commit", "dirty"}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert meta["git"]["commit"] == head.stdout.strip()
+    assert Config.load(path) == preset("cpu-small")

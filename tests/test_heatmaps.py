@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from interp3d.heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
+
+
+def test_peak_is_at_the_keypoint_pixel_and_values_follow_the_kernel():
+    xy = torch.tensor([[[10.3, 20.8], [63.9, 0.0]]])
+    maps = render_heatmaps(xy, size=64, sigma=1.0)
+    peaks, values = heatmap_peaks(maps)
+    assert peaks[0].tolist() == [[10.5, 20.5], [63.5, 0.5]]
+    # value at pixel (row 20, col 10): centre (10.5, 20.5)
+    d2 = (10.5 - 10.3) ** 2 + (20.5 - 20.8) ** 2
+    assert maps[0, 0, 20, 10].item() == pytest.approx(math.exp(-d2 / 2), rel=1e-6)
+    # circular support of radius 3 sigma: (dx, dy) = (3.2, 0.3) from the keypoint is outside
+    assert maps[0, 0, 21, 13].item() == 0.0
+    assert maps[0, 0, 20, 12].item() > 0.0
+
+
+def test_exact_pixel_centre_gives_peak_one_and_symmetric_map():
+    maps = render_heatmaps(torch.tensor([[32.5, 32.5]]), size=64, sigma=1.5)
+    assert maps.max().item() == pytest.approx(1.0)
+    window = maps[0, 27:38, 27:38]  # centred on pixel 32, wider than the support
+    assert torch.allclose(window, window.T) and torch.allclose(window, window.flip(0))
+    assert window.sum().item() == pytest.approx(maps.sum().item())
+
+
+def test_outside_and_invisible_keypoints_give_empty_channels():
+    xy = torch.tensor([[-0.1, 5.0], [5.0, 64.0], [float("nan"), 1.0], [30.0, 30.0]])
+    visible = torch.tensor([True, True, False, False])
+    maps = render_heatmaps(xy, visible=visible)
+    assert maps.flatten(1).amax(1).tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_nan_keypoints_without_visibility_raise():
+    with pytest.raises(ValueError, match="NaN"):
+        render_heatmaps(torch.tensor([[float("nan"), 3.0]]))
+
+
+def test_matches_dense_reference_on_random_points():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 7, 2, generator=g) * 64
+    maps = render_heatmaps(xy, sigma=2.0)
+    c = torch.arange(64) + 0.5
+    d2 = (c[None, None, None, :] - xy[..., 0, None, None]) ** 2 + (c[None, None, :, None] - xy[..., 1, None, None]) ** 2
+    dense = torch.exp(-d2 / 8) * (d2 < 36 - 1e-4)
+    mask = (d2 - 36).abs() > 1e-3  # ignore pixels exactly on the support boundary
+    assert torch.allclose(maps[mask], dense[mask], atol=1e-6)
+
+
+def test_subpixel_peak_moves_toward_higher_neighbour():
+    maps = render_heatmaps(torch.tensor([[10.9, 10.5]]))
+    peaks, _ = heatmap_peaks(maps, subpixel=True)
+    assert peaks[0].tolist() == [10.75, 10.5]
+
+
+def test_peak_confidence_is_softmax_at_peak_without_gradient():
+    maps = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        maps[0, 0, 1, 2] = 5.0
+    conf = peak_confidence(maps)
+    assert conf[0, 0].item() == pytest.approx(math.exp(5) / (math.exp(5) + 15))
+    assert conf[0, 1].item() == pytest.approx(1 / 16)
+    assert not conf.requires_grad
