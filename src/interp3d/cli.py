@@ -14,6 +14,8 @@ from . import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="interp3d: 3D object skeletons and camera pose from one image.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect presets and resolved configurations.")
 app.add_typer(config_app, name="config")
+world_app = typer.Typer(no_args_is_help=True, help="The rendered furniture world: images and videos with exact ground truth.")
+app.add_typer(world_app, name="world")
 
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Configuration preset: paper or cpu-small.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set synthetic.n_train=5000.")]
@@ -94,6 +96,58 @@ def write_synthetic_preview(ds, path: Path, count: int = 12) -> Path:
     az, el = ds.codec.decode(batch["params"]).view()
     titles = [f"az {a:.0f} el {e:.0f}" for a, e in zip(az.rad2deg().tolist(), el.rad2deg().tolist())]
     return contact_sheet(maps, batch["keypoints"].numpy(), ds.category, path, titles=titles, cmap="magma")
+
+
+@world_app.command("render")
+def world_render(
+    category: Annotated[str, typer.Option("--category", "-c", help="Object category.")],
+    kind: Annotated[str, typer.Option("--kind", "-k", help="annotated2d, video or test3d.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (resumable).")],
+    n: Annotated[Optional[int], typer.Option("--n", help="Images (or videos); default from the preset.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    preset_name: PresetOpt = "cpu-small",
+    overrides: SetOpt = None,
+    preview: Annotated[bool, typer.Option(help="Write preview.png (a contact sheet) into the folder.")] = True,
+) -> None:
+    """Render a world dataset; rerunning the same command resumes an interrupted render."""
+    from dataclasses import replace
+
+    from .data.world import KINDS, WorldDataset, WorldFormatError, render_world
+    from .render.gl import RendererUnavailable
+    from .shape_model import get_category
+
+    cfg = _resolve(preset_name, overrides)
+    if kind not in KINDS:
+        _fail(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    try:
+        cat = get_category(category)
+    except KeyError as exc:
+        _fail(exc.args[0])
+    options = cfg.world.options(kind)
+    if n is not None:
+        options = replace(options, count=n)
+    start = time.perf_counter()
+    try:
+        render_world(out, cat, options, seed=seed, config=cfg.to_dict())
+    except (WorldFormatError, RendererUnavailable) as exc:
+        _fail(str(exc))
+    ds = WorldDataset(out)
+    elapsed = time.perf_counter() - start
+    typer.echo(f"{len(ds)} {cat.name} {kind} images -> {out} ({elapsed:.1f}s)")
+    if preview:
+        typer.echo(f"preview -> {write_world_preview(ds, out / 'preview.png')}")
+
+
+def write_world_preview(ds, path: Path, count: int = 12) -> Path:
+    import numpy as np
+
+    from .viz import contact_sheet
+
+    step = max(1, len(ds) // count)
+    idx = list(range(0, len(ds), step))[:count]
+    a = ds.annotations
+    titles = [f"az {np.degrees(a['azimuth'][i]):.0f} el {np.degrees(a['elevation'][i]):.0f}" for i in idx]
+    return contact_sheet([ds.load_image(i) for i in idx], [a["keypoints"][i] for i in idx], ds.category, path, titles=titles, visible=[a["visible"][i] for i in idx])
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.synthetic import SyntheticOptions
+from .data.world import WorldOptions
 
 __all__ = ["Config", "SyntheticConfig", "WorldConfig", "PRESETS", "preset", "CONFIG_VERSION", "ConfigError"]
 
@@ -45,13 +46,27 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Sizes of the rendered furniture world (images, videos, IKEA-like test set)."""
+    """The rendered furniture world (paper: ~1,500 Keypoint-5 images a class, ~90 videos of 36 frames,
+    ~200 IKEA images a class)."""
 
     image_size: int = 256
     n_annotated2d: int = 1_500
     n_videos: int = 90
     video_length: int = 36
     n_test3d: int = 200
+    annotated_azimuth_deg: float = 45.0
+    supersample: int = 2
+
+    def options(self, kind: str) -> WorldOptions:
+        count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]
+        return WorldOptions(
+            kind=kind,
+            count=count,
+            image_size=self.image_size,
+            video_length=self.video_length,
+            annotated_azimuth_deg=self.annotated_azimuth_deg,
+            supersample=self.supersample,
+        )
 
 
 @dataclass(frozen=True)

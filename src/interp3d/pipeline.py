@@ -29,8 +29,9 @@ def _stage(out: Path, name: str, echo: Callable[[str], None], fn: Callable[[], d
 
 
 def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) -> Path:
-    from .cli import write_synthetic_preview
+    from .cli import write_synthetic_preview, write_world_preview
     from .data.synthetic import SyntheticSkeletonDataset
+    from .data.world import KINDS, WorldDataset, render_world
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,6 +56,17 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
 
         summaries[f"synthetic_{category}"] = _stage(out, f"synthetic_{category}", echo, synthetic)
 
+        for kind in KINDS:
+            def world(category=category, kind=kind, index=index):
+                root = out / "world" / category / kind
+                render_world(root, category, cfg.world.options(kind), seed=cfg.seed + 1000 * index, config=cfg.to_dict())
+                ds = WorldDataset(root)
+                write_world_preview(ds, out / "figures" / f"world_{category}_{kind}.png")
+                a = ds.annotations
+                return {"images": len(ds), "path": str(root.relative_to(out)), "visible": float(a["visible"].mean()), "occluded_by_other": float(a["occluded_by_other"].mean())}
+
+            summaries[f"world_{category}_{kind}"] = _stage(out, f"world_{category}_{kind}", echo, world)
+
     lines = [f"# interp3d demo report ({cfg.preset})", "", f"Run folder: `{out}`; configuration and revision in `run.json`.", ""]
     lines += ["## Synthetic skeletons", "", "| category | train | val | seconds |", "|---|---|---|---|"]
     for category in cfg.categories:
@@ -62,6 +74,14 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
         lines.append(f"| {category} | {s['train']['n']} | {s['val']['n']} | {s['seconds']} |")
         lines.append("")
         lines.append(f"![synthetic {category}](figures/synthetic_{category}.png)")
+    lines += ["", "## Rendered world", "", "| category | kind | images | visible keypoints | occluded by other objects | seconds |", "|---|---|---|---|---|---|"]
+    for category in cfg.categories:
+        for kind in KINDS:
+            s = summaries[f"world_{category}_{kind}"]
+            lines.append(f"| {category} | {kind} | {s['images']} | {s['visible']:.1%} | {s['occluded_by_other']:.1%} | {s['seconds']} |")
+    for category in cfg.categories:
+        for kind in KINDS:
+            lines += ["", f"![{category} {kind}](figures/world_{category}_{kind}.png)"]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report

@@ -21,7 +21,7 @@ from .. import geometry
 from ..heatmaps import render_heatmaps
 from ..io_utils import atomic_path
 from ..params import ParamCodec, ShapeCamera
-from ..shape_model import Category, get_category
+from ..shape_model import Category, SamplingRanges, get_category
 
 __all__ = ["SkeletonSampler", "SkeletonBatch", "SyntheticSkeletonDataset", "SyntheticOptions", "identity_collate"]
 
@@ -41,20 +41,28 @@ class SkeletonBatch:
 class SkeletonSampler:
     """Samples structure and camera parameters from a category's ranges.
 
+    ``ranges`` replaces the category's ranges (e.g. a restricted pose range).
     ``distribution`` is ``"uniform"`` (3D-INN's ``alphaGSif=false``) or ``"gaussian"`` (the paper's
     wording: centred in the range, sd a quarter of its width, clipped to the range).
     With ``keep_inside`` a sample whose keypoints leave the projection plane is redrawn; a sample
     with a keypoint behind the camera is always redrawn.
     """
 
-    def __init__(self, category: Category | str, distribution: str = "uniform", keep_inside: bool = True, max_redraws: int = 100):
+    def __init__(
+        self,
+        category: Category | str,
+        distribution: str = "uniform",
+        keep_inside: bool = True,
+        max_redraws: int = 100,
+        ranges: SamplingRanges | None = None,
+    ):
         if distribution not in ("uniform", "gaussian"):
             raise ValueError(f"distribution must be 'uniform' or 'gaussian', got {distribution!r}")
         self.category = get_category(category)
         self.distribution = distribution
         self.keep_inside = keep_inside
         self.max_redraws = max_redraws
-        r = self.category.ranges
+        r = self.ranges = ranges if ranges is not None else self.category.ranges
         rows = [r.scale, *r.alpha, r.elevation, r.azimuth, r.translation_x, r.translation_y, r.focal]
         self._ranges = torch.tensor(rows, dtype=torch.float64)
 

@@ -1,0 +1,419 @@
+"""The rendered furniture world: datasets with exact ground truth that mirror the paper's data.
+
+Three kinds:
+
+* ``annotated2d`` (Keypoint-5-like): light clutter, *restricted pose coverage* (azimuth within
+  ``annotated_azimuth_deg`` of the front, the lower part of the elevation range): the paper's limited
+  2D-annotated data. Training code uses its images and 2D keypoints.
+* ``video`` (object videos): sequences of J frames along smooth camera orbits with hand-held wobble
+  over the full pose range; one object, focal length and scene per video. Training code sees only
+  ``videos.json`` (frame paths + category); ``annotations.npz`` is ground truth for evaluation.
+* ``test3d`` (IKEA-like): full pose range, occluders and clutter, full 3D ground truth.
+
+Folder format (``FORMAT``), documented in the README::
+
+    meta.json            written last: format, kind, category, counts, sizes, seed, options, skeleton
+    images/000000.png    annotated2d and test3d (RGB, image_size^2)
+    frames/0000/000.png  video: one folder per video
+    masks/...png         visible pixels of the target object (same layout as images/frames)
+    annotations.npz      index-aligned arrays (see ANNOTATION_FIELDS)
+    videos.json          video only: [{"id", "category", "frames": [...]}]
+    parts/               resume state while rendering; removed when complete
+
+Rendering is deterministic per item (seeded by ``(seed, kind, index)``), done in chunks that are
+committed atomically, so a killed render resumes where it stopped and gives identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .. import geometry
+from ..io_utils import atomic_path, atomic_write_json
+from ..params import ParamCodec
+from ..shape_model import Category, get_category
+from .synthetic import SkeletonSampler
+
+__all__ = ["WorldOptions", "render_world", "WorldDataset", "VideoDataset", "WorldFormatError", "KINDS", "FORMAT", "ANNOTATION_FIELDS"]
+
+FORMAT = "interp3d.world/1"
+KINDS = ("annotated2d", "video", "test3d")
+_KIND_ID = {k: i for i, k in enumerate(KINDS)}
+
+ANNOTATION_FIELDS = {
+    "keypoints": "(n, N, 2) exact projected keypoints, image px (pixel i spans [i, i+1))",
+    "visible": "(n, N) bool: in the image and not occluded (depth buffer)",
+    "occluded_by_other": "(n, N) bool: hidden behind another object",
+    "structure": "(n, N, 3) object-frame 3D keypoints",
+    "points_cam": "(n, N, 3) camera-frame 3D keypoints",
+    "alpha": "(n, K) absolute shape coefficients",
+    "angles": "(n, 3) Euler angles theta1, theta2, theta3 (rad)",
+    "translation": "(n, 2) t_x, t_y, projection-plane px",
+    "focal": "(n,) focal length, projection-plane px",
+    "azimuth": "(n,) rad in [0, 2 pi)",
+    "elevation": "(n,) rad",
+    "bbox": "(n, 4) x0, y0, x1, y1 of the projected target mesh, image px",
+    "params": "(n, P) parameter vector [alpha, 1/f, sin, cos, t]",
+    "video_index": "(n,) video id (video kind; -1 otherwise)",
+    "frame_index": "(n,) frame number within its video (video kind; 0 otherwise)",
+}
+
+
+class WorldFormatError(ValueError):
+    """A world dataset folder is missing, incomplete or corrupt."""
+
+
+@dataclass(frozen=True)
+class WorldOptions:
+    kind: str = "annotated2d"
+    count: int = 100  # images, or videos for the video kind
+    image_size: int = 256
+    video_length: int = 36
+    annotated_azimuth_deg: float = 45.0  # annotated2d: |azimuth| <= this (restricted coverage)
+    annotated_elevation_fraction: float = 0.5  # annotated2d: lower part of the elevation range
+    video_sweep_deg: tuple[float, float] = (60.0, 180.0)  # total azimuth sweep of a video
+    chunk: int = 25  # items per committed chunk (resume granularity)
+    supersample: int = 2
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown world kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.count <= 0 or self.video_length <= 0 or self.image_size < 16:
+            raise ValueError(f"count, video_length must be positive and image_size >= 16, got {self.count}, {self.video_length}, {self.image_size}")
+
+
+def _scene_options(kind: str):
+    from ..render.scene import SceneOptions
+
+    if kind == "annotated2d":
+        return SceneOptions(floor=0.7, distractors=(0, 1), clutter_boxes=(0, 1), occluders=(0, 0), blur=0.6, noise=3.0)
+    if kind == "video":
+        return SceneOptions(floor=0.8, distractors=(0, 2), clutter_boxes=(0, 2), occluders=(0, 0), blur=1.0, noise=4.0)
+    return SceneOptions(floor=0.8, distractors=(1, 3), clutter_boxes=(1, 3), occluders=(1, 2), blur=1.2, noise=6.0, colour_gain=0.15)
+
+
+def _restricted_ranges(category: Category, options: WorldOptions):
+    r = category.ranges
+    half = math.radians(options.annotated_azimuth_deg)
+    lo, hi = r.azimuth
+    # the front (azimuth 0) lies inside every category's range, possibly as 2 pi for [0, 2 pi)
+    centre = 0.0 if lo <= 0.0 <= hi else lo
+    az = (max(lo, centre - half), min(hi, centre + half)) if hi - lo < 2 * math.pi - 1e-9 else (-half, half)
+    el = (r.elevation[0], r.elevation[0] + options.annotated_elevation_fraction * (r.elevation[1] - r.elevation[0]))
+    return replace(r, azimuth=az, elevation=el)
+
+
+def _item_rng(seed: int, kind: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _KIND_ID[kind], index])
+
+
+def _camera_trajectory(category: Category, base, rng: np.random.Generator, length: int, options: WorldOptions):
+    """Smooth orbit: azimuth sweep with easing, slow elevation drift, hand-held translation wobble."""
+    from ..render.scene import Camera
+
+    r = category.ranges
+    az0 = float(base.angles[0, 1])
+    el0 = float(base.angles[0, 0]) - math.pi
+    sweep = math.radians(rng.uniform(*options.video_sweep_deg)) * rng.choice([-1.0, 1.0])
+    full_circle = r.azimuth[1] - r.azimuth[0] >= 2 * math.pi - 1e-9
+    if not full_circle:  # keep the sweep inside the category's azimuth range
+        room_hi, room_lo = r.azimuth[1] - az0, az0 - r.azimuth[0]
+        sweep = min(abs(sweep), max(room_hi, room_lo)) * (1.0 if room_hi >= room_lo else -1.0)
+    s = np.linspace(0.0, 1.0, length)
+    ease = s + rng.uniform(-0.08, 0.08) * np.sin(2 * np.pi * s)
+    azimuth = az0 + sweep * ease
+    el_drift = math.radians(rng.uniform(-6, 6))
+    elevation = np.clip(el0 + el_drift * s + math.radians(1.0) * np.sin(2 * np.pi * s * rng.uniform(0.5, 2)), r.elevation[0], r.elevation[1])
+    walk = np.cumsum(rng.normal(0, 1.0, (length, 2)), axis=0)
+    walk -= walk[0]
+    t = base.params.translation[0].numpy() + walk * rng.uniform(0.3, 1.5)
+    focal = float(base.params.focal[0])
+    return [Camera(np.array([math.pi + elevation[j], azimuth[j], 0.0]), t[j], focal) for j in range(length)]
+
+
+def _record(category: Category, codec: ParamCodec, spec, camera, view, video_index: int, frame_index: int) -> dict[str, np.ndarray]:
+    angles = torch.as_tensor(camera.angles, dtype=torch.float64)
+    az, el = geometry.euler_to_view(angles)
+    from ..params import ShapeCamera
+
+    params = ShapeCamera.from_angles(torch.as_tensor(spec.alpha), angles, torch.as_tensor(camera.translation, dtype=torch.float64), torch.tensor(camera.focal, dtype=torch.float64))
+    return {
+        "keypoints": view.keypoints.astype(np.float32),
+        "visible": view.visible,
+        "occluded_by_other": view.occluded_by_other,
+        "structure": spec.structure.astype(np.float32),
+        "points_cam": view.points_cam.astype(np.float32),
+        "alpha": spec.alpha.astype(np.float32),
+        "angles": camera.angles.astype(np.float32),
+        "translation": np.asarray(camera.translation, np.float32),
+        "focal": np.float32(camera.focal),
+        "azimuth": np.float32(az),
+        "elevation": np.float32(el),
+        "bbox": view.bbox.astype(np.float32),
+        "params": codec.encode(params).numpy().astype(np.float32),
+        "video_index": np.int32(video_index),
+        "frame_index": np.int32(frame_index),
+    }
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
+
+
+def _render_item(root: Path, category: Category, codec: ParamCodec, options: WorldOptions, seed: int, index: int) -> list[dict]:
+    from ..render.scene import Camera, render_view, sample_scene
+
+    rng = _item_rng(seed, options.kind, index)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    ranges = _restricted_ranges(category, options) if options.kind == "annotated2d" else None
+    base = SkeletonSampler(category, ranges=ranges).sample(1, gen, dtype=torch.float64)
+    spec = sample_scene(category, base.structure[0].numpy(), base.params.alpha[0].numpy(), rng, _scene_options(options.kind))
+    if options.kind == "video":
+        cameras = _camera_trajectory(category, base, rng, options.video_length, options)
+        names = [f"frames/{index:04d}/{j:03d}.png" for j in range(len(cameras))]
+    else:
+        cameras = [Camera(base.angles[0].numpy(), base.params.translation[0].numpy(), float(base.params.focal[0]))]
+        names = [f"images/{index:06d}.png"]
+    records = []
+    for j, (camera, name) in enumerate(zip(cameras, names)):
+        view = render_view(spec, camera, options.image_size, rng, options.supersample)
+        _save_png(root / name, view.image)
+        _save_png(root / name.replace("images/", "masks/").replace("frames/", "masks/"), (view.mask * 255).astype(np.uint8))
+        rec = _record(category, codec, spec, camera, view, index if options.kind == "video" else -1, j)
+        rec["path"] = name
+        records.append(rec)
+    return records
+
+
+def _stack(records: list[dict]) -> dict[str, np.ndarray]:
+    out = {k: np.stack([r[k] for r in records]) for k in records[0] if k != "path"}
+    out["path"] = np.array([r["path"] for r in records])
+    return out
+
+
+def render_world(
+    root: str | Path,
+    category: Category | str,
+    options: WorldOptions = WorldOptions(),
+    seed: int = 0,
+    progress: bool = True,
+    config: dict | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Render (or resume rendering) a world dataset into ``root``; returns ``root``.
+
+    An existing complete dataset with the same settings is left as it is; different settings are an
+    error (use another folder).
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    category = get_category(category)
+    codec = ParamCodec(category)
+    settings = {"format": FORMAT, "category": category.name, "seed": seed, "options": _options_json(options)}
+    meta_path = root / "meta.json"
+    parts = root / "parts"
+    if meta_path.is_file():
+        existing = json.loads(meta_path.read_text())
+        if {k: existing.get(k) for k in settings} != settings:
+            raise WorldFormatError(f"{root}: holds a different dataset ({existing.get('category')}, {existing.get('options', {}).get('kind')}); choose another folder")
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    parts.mkdir(exist_ok=True)
+    settings_file = parts / "settings.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+        raise WorldFormatError(f"{root}: an unfinished render with other settings is here; delete {parts} or choose another folder")
+    atomic_write_json(settings_file, settings)
+
+    n_chunks = math.ceil(options.count / options.chunk)
+    units = "videos" if options.kind == "video" else "images"
+    bar = tqdm(total=options.count, desc=f"{category.name} {options.kind}", unit=units[:-1], disable=not progress)
+    for c in range(n_chunks):
+        part = parts / f"chunk_{c:05d}.npz"
+        lo, hi = c * options.chunk, min(options.count, (c + 1) * options.chunk)
+        if part.is_file():
+            bar.update(hi - lo)
+            continue
+        records = []
+        for index in range(lo, hi):
+            records += _render_item(root, category, codec, options, seed, index)
+            bar.update(1)
+        with atomic_path(part, suffix=".npz") as tmp:
+            np.savez(tmp, **_stack(records))
+        if on_chunk:
+            on_chunk(c, n_chunks)
+    bar.close()
+
+    merged: dict[str, list] = {}
+    for c in range(n_chunks):
+        with np.load(parts / f"chunk_{c:05d}.npz") as data:
+            for k in data.files:
+                merged.setdefault(k, []).append(data[k])
+    arrays = {k: np.concatenate(v) for k, v in merged.items()}
+    with atomic_path(root / "annotations.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+    if options.kind == "video":
+        videos = [
+            {"id": v, "category": category.name, "frames": [str(f) for f in arrays["path"][arrays["video_index"] == v]]}
+            for v in range(options.count)
+        ]
+        atomic_write_json(root / "videos.json", videos)
+    meta = {
+        **settings,
+        "kind": options.kind,
+        "count": options.count,
+        "num_images": int(len(arrays["path"])),
+        "image_size": options.image_size,
+        "plane_size": category.plane_size,
+        "keypoint_names": list(category.keypoint_names),
+        "edges": [list(e) for e in category.edges],
+        "annotation_fields": ANNOTATION_FIELDS,
+        "config": config,
+    }
+    atomic_write_json(meta_path, meta)
+    shutil.rmtree(parts)
+    return root
+
+
+def _options_json(options: WorldOptions) -> dict:
+    return json.loads(json.dumps(asdict(options)))
+
+
+def _read_meta(root: Path, kind: str | None) -> dict:
+    if not root.is_dir():
+        raise WorldFormatError(f"{root}: world dataset folder not found")
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        hint = " (an unfinished render: run the same render command again to resume)" if (root / "parts").is_dir() else ""
+        raise WorldFormatError(f"{root}: no meta.json, so not a complete interp3d world dataset{hint}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WorldFormatError(f"{meta_path}: corrupt ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise WorldFormatError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if kind is not None and meta.get("kind") != kind:
+        raise WorldFormatError(f"{root}: holds {meta.get('kind')!r} data, expected {kind!r}")
+    return meta
+
+
+class WorldDataset(Dataset):
+    """Images of a world folder (any kind) with their annotations.
+
+    Items: ``image`` float32 (3, S, S) in [0, 1], ``keypoints`` (N, 2) image px, ``visible`` (N,),
+    ``params`` (P,), ``structure`` (N, 3), ``azimuth``, ``elevation``, ``index``.
+    """
+
+    def __init__(self, root: str | Path, kind: str | None = None, category: Category | str | None = None):
+        self.root = Path(root)
+        self.meta = _read_meta(self.root, kind)
+        self.category = get_category(self.meta["category"])
+        if category is not None and get_category(category).name != self.category.name:
+            raise WorldFormatError(f"{self.root}: holds {self.category.name!r}, expected {get_category(category).name!r}")
+        ann = self.root / "annotations.npz"
+        try:
+            with np.load(ann) as data:
+                self.annotations = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise WorldFormatError(f"{ann}: missing") from None
+        except Exception as exc:
+            raise WorldFormatError(f"{ann}: unreadable ({exc})") from exc
+        n = self.meta["num_images"]
+        bad = [k for k in ANNOTATION_FIELDS if k not in self.annotations or len(self.annotations[k]) != n]
+        if bad or len(self.annotations.get("path", [])) != n:
+            raise WorldFormatError(f"{ann}: fields {bad or ['file']} missing or not of length {n}")
+        if not np.isfinite(self.annotations["keypoints"]).all():
+            raise WorldFormatError(f"{ann}: keypoints contain NaN/inf")
+
+    def __len__(self) -> int:
+        return len(self.annotations["path"])
+
+    def image_path(self, index: int) -> Path:
+        return self.root / str(self.annotations["path"][index])
+
+    def load_image(self, index: int) -> np.ndarray:
+        path = self.image_path(index)
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                array = np.asarray(img)
+        except FileNotFoundError:
+            raise WorldFormatError(f"{path}: image missing from the dataset") from None
+        except OSError as exc:
+            raise WorldFormatError(f"{path}: corrupt image ({exc})") from exc
+        if array.shape[:2] != (self.meta["image_size"],) * 2:
+            raise WorldFormatError(f"{path}: size {array.shape[:2]}, expected {self.meta['image_size']}")
+        return array
+
+    def __getitem__(self, index: int) -> dict:
+        a = self.annotations
+        image = torch.from_numpy(self.load_image(index).copy()).permute(2, 0, 1).float() / 255.0
+        return {
+            "image": image,
+            "keypoints": torch.from_numpy(a["keypoints"][index]),
+            "visible": torch.from_numpy(a["visible"][index]),
+            "params": torch.from_numpy(a["params"][index]),
+            "structure": torch.from_numpy(a["structure"][index]),
+            "azimuth": float(a["azimuth"][index]),
+            "elevation": float(a["elevation"][index]),
+            "index": index,
+        }
+
+
+class VideoDataset(Dataset):
+    """Clips of ``clip_length`` consecutive frames from a video folder; category label only.
+
+    Reads ``videos.json`` alone, as training on weakly labelled videos must. Items: ``frames``
+    float32 (J, 3, S, S), ``video`` (id), ``start`` (first frame), ``category``.
+    """
+
+    def __init__(self, root: str | Path, clip_length: int, stride: int | None = None):
+        self.root = Path(root)
+        self.meta = _read_meta(self.root, "video")
+        path = self.root / "videos.json"
+        try:
+            self.videos = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise WorldFormatError(f"{path}: missing") from None
+        except json.JSONDecodeError as exc:
+            raise WorldFormatError(f"{path}: corrupt ({exc})") from exc
+        if clip_length <= 0:
+            raise ValueError(f"clip_length must be positive, got {clip_length}")
+        empty = [v["id"] for v in self.videos if not v.get("frames")]
+        if empty:
+            raise WorldFormatError(f"{path}: videos {empty} have no frames")
+        stride = clip_length if stride is None else stride
+        self.clip_length = clip_length
+        self.clips = [(vi, s) for vi, v in enumerate(self.videos) for s in range(0, len(v["frames"]) - clip_length + 1, stride)]
+        if not self.clips:
+            raise WorldFormatError(f"{self.root}: no video has {clip_length} frames (longest: {max(len(v['frames']) for v in self.videos)})")
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        vi, start = self.clips[index]
+        video = self.videos[vi]
+        frames = []
+        for name in video["frames"][start : start + self.clip_length]:
+            path = self.root / name
+            try:
+                with Image.open(path) as img:
+                    frames.append(np.asarray(img.convert("RGB")))
+            except FileNotFoundError:
+                raise WorldFormatError(f"{path}: frame missing from the dataset") from None
+            except OSError as exc:
+                raise WorldFormatError(f"{path}: corrupt frame ({exc})") from exc
+        clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+        return {"frames": clip, "video": video["id"], "start": start, "category": video["category"]}

@@ -1,0 +1,1 @@
+"""Procedural furniture meshes and the headless renderer."""
