@@ -14,6 +14,8 @@ from . import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="interp3d: 3D object skeletons and camera pose from one image.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect presets and resolved configurations.")
 app.add_typer(config_app, name="config")
+train_app = typer.Typer(no_args_is_help=True, help="Training stages (each a resumable run folder).")
+app.add_typer(train_app, name="train")
 world_app = typer.Typer(no_args_is_help=True, help="The rendered furniture world: images and videos with exact ground truth.")
 app.add_typer(world_app, name="world")
 
@@ -148,6 +150,123 @@ def write_world_preview(ds, path: Path, count: int = 12) -> Path:
     a = ds.annotations
     titles = [f"az {np.degrees(a['azimuth'][i]):.0f} el {np.degrees(a['elevation'][i]):.0f}" for i in idx]
     return contact_sheet([ds.load_image(i) for i in idx], [a["keypoints"][i] for i in idx], ds.category, path, titles=titles, visible=[a["visible"][i] for i in idx])
+
+
+CategoryOpt = Annotated[str, typer.Option("--category", "-c", help="Object category.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (resumable).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the folder's last checkpoint.")]
+
+
+def _run_guarded(fn):
+    from .data.world import WorldFormatError
+    from .train.engine import CheckpointError
+
+    try:
+        return fn()
+    except (WorldFormatError, CheckpointError, FileNotFoundError, KeyError) as exc:
+        _fail(exc.args[0] if exc.args else str(exc))
+
+
+@train_app.command("pretrain-2d")
+def train_pretrain_2d(category: CategoryOpt, world: Annotated[Path, typer.Option(help="annotated2d world folder.")], out: OutOpt, preset_name: PresetOpt = "cpu-small", overrides: SetOpt = None, resume: ResumeOpt = True) -> None:
+    """Hourglass on 2D-annotated images (MSE on heatmaps)."""
+    from .train.stages import pretrain_2d
+
+    cfg = _resolve(preset_name, overrides)
+    r = _run_guarded(lambda: pretrain_2d(cfg, category, world, out, resume=resume))
+    typer.echo(f"best val PCK {r.best_metric:.2f} (epoch {r.best_epoch}) -> {r.best_checkpoint}")
+
+
+@train_app.command("pretrain-3d")
+def train_pretrain_3d(category: CategoryOpt, out: OutOpt, preset_name: PresetOpt = "cpu-small", overrides: SetOpt = None, resume: ResumeOpt = True) -> None:
+    """2D-to-3D module on synthetic heatmaps (L1 on normalised parameters)."""
+    from .train.stages import pretrain_3d
+
+    cfg = _resolve(preset_name, overrides)
+    r = _run_guarded(lambda: pretrain_3d(cfg, category, out, resume=resume))
+    typer.echo(f"best val L1 {r.best_metric:.4f} (epoch {r.best_epoch}) -> {r.best_checkpoint}")
+
+
+@train_app.command("finetune")
+def train_finetune(
+    category: CategoryOpt,
+    world: Annotated[Path, typer.Option(help="annotated2d world folder.")],
+    hourglass: Annotated[Path, typer.Option(help="pretrain-2d checkpoint.")],
+    lifter: Annotated[Path, typer.Option(help="pretrain-3d checkpoint.")],
+    out: OutOpt,
+    preset_name: PresetOpt = "cpu-small",
+    overrides: SetOpt = None,
+    resume: ResumeOpt = True,
+) -> None:
+    """Whole interpreter with the re-projection loss (Eq. 2): the baseline."""
+    from .train.stages import finetune
+
+    cfg = _resolve(preset_name, overrides)
+    r = _run_guarded(lambda: finetune(cfg, category, world, hourglass, lifter, out, resume=resume))
+    typer.echo(f"best val re-projection PCK {r.best_metric:.2f} (epoch {r.best_epoch}) -> {r.best_checkpoint}")
+
+
+@train_app.command("baseline")
+def train_baseline(category: CategoryOpt, out: OutOpt, preset_name: PresetOpt = "cpu-small", overrides: SetOpt = None) -> None:
+    """Render the annotated2d world if needed, then pretrain-2d, pretrain-3d and finetune in OUT."""
+    from .pipeline import train_baseline as run
+
+    cfg = _resolve(preset_name, overrides)
+    ckpt = _run_guarded(lambda: run(cfg, category, out, echo=typer.echo))
+    typer.echo(f"baseline -> {ckpt}")
+
+
+@train_app.command("video")
+def train_video_cmd(
+    category: CategoryOpt,
+    world: Annotated[Path, typer.Option(help="annotated2d world folder (2D loss).")],
+    videos: Annotated[Path, typer.Option(help="video world folder (category labels only are used).")],
+    val: Annotated[Path, typer.Option(help="validation folder with 3D ground truth (not the test set).")],
+    init: Annotated[Path, typer.Option(help="Baseline (finetune) checkpoint to start from.")],
+    out: OutOpt,
+    curriculum: Annotated[bool, typer.Option("--curriculum/--fixed", help="Clip lengths video.curriculum, or video.fixed_length.")] = True,
+    preset_name: PresetOpt = "cpu-small",
+    overrides: SetOpt = None,
+    resume: ResumeOpt = True,
+) -> None:
+    """Semi-supervised learning on videos (structure consistency, motion smoothness, confidence re-projection)."""
+    from .train.video import train_video
+
+    cfg = _resolve(preset_name, overrides)
+    vc = cfg.video
+    lengths = tuple(vc.curriculum) if curriculum else (vc.fixed_length,)
+    epochs = vc.epochs_per_length if curriculum else (vc.fixed_epochs or vc.epochs_per_length * len(vc.curriculum))
+    r = _run_guarded(lambda: train_video(cfg, category, world, videos, val, init, out, lengths, epochs, resume=resume))
+    typer.echo(f"best validation mean AR {r.best_metric:.2f} -> {r.best_checkpoint}")
+
+
+@app.command()
+def ablation(
+    out: OutOpt = Path("runs/ablation"),
+    categories: Annotated[Optional[list[str]], typer.Option("--category", "-c", help="Categories (default chair and sofa).")] = None,
+    preset_name: PresetOpt = "cpu-small",
+    overrides: SetOpt = None,
+) -> None:
+    """Baseline / Video / Video+Curriculum on the rendered world: the paper's Table 2."""
+    from .pipeline import run_ablation
+
+    cfg = _resolve(preset_name, overrides)
+    report = _run_guarded(lambda: run_ablation(cfg, out, tuple(categories or ("chair", "sofa")), echo=typer.echo))
+    typer.echo(Path(report).read_text())
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Interpreter checkpoint (finetune or later).")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="World-format dataset folder.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics.json, per_object.csv and recall curves.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+) -> None:
+    """Evaluate a model: 3D structure and azimuth average recall, PCK; writes JSON, CSV and plots."""
+    from .pipeline import evaluate_to_folder
+
+    result = _run_guarded(lambda: evaluate_to_folder(model, data, out, device=device))
+    typer.echo(json.dumps(dict(result), indent=2))
 
 
 @app.command()

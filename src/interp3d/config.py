@@ -18,7 +18,7 @@ from typing import Any
 from .data.synthetic import SyntheticOptions
 from .data.world import WorldOptions
 
-__all__ = ["Config", "SyntheticConfig", "WorldConfig", "PRESETS", "preset", "CONFIG_VERSION", "ConfigError"]
+__all__ = ["Config", "SyntheticConfig", "WorldConfig", "ModelConfig", "StageConfig", "TrainConfig", "VideoConfig", "PRESETS", "preset", "CONFIG_VERSION", "ConfigError"]
 
 CONFIG_VERSION = 1
 
@@ -70,6 +70,74 @@ class WorldConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Network sizes. The heatmap side is ``synthetic.heatmap_size`` (one value for both modules)."""
+
+    image_size: int = 256
+    features: int = 256
+    depth: int = 4
+    stacks: int = 1
+    lifter_widths: tuple[int, ...] = (2048, 512, 128)
+    dropout: float = 0.0  # the paper applies no dropout in the 2D-to-3D module
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: RMSprop (alpha 0.99, eps 1e-8) as in the paper's code, or Adam."""
+
+    epochs: int = 100
+    optimizer: str = "rmsprop"
+    batch_size: int = 6
+    lr: float = 2.5e-4
+    weight_decay: float = 0.0
+    max_steps_per_epoch: int = 0  # 0 = a full pass over the data
+    num_workers: int = 0
+    amp: bool = False  # mixed precision (CUDA only)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    pretrain_2d: StageConfig = field(default_factory=lambda: StageConfig(epochs=100, batch_size=6, lr=2.5e-4))
+    pretrain_3d: StageConfig = field(default_factory=lambda: StageConfig(epochs=100, batch_size=16, lr=4e-6))
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=300, batch_size=6, lr=8e-6))
+    val_fraction: float = 0.2  # of the annotated images (Keypoint-5: 80/20)
+    augment_rotation_deg: float = 15.0
+    augment_colour: float = 0.4  # per-channel gain in [1 - c, 1 + c]
+    augment_flip: bool = True
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    finetune_freeze_hourglass: bool = False
+    finetune_heatmap_weight: float = 0.0  # optional MSE on heatmaps during fine-tuning (0 = Eq. 2 only)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Semi-supervised learning on videos (paper Sec. 3.2, 4.1)."""
+
+    curriculum: tuple[int, ...] = (3, 7, 11, 15)
+    fixed_length: int = 15  # the "Video" variant's clip length
+    epochs_per_length: int = 50
+    fixed_epochs: int = 0  # 0 = as many epochs as the whole curriculum (a fair comparison)
+    lr: float = 8e-6
+    clips_per_batch: int = 2
+    images_per_batch: int = 6
+    mean_phase_epochs: int = 1  # latents by the mean (L2 relaxation) for the first epochs, then the median
+    freeze_hourglass: bool = True  # the paper freezes the 2D module in this stage
+    w_kp: float = 1.0
+    w_alpha: float = 10.0
+    w_focal: float = 10.0
+    w_rotation: float = 1.0
+    w_translation: float = 1.0
+    w_reprojection: float = 0.1
+    confidence_temperature: float = 0.1  # softmax temperature of the peak confidence c_{j,n}
+
+    def weights(self):
+        from .train.losses import VideoLossWeights
+
+        return VideoLossWeights(self.w_kp, self.w_alpha, self.w_focal, self.w_rotation, self.w_translation, self.w_reprojection)
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "paper"
     version: int = CONFIG_VERSION
@@ -77,6 +145,9 @@ class Config:
     categories: tuple[str, ...] = ("chair", "swivelchair", "table", "bed", "sofa")
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -181,8 +252,16 @@ def _cpu_small() -> Config:
     base = Config(preset="cpu-small", categories=("chair",))
     return replace(
         base,
-        synthetic=replace(base.synthetic, n_train=8_000, n_val=500),
-        world=replace(base.world, image_size=128, n_annotated2d=400, n_videos=24, video_length=15, n_test3d=100),
+        synthetic=replace(base.synthetic, n_train=20_000, n_val=500, heatmap_size=32),
+        world=replace(base.world, image_size=128, n_annotated2d=600, n_videos=24, video_length=15, n_test3d=150),
+        model=replace(base.model, image_size=128, features=128, lifter_widths=(1024, 256, 128)),
+        train=replace(
+            base.train,
+            pretrain_2d=StageConfig(epochs=25, batch_size=16, lr=1e-3),
+            pretrain_3d=StageConfig(epochs=12, batch_size=64, lr=1e-4),
+            finetune=StageConfig(epochs=10, batch_size=16, lr=2e-5),
+        ),
+        video=replace(base.video, epochs_per_length=3, lr=2e-5, clips_per_batch=4, images_per_batch=16),
     )
 
 

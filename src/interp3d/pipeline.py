@@ -1,20 +1,26 @@
-"""The main job: every stage of the embedded-default pipeline, resumable stage by stage."""
+"""The main job and other multi-stage workflows, resumable stage by stage."""
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
 from typing import Callable
 
-from .config import Config
-from .io_utils import atomic_write_json, atomic_write_text, write_run_metadata
+import numpy as np
 
-__all__ = ["run_demo"]
+from .config import Config
+from .io_utils import atomic_path, atomic_write_json, atomic_write_text, write_run_metadata
+
+__all__ = ["run_demo", "train_baseline", "evaluate_to_folder", "run_ablation"]
 
 
 def _stage(out: Path, name: str, echo: Callable[[str], None], fn: Callable[[], dict]) -> dict:
-    """Run ``fn`` once: its summary is stored in ``stages/<name>.json``, and a rerun skips it."""
+    """Run ``fn`` once: its summary is stored in ``stages/<name>.json`` and a rerun skips it.
+
+    Stages that train resume on their own from their run folder, so a killed stage continues.
+    """
     marker = out / "stages" / f"{name}.json"
     if marker.is_file():
         echo(f"[{name}] done earlier, skipping ({marker})")
@@ -28,11 +34,58 @@ def _stage(out: Path, name: str, echo: Callable[[str], None], fn: Callable[[], d
     return summary
 
 
+def _world_seed(cfg: Config, index: int) -> int:
+    return cfg.seed + 1000 * index
+
+
+def train_baseline(cfg: Config, category: str, out: str | Path, echo: Callable[[str], None] = print, world_root: str | Path | None = None, world_seed: int | None = None) -> Path:
+    """pretrain-2d, pretrain-3d, finetune for one category in ``out``; returns the baseline checkpoint."""
+    from .data.world import render_world
+    from .train.stages import finetune, pretrain_2d, pretrain_3d
+
+    out = Path(out)
+    if world_root is None:
+        world_root = out / "world" / "annotated2d"
+        render_world(world_root, category, cfg.world.options("annotated2d"), seed=cfg.seed if world_seed is None else world_seed, config=cfg.to_dict())
+    r2 = _stage(out, "pretrain_2d", echo, lambda: _summary(pretrain_2d(cfg, category, world_root, out / "pretrain_2d")))
+    r3 = _stage(out, "pretrain_3d", echo, lambda: _summary(pretrain_3d(cfg, category, out / "pretrain_3d")))
+    rf = _stage(out, "finetune", echo, lambda: _summary(finetune(cfg, category, world_root, r2["checkpoint"], r3["checkpoint"], out / "finetune")))
+    return Path(rf["checkpoint"])
+
+
+def _summary(result) -> dict:
+    return {"checkpoint": str(result.best_checkpoint), "best_metric": result.best_metric, "best_epoch": result.best_epoch, "last": result.history[-1] if result.history else {}}
+
+
+def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path | None = None, device: str = "cpu", label: str | None = None) -> dict:
+    """Evaluate a checkpoint on a world-format folder; write metrics.json, per_object.csv and recall curves."""
+    from .evaluation.evaluate import evaluate_interpreter
+    from .evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
+    from .train.stages import load_interpreter
+    from .viz import recall_plot
+
+    model = load_interpreter(model_path, device)
+    result = evaluate_interpreter(model, data, device=device)
+    if out is not None:
+        out = Path(out)
+        atomic_write_json(out / "metrics.json", {"model": str(model_path), "data": str(data), **result})
+        with atomic_path(out / "per_object.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            keys = list(result.per_object)
+            writer.writerow(keys)
+            for row in zip(*(result.per_object[k] for k in keys)):
+                writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
+        name = label or Path(model_path).parent.name
+        recall_plot({name: result.per_object["structure_error"]}, STRUCTURE_TAU_MAX, out / "recall_structure.png", "normalised structure RMSE")
+        recall_plot({name: result.per_object["azimuth_error"]}, POSE_TAU_MAX, out / "recall_azimuth.png", "azimuth error (deg)", degrees=True)
+    return result
+
+
 def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) -> Path:
+    """Render the world, build synthetic data, train the baseline and evaluate it; write report.md."""
     from .cli import write_synthetic_preview, write_world_preview
     from .data.synthetic import SyntheticSkeletonDataset
     from .data.world import KINDS, WorldDataset, render_world
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "run.json"
@@ -42,24 +95,21 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
             raise SystemExit(f"{out} holds a run with a different config; use another --out or the same preset/overrides")
     write_run_metadata(out, cfg.to_dict(), cfg.seed)
 
-    summaries = {}
+    summaries: dict[str, dict] = {}
     for index, category in enumerate(cfg.categories):
-        def synthetic(category=category, index=index):
-            stats = {}
-            for split, n, seed in (("train", cfg.synthetic.n_train, cfg.seed + 1000 * index), ("val", cfg.synthetic.n_val, cfg.seed + 1000 * index + 500)):
-                ds = SyntheticSkeletonDataset(category, n, seed=seed, options=cfg.synthetic.options())
-                path = ds.save(out / "synthetic" / f"{category}_{split}.npz")
-                stats[split] = {"n": n, "path": str(path.relative_to(out))}
-                if split == "train":
-                    write_synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
-            return stats
+
+        def synthetic(category=category):
+            ds = SyntheticSkeletonDataset(category, min(cfg.synthetic.n_val, 64), seed=cfg.seed, options=cfg.synthetic.options())
+            write_synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
+            return {"n_train": cfg.synthetic.n_train, "n_val": cfg.synthetic.n_val}
 
         summaries[f"synthetic_{category}"] = _stage(out, f"synthetic_{category}", echo, synthetic)
 
         for kind in KINDS:
+
             def world(category=category, kind=kind, index=index):
                 root = out / "world" / category / kind
-                render_world(root, category, cfg.world.options(kind), seed=cfg.seed + 1000 * index, config=cfg.to_dict())
+                render_world(root, category, cfg.world.options(kind), seed=_world_seed(cfg, index), config=cfg.to_dict())
                 ds = WorldDataset(root)
                 write_world_preview(ds, out / "figures" / f"world_{category}_{kind}.png")
                 a = ds.annotations
@@ -67,21 +117,101 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
 
             summaries[f"world_{category}_{kind}"] = _stage(out, f"world_{category}_{kind}", echo, world)
 
-    lines = [f"# interp3d demo report ({cfg.preset})", "", f"Run folder: `{out}`; configuration and revision in `run.json`.", ""]
-    lines += ["## Synthetic skeletons", "", "| category | train | val | seconds |", "|---|---|---|---|"]
+        baseline = train_baseline(cfg, category, out / "baseline" / category, echo, world_root=out / "world" / category / "annotated2d")
+
+        def evaluation(category=category, baseline=baseline):
+            folder = out / "evaluation" / category / "baseline"
+            result = evaluate_to_folder(baseline, out / "world" / category / "test3d", folder, device="cpu", label="baseline")
+            return {"test3d": dict(result)}
+
+        summaries[f"evaluate_{category}"] = _stage(out, f"evaluate_{category}", echo, evaluation)
+
+    report = _write_report(cfg, out, summaries, KINDS)
+    return report
+
+
+def _write_report(cfg: Config, out: Path, summaries: dict, kinds) -> Path:
+    lines = [f"# interp3d demo report ({cfg.preset})", "", f"Run folder: `{out}`; configuration, seed and git revision in `run.json`.", ""]
+    lines += ["## Results on the IKEA-like test set (`test3d`)", "", "| category | model | structure AR % | azimuth AR % | azimuth median deg | azimuth acc pi/6 % | PCK heatmap % | PCK reprojection % |", "|---|---|---|---|---|---|---|---|"]
     for category in cfg.categories:
-        s = summaries[f"synthetic_{category}"]
-        lines.append(f"| {category} | {s['train']['n']} | {s['val']['n']} | {s['seconds']} |")
-        lines.append("")
-        lines.append(f"![synthetic {category}](figures/synthetic_{category}.png)")
+        m = summaries[f"evaluate_{category}"]["test3d"]
+        lines.append(
+            f"| {category} | baseline | {m['structure']['average_recall']:.1f} | {m['azimuth']['average_recall']:.1f} | {m['azimuth']['median_deg']:.1f} | "
+            f"{m['azimuth']['accuracy_pi_6']:.1f} | {m['pck_heatmap']:.1f} | {m['pck_reprojection']:.1f} |"
+        )
+    for category in cfg.categories:
+        folder = f"evaluation/{category}/baseline"
+        lines += ["", f"![structure recall {category}]({folder}/recall_structure.png) ![azimuth recall {category}]({folder}/recall_azimuth.png)"]
     lines += ["", "## Rendered world", "", "| category | kind | images | visible keypoints | occluded by other objects | seconds |", "|---|---|---|---|---|---|"]
     for category in cfg.categories:
-        for kind in KINDS:
+        for kind in kinds:
             s = summaries[f"world_{category}_{kind}"]
             lines.append(f"| {category} | {kind} | {s['images']} | {s['visible']:.1%} | {s['occluded_by_other']:.1%} | {s['seconds']} |")
     for category in cfg.categories:
-        for kind in KINDS:
+        lines += ["", f"![synthetic {category}](figures/synthetic_{category}.png)"]
+        for kind in kinds:
             lines += ["", f"![{category} {kind}](figures/world_{category}_{kind}.png)"]
+    lines += ["", "Metrics: see the README section *Evaluation protocol*."]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("chair", "sofa"), echo: Callable[[str], None] = print) -> Path:
+    """The paper's Table 2 on the rendered world: Baseline / Video / Video+Curriculum per category.
+
+    Trains on ``annotated2d`` + ``video``, selects models on a validation world (``val3d``, rendered
+    like ``test3d`` with another seed) and reports structure and azimuth average recall on ``test3d``.
+    """
+    from dataclasses import replace
+
+    from .data.world import render_world
+    from .evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
+    from .train.video import train_video
+    from .viz import recall_plot
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_metadata(out, cfg.to_dict(), cfg.seed, {"categories": list(categories)})
+    table: dict[str, dict] = {}
+    for index, category in enumerate(categories):
+        base = out / category
+        worlds = {}
+        for kind, render_kind, seed_offset in (("annotated2d", "annotated2d", 0), ("video", "video", 0), ("test3d", "test3d", 0), ("val3d", "test3d", 500)):
+            root = base / "world" / kind
+            options = cfg.world.options(render_kind)
+            if kind == "val3d":
+                options = replace(options, count=max(cfg.world.n_test3d // 2, 1))
+            _stage(base, f"world_{kind}", echo, lambda root=root, options=options, s=_world_seed(cfg, index) + seed_offset: {"path": str(render_world(root, category, options, seed=s, config=cfg.to_dict()))})
+            worlds[kind] = root
+        baseline = train_baseline(cfg, category, base / "baseline", echo, world_root=worlds["annotated2d"])
+        vc = cfg.video
+        fixed_epochs = vc.fixed_epochs or vc.epochs_per_length * len(vc.curriculum)
+        video = _stage(base, "video_fixed", echo, lambda: _summary(train_video(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], baseline, base / "video_fixed", (vc.fixed_length,), fixed_epochs)))
+        curriculum = _stage(base, "video_curriculum", echo, lambda: _summary(train_video(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], baseline, base / "video_curriculum", tuple(vc.curriculum), vc.epochs_per_length)))
+        models = {"Baseline": baseline, "Video": Path(video["checkpoint"]), "Video+Curriculum": Path(curriculum["checkpoint"])}
+        results = {}
+        for name, checkpoint in models.items():
+            folder = out / "evaluation" / category / name.lower().replace("+", "_")
+            results[name] = _stage(base, f"evaluate_{name}", echo, lambda c=checkpoint, f=folder, n=name: {"metrics": dict(evaluate_to_folder(c, worlds["test3d"], f, label=n)), "folder": str(f)})
+        table[category] = {name: r["metrics"] for name, r in results.items()}
+        per_object = {name: _read_errors(Path(r["folder"]) / "per_object.csv") for name, r in results.items()}
+        recall_plot({n: e["structure_error"] for n, e in per_object.items()}, STRUCTURE_TAU_MAX, out / f"ablation_structure_{category}.png", "normalised structure RMSE", title=f"{category}: structure (test3d)")
+        recall_plot({n: e["azimuth_error"] for n, e in per_object.items()}, POSE_TAU_MAX, out / f"ablation_azimuth_{category}.png", "azimuth error (deg)", title=f"{category}: azimuth (test3d)", degrees=True)
+
+    atomic_write_json(out / "table.json", table)
+    header = "| Method | " + " | ".join(f"{c} structure AR | {c} pose AR" for c in categories) + " |"
+    lines = [f"# Ablation on the rendered world ({cfg.preset}): average recall %, test3d", "", header, "|---|" + "---|---|" * len(categories)]
+    for name in ("Baseline", "Video", "Video+Curriculum"):
+        cells = " | ".join(f"{table[c][name]['structure']['average_recall']:.2f} | {table[c][name]['azimuth']['average_recall']:.2f}" for c in categories)
+        lines.append(f"| {name} | {cells} |")
+    lines += [""] + [f"![{c} structure](ablation_structure_{c}.png) ![{c} azimuth](ablation_azimuth_{c}.png)" for c in categories]
+    report = out / "table.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def _read_errors(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {key: np.array([float(r[key]) for r in rows]) for key in ("structure_error", "azimuth_error")}

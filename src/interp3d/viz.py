@@ -80,3 +80,23 @@ def contact_sheet(
             ax.set_title(titles[i], fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def recall_plot(errors: dict[str, np.ndarray], tau_max: float, path: str | Path, xlabel: str, title: str = "", degrees: bool = False) -> Path:
+    """Recall curves (share of objects with error <= tau) of several error lists on one axis."""
+    from .evaluation.metrics import average_recall, recall_curve
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for label, errs in errors.items():
+        taus, rec = recall_curve(errs, tau_max)
+        x = np.degrees(taus) if degrees else taus
+        ax.plot(x, rec * 100, label=f"{label} (AR {average_recall(errs, tau_max):.1f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("recall %")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,103 @@
+"""Metrics of interp3d's evaluation protocol (the papers do not spell theirs out; this is ours).
+
+* **3D structure**: per object, centre the predicted and ground-truth 3D keypoints and scale each to
+  unit RMS radius, in the canonical object frame (pose removed); the error is the RMS distance over
+  keypoints. ``align="procrustes"`` also rotates the prediction onto the truth (for data whose
+  canonical frames differ).
+* **Pose**: azimuth error = wrapped |az_pred - az_gt| in [0, pi]; likewise elevation.
+* **Average recall** of an error list: the mean, over ``steps`` thresholds tau evenly spaced in
+  [0, tau_max], of the share of objects with error <= tau; in percent. Defaults: structure
+  tau_max = 0.5, pose tau_max = pi.
+* **2D**: PCK, a keypoint is correct when within ``0.05 * heatmap side`` px (3.2 px on a 64 map)
+  of the truth; averaged per keypoint over the objects where it is visible, then over keypoints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "normalise_structure",
+    "structure_error",
+    "angle_error",
+    "average_recall",
+    "recall_curve",
+    "pck",
+    "pose_summary",
+    "structure_summary",
+]
+
+STRUCTURE_TAU_MAX = 0.5
+POSE_TAU_MAX = math.pi
+
+
+def normalise_structure(points: np.ndarray) -> np.ndarray:
+    """Centre ``(..., N, 3)`` points and scale them to unit RMS radius."""
+    p = np.asarray(points, dtype=np.float64)
+    centred = p - p.mean(axis=-2, keepdims=True)
+    radius = np.sqrt((centred**2).sum(axis=-1).mean(axis=-1))[..., None, None]
+    return centred / np.maximum(radius, 1e-12)
+
+
+def _kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    u, _, vt = np.linalg.svd(target.T @ source)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def structure_error(pred: np.ndarray, gt: np.ndarray, align: str = "none") -> np.ndarray:
+    """RMS keypoint distance ``(B,)`` between normalised structures ``(B, N, 3)``."""
+    if align not in ("none", "procrustes"):
+        raise ValueError(f"align must be 'none' or 'procrustes', got {align!r}")
+    p, g = normalise_structure(pred), normalise_structure(gt)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in shape")
+    if align == "procrustes":
+        p = np.stack([pi @ _kabsch(pi, gi).T for pi, gi in zip(p, g)])
+    return np.sqrt(((p - g) ** 2).sum(axis=-1).mean(axis=-1))
+
+
+def angle_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Wrapped absolute angle difference in [0, pi]."""
+    d = np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64)) % (2 * math.pi)
+    return np.minimum(d, 2 * math.pi - d)
+
+
+def recall_curve(errors: np.ndarray, tau_max: float, steps: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, recall in [0, 1]) for ``steps`` thresholds in [0, tau_max]."""
+    errors = np.asarray(errors, np.float64)
+    taus = np.linspace(0.0, tau_max, steps)
+    if errors.size == 0:
+        return taus, np.zeros_like(taus)
+    return taus, (errors[None, :] <= taus[:, None]).mean(axis=1)
+
+
+def average_recall(errors: np.ndarray, tau_max: float, steps: int = 101) -> float:
+    """Mean recall over the thresholds, in percent."""
+    return float(recall_curve(errors, tau_max, steps)[1].mean() * 100.0)
+
+
+def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, heatmap_size: int, fraction: float = 0.05) -> float:
+    """PCK in percent for keypoints ``(B, N, 2)`` in heatmap px; threshold ``fraction * heatmap_size``."""
+    dist = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
+    vis = np.asarray(visible, bool)
+    correct = (dist <= fraction * heatmap_size) & vis
+    counts = vis.sum(axis=0)
+    per_keypoint = correct.sum(axis=0)[counts > 0] / counts[counts > 0]
+    return float(per_keypoint.mean() * 100.0) if per_keypoint.size else float("nan")
+
+
+def structure_summary(errors: np.ndarray, tau_max: float = STRUCTURE_TAU_MAX) -> dict[str, float]:
+    errors = np.asarray(errors, np.float64)
+    return {"average_recall": average_recall(errors, tau_max), "mean": float(errors.mean()), "median": float(np.median(errors))}
+
+
+def pose_summary(errors: np.ndarray, tau_max: float = POSE_TAU_MAX) -> dict[str, float]:
+    errors = np.asarray(errors, np.float64)
+    return {
+        "average_recall": average_recall(errors, tau_max),
+        "median_deg": float(np.degrees(np.median(errors))),
+        "accuracy_pi_6": float((errors <= math.pi / 6).mean() * 100.0),
+    }

@@ -1,0 +1,1 @@
+"""Training: the engine and the supervised and semi-supervised stages."""

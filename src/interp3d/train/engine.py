@@ -1,0 +1,255 @@
+"""Training engine shared by every stage: device and distributed set-up (torchrun + DDP), RMSprop,
+optional AMP, atomic checkpoints with exact resume, TensorBoard scalars, a progress bar, validation
+each epoch and the best checkpoint kept.
+
+Determinism: each epoch reseeds the global RNGs and the data order from ``(seed, epoch)`` and each
+batch draws its augmentation from a generator seeded by ``(seed, epoch, batch)``, so a run resumed
+from the checkpoint written at the end of an epoch reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io_utils import atomic_path, atomic_write_json, write_run_metadata
+
+__all__ = [
+    "CheckpointError",
+    "DistributedContext",
+    "init_distributed",
+    "resolve_device",
+    "save_checkpoint",
+    "load_checkpoint",
+    "StageResult",
+    "run_stage",
+    "unwrap",
+]
+
+CHECKPOINT_FORMAT = "interp3d.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or of another model."""
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group that ``torchrun`` describes in the environment (no-op otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedContext()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            return torch.device(f"cuda:{local}")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", kind: str | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an interp3d checkpoint")
+    if kind is not None and state.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {state.get('kind')!r} model, expected {kind!r}")
+    return state
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, batch: int = -1) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + batch + 1) % 2**63
+
+
+@dataclass
+class StageResult:
+    out_dir: Path
+    best_metric: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.out_dir / "best.pt"
+
+
+def run_stage(
+    name: str,
+    out_dir: str | Path,
+    model: nn.Module,
+    parameters: Iterable[nn.Parameter],
+    batches: Callable[[int], Iterable[Any]],
+    loss_fn: Callable[[nn.Module, Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]],
+    validate: Callable[[nn.Module], dict[str, float]],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    optimizer: str = "rmsprop",
+    metric: str,
+    higher_is_better: bool,
+    seed: int,
+    device: torch.device,
+    config: dict | None = None,
+    checkpoint_extra: dict | None = None,
+    amp: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+    steps_per_epoch: int | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+    dist_ctx: DistributedContext | None = None,
+) -> StageResult:
+    """Train ``model`` for ``epochs``; ``batches(epoch)`` yields the epoch's batches.
+
+    Writes ``last.pt`` (full state, for ``resume``) and ``best.pt`` (best ``metric``) in ``out_dir``,
+    TensorBoard scalars in ``out_dir/tb``, ``history.json`` and ``run.json``.
+    """
+    from tqdm import tqdm
+
+    dist_ctx = dist_ctx or DistributedContext()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = [p for p in parameters if p.requires_grad]
+    if optimizer == "rmsprop":
+        optimiser = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=weight_decay)
+    elif optimizer == "adam":
+        optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {optimizer!r}")
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    core = unwrap(model)
+
+    start_epoch, best, best_epoch, history, step = 0, -math.inf if higher_is_better else math.inf, -1, [], 0
+    last = out_dir / "last.pt"
+    if resume and last.is_file():
+        state = load_checkpoint(last, map_location=device, kind=name)
+        core.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best, best_epoch, history, step = state["epoch"] + 1, state["best"], state["best_epoch"], state["history"], state["step"]
+        if dist_ctx.is_main:
+            print(f"[{name}] resuming after epoch {state['epoch'] + 1} from {last}")
+    if dist_ctx.is_main:
+        write_run_metadata(out_dir, config or {}, seed, {"stage": name})
+    writer = None
+    if dist_ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step)
+
+    for epoch in range(start_epoch, epochs):
+        _seed_all(_epoch_seed(seed, epoch))
+        model.train()
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        count = 0
+        bar = tqdm(batches(epoch), desc=f"{name} {epoch + 1}/{epochs}", total=steps_per_epoch, leave=False, disable=not (progress and dist_ctx.is_main))
+        for b, batch in enumerate(bar):
+            gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch, b))
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                loss, logs = loss_fn(model, batch, gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}, batch {b}; lower the learning rate")
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            step += 1
+            count += 1
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + v
+            if writer is not None:
+                writer.add_scalar(f"{name}/train_loss", loss.item(), step)
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+        model.eval()
+        with torch.no_grad():
+            metrics = validate(core)
+        record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - started, 2), **{f"train_{k}": v / max(count, 1) for k, v in totals.items()}, **metrics}
+        history.append(record)
+        value = metrics[metric]
+        improved = value > best if higher_is_better else value < best
+        if dist_ctx.is_main:
+            for k, v in metrics.items():
+                writer.add_scalar(f"{name}/val_{k}", v, step)
+            if improved:
+                save_checkpoint(out_dir / "best.pt", {"kind": name, "model": core.state_dict(), "epoch": epoch, "metrics": metrics, **(checkpoint_extra or {})})
+        if improved:
+            best, best_epoch = value, epoch + 1
+        if dist_ctx.is_main:
+            save_checkpoint(
+                last,
+                {
+                    "kind": name, "model": core.state_dict(), "optimizer": optimiser.state_dict(), "scaler": scaler.state_dict(),
+                    "epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "history": history, **(checkpoint_extra or {}),
+                },
+            )
+            atomic_write_json(out_dir / "history.json", history)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "step"))
+            print(f"[{name}] epoch {epoch + 1}/{epochs}: {shown}{' *' if improved else ''}", flush=True)
+        if dist_ctx.enabled:
+            torch.distributed.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    if writer is not None:
+        writer.close()
+    return StageResult(out_dir, best, best_epoch, history)

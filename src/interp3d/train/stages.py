@@ -1,0 +1,277 @@
+"""The supervised stages of the paper (Sec. 3.1, 4.1): pre-train the hourglass on 2D-annotated
+images, pre-train the 2D-to-3D module on synthetic heatmaps, fine-tune the whole interpreter with
+the re-projection loss L_kp (Eq. 2). The result of ``finetune`` is the **baseline**.
+
+Every stage is a resumable run folder (see :func:`interp3d.train.engine.run_stage`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .. import geometry
+from ..config import Config
+from ..data.augment import augment_batch
+from ..data.synthetic import SyntheticSkeletonDataset
+from ..data.world import WorldDataset
+from ..evaluation.metrics import angle_error, average_recall, pck, structure_error
+from ..heatmaps import heatmap_peaks, render_heatmaps
+from ..models import HourglassNet, Interpreter, Lifter
+from ..shape_model import Category, get_category
+from .losses import reprojection_loss
+from .engine import DistributedContext, StageResult, init_distributed, load_checkpoint, resolve_device, run_stage
+
+__all__ = [
+    "AnnotatedImages",
+    "pretrain_2d",
+    "pretrain_3d",
+    "finetune",
+    "build_interpreter",
+    "load_interpreter",
+    "predict_batches",
+]
+
+
+class AnnotatedImages:
+    """A 2D-annotated world folder held in memory: uint8 images at the model's size, keypoints, visibility."""
+
+    def __init__(self, root: str | Path, image_size: int, category: Category | str | None = None, indices: np.ndarray | None = None):
+        ds = WorldDataset(root, category=category)
+        self.category = ds.category
+        self.source = ds
+        idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
+        images = torch.from_numpy(np.stack([ds.load_image(int(i)) for i in idx])).permute(0, 3, 1, 2).contiguous()
+        scale = image_size / ds.meta["image_size"]
+        if images.shape[-1] != image_size:
+            images = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+            images = images.round().clamp(0, 255).to(torch.uint8)
+        self.images = images
+        a = ds.annotations
+        self.keypoints = torch.from_numpy(a["keypoints"][idx]).float() * scale
+        self.visible = torch.from_numpy(a["visible"][idx])
+        self.structure = torch.from_numpy(a["structure"][idx]).float()
+        self.azimuth = torch.from_numpy(a["azimuth"][idx]).float()
+        self.elevation = torch.from_numpy(a["elevation"][idx]).float()
+        self.indices = idx
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return self.images[idx].to(device).float().div_(255.0), self.keypoints[idx].to(device), self.visible[idx].to(device)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/val split of ``n`` items."""
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, ctx: DistributedContext, max_steps: int = 0):
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    perm = perm[ctx.rank :: ctx.world_size]  # shard for DDP (each rank a disjoint part)
+    batches = [perm[i : i + batch_size] for i in range(0, len(perm) - batch_size + 1, batch_size)] or [perm]
+    return batches[:max_steps] if max_steps else batches
+
+
+def _wrap(model: nn.Module, ctx: DistributedContext, device: torch.device) -> nn.Module:
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _memory_format(cfg: Config):
+    return torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+
+
+def predict_batches(fn: Callable[[Tensor], Tensor], images: Tensor, device: torch.device, batch_size: int = 32, memory_format=torch.contiguous_format) -> list:
+    """Run ``fn`` over uint8 images in batches (no grad); returns the list of outputs."""
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(device).float().div_(255.0).contiguous(memory_format=memory_format)
+            outs.append(fn(x))
+    return outs
+
+
+def _model_info(cfg: Config, category: Category) -> dict:
+    return {"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": cfg.synthetic.heatmap_size}
+
+
+# ---------------------------------------------------------------------------------------------
+def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None) -> StageResult:
+    """Hourglass on 2D-annotated images: MSE to Gaussian heatmaps; validation PCK (best kept)."""
+    category = get_category(category)
+    device = resolve_device(cfg.train.device)
+    ctx = init_distributed(device)
+    stage = cfg.train.pretrain_2d
+    size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
+    n_total = len(WorldDataset(world_root, kind="annotated2d", category=category))
+    train_idx, val_idx = split_indices(n_total, cfg.train.val_fraction, cfg.seed)
+    train = AnnotatedImages(world_root, size, category, train_idx)
+    val = AnnotatedImages(world_root, size, category, val_idx)
+    torch.manual_seed(cfg.seed)
+    net = HourglassNet(category.num_keypoints, cfg.model.features, cfg.model.depth, cfg.model.stacks, stride=HourglassNet.stride_for(size, hm))
+    net = net.to(device, memory_format=_memory_format(cfg))
+    model = _wrap(net, ctx, device)
+    mf = _memory_format(cfg)
+
+    def loss_fn(model, idx, gen):
+        images, keypoints, visible = train.batch(idx, device)
+        images, keypoints, visible = augment_batch(images, keypoints, visible, category.flip_permutation, gen, cfg.train.augment_rotation_deg, cfg.train.augment_colour, cfg.train.augment_flip)
+        target = render_heatmaps(geometry.rescale_points(keypoints, size, hm), hm, cfg.synthetic.sigma, visible=visible)
+        preds = model(images.contiguous(memory_format=mf))
+        loss = sum(F.mse_loss(p.float(), target) for p in preds)
+        return loss, {"mse": loss.item()}
+
+    def validate(core):
+        heatmaps = torch.cat([o[-1] for o in predict_batches(core, val.images, device, 32, mf)]).float().cpu()
+        peaks, _ = heatmap_peaks(heatmaps)
+        gt = geometry.rescale_points(val.keypoints, size, hm)
+        target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=val.visible)
+        return {"pck": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm), "mse": F.mse_loss(heatmaps, target).item()}
+
+    return run_stage(
+        "pretrain_2d", out_dir, model, model.parameters(),
+        lambda epoch: _epoch_batches(len(train), stage.batch_size, cfg.seed, epoch, ctx, stage.max_steps_per_epoch),
+        loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="pck", higher_is_better=True,
+        seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+def _decoded_metrics(category: Category, codec, pred_norm: Tensor, true_params: Tensor) -> dict[str, float]:
+    pred = codec.decode(codec.denormalise(pred_norm.double()))
+    true = codec.decode(true_params.double())
+    s_pred = pred.project(category)[0].numpy()
+    s_true = true.project(category)[0].numpy()
+    az_pred, _ = pred.view()
+    az_true, _ = true.view()
+    return {
+        "structure_ar": average_recall(structure_error(s_pred, s_true), 0.5),
+        "azimuth_ar": average_recall(angle_error(az_pred.numpy(), az_true.numpy()), np.pi),
+    }
+
+
+def pretrain_3d(cfg: Config, category: Category | str, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None) -> StageResult:
+    """2D-to-3D module on synthetic heatmaps: L1 on normalised parameters; validation L1 (best kept)."""
+    category = get_category(category)
+    device = resolve_device(cfg.train.device)
+    ctx = init_distributed(device)
+    stage = cfg.train.pretrain_3d
+    options = cfg.synthetic.options()
+    train = SyntheticSkeletonDataset(category, cfg.synthetic.n_train, seed=cfg.seed * 2 + 1, options=options)
+    val = SyntheticSkeletonDataset(category, cfg.synthetic.n_val, seed=cfg.seed * 2 + 2, options=options)
+    torch.manual_seed(cfg.seed)
+    net = Lifter(category.num_keypoints, options.heatmap_size, category.num_params, cfg.model.lifter_widths, cfg.model.dropout).to(device)
+    model = _wrap(net, ctx, device)
+    val_batch = val.__getitems__(list(range(len(val))))
+
+    def loss_fn(model, idx, gen):
+        batch = train.__getitems__(idx.tolist())
+        pred = model(batch["heatmaps"].to(device))
+        loss = F.l1_loss(pred.float(), batch["target"].to(device))
+        return loss, {"l1": loss.item()}
+
+    def validate(core):
+        pred = torch.cat([core(val_batch["heatmaps"][i : i + 256].to(device)).float().cpu() for i in range(0, len(val), 256)])
+        return {"l1": F.l1_loss(pred, val_batch["target"]).item(), **_decoded_metrics(category, train.codec, pred, val_batch["params"])}
+
+    return run_stage(
+        "pretrain_3d", out_dir, model, model.parameters(),
+        lambda epoch: _epoch_batches(len(train), stage.batch_size, cfg.seed, epoch, ctx, stage.max_steps_per_epoch),
+        loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="l1", higher_is_better=False,
+        seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+def build_interpreter(category: Category | str, model_config: dict, heatmap_size: int) -> Interpreter:
+    mc = model_config
+    return Interpreter.build(category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc["dropout"])
+
+
+def load_interpreter(path: str | Path, device: str | torch.device = "cpu") -> Interpreter:
+    """An :class:`Interpreter` from a ``finetune`` (or later) checkpoint."""
+    state = load_checkpoint(path, map_location=device)
+    if "model_config" not in state or state.get("kind") not in ("finetune", "video"):
+        raise FileNotFoundError(f"{path}: holds a {state.get('kind')!r} stage, not a full interpreter (use a finetune or video checkpoint)")
+    model = build_interpreter(state["category"], state["model_config"], state["heatmap_size"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def finetune(
+    cfg: Config, category: Category | str, world_root: str | Path, hourglass_ckpt: str | Path, lifter_ckpt: str | Path, out_dir: str | Path,
+    *, resume: bool = True, progress: bool = True, on_epoch_end=None,
+) -> StageResult:
+    """Whole interpreter on 2D-annotated images with L_kp (the baseline); validation re-projection PCK."""
+    category = get_category(category)
+    device = resolve_device(cfg.train.device)
+    ctx = init_distributed(device)
+    stage = cfg.train.finetune
+    size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
+    n_total = len(WorldDataset(world_root, kind="annotated2d", category=category))
+    train_idx, val_idx = split_indices(n_total, cfg.train.val_fraction, cfg.seed)
+    train = AnnotatedImages(world_root, size, category, train_idx)
+    val = AnnotatedImages(world_root, size, category, val_idx)
+    model_cfg = asdict(cfg.model)
+    net = build_interpreter(category, model_cfg, hm)
+    net.hourglass.load_state_dict(load_checkpoint(hourglass_ckpt, kind="pretrain_2d")["model"])
+    net.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_3d")["model"])
+    mf = _memory_format(cfg)
+    net = net.to(device, memory_format=mf)
+    freeze = cfg.train.finetune_freeze_hourglass
+    if freeze:
+        net.hourglass.requires_grad_(False)
+    model = _wrap(net, ctx, device)
+    params = net.lifter.parameters() if freeze else net.parameters()
+
+    def loss_fn(model, idx, gen):
+        images, keypoints, visible = train.batch(idx, device)
+        images, keypoints, visible = augment_batch(images, keypoints, visible, category.flip_permutation, gen, cfg.train.augment_rotation_deg, cfg.train.augment_colour, cfg.train.augment_flip)
+        if freeze:  # a frozen hourglass keeps its BatchNorm statistics too
+            net.hourglass.eval()
+        out = model(images.contiguous(memory_format=mf))
+        gt = geometry.rescale_points(keypoints, size, hm)
+        loss = reprojection_loss(out.keypoints.float(), gt, visible)
+        logs = {"l_kp": loss.item()}
+        if cfg.train.finetune_heatmap_weight > 0:
+            target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible)
+            mse = F.mse_loss(out.heatmaps.float(), target)
+            loss = loss + cfg.train.finetune_heatmap_weight * mse
+            logs["mse"] = mse.item()
+        return loss, logs
+
+    def validate(core):
+        outs = predict_batches(core, val.images, device, 32, mf)
+        projected = torch.cat([o.keypoints.float().cpu() for o in outs])
+        peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outs])
+        gt = geometry.rescale_points(val.keypoints, size, hm)
+        return {
+            "pck_reprojection": pck(projected.numpy(), gt.numpy(), val.visible.numpy(), hm),
+            "pck_heatmap": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm),
+            "l_kp": reprojection_loss(projected, gt, val.visible).item(),
+        }
+
+    return run_stage(
+        "finetune", out_dir, model, params,
+        lambda epoch: _epoch_batches(len(train), stage.batch_size, cfg.seed, epoch, ctx, stage.max_steps_per_epoch),
+        loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="pck_reprojection", higher_is_better=True,
+        seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx,
+    )

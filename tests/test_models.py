@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from interp3d import geometry
+from interp3d.data.synthetic import SyntheticSkeletonDataset
+from interp3d.models import HourglassNet, Interpreter, Lifter
+from interp3d.shape_model import get_category
+
+
+@pytest.mark.parametrize("size,maps", [(256, 64), (128, 32), (128, 64)])
+def test_hourglass_maps_images_to_heatmaps(size, maps):
+    net = HourglassNet(10, features=16, depth=4, stride=HourglassNet.stride_for(size, maps))
+    out = net(torch.rand(2, 3, size, size))
+    assert len(out) == 1 and out[0].shape == (2, 10, maps, maps)
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.rand(1, 3, size + 4, size + 4))
+
+
+def test_stacked_hourglass_returns_every_stack():
+    out = HourglassNet(8, features=16, depth=2, stacks=2, stride=2)(torch.rand(1, 3, 32, 32))
+    assert [o.shape for o in out] == [torch.Size([1, 8, 16, 16])] * 2
+
+
+def test_paper_sizes():
+    cat = get_category("chair")
+    lifter = Lifter(cat.num_keypoints, 64, cat.num_params)
+    widths = [m.out_features for m in lifter.net if isinstance(m, torch.nn.Linear)]
+    assert widths == [2048, 512, 128, 14] and lifter.in_features == 40960
+
+
+def test_interpreter_projection_layer_reproduces_geometry():
+    torch.manual_seed(0)
+    model = Interpreter.build("sofa", image_size=64, heatmap_size=32, features=16, depth=2, lifter_widths=(32,))
+    out = model(torch.rand(3, 3, 64, 64))
+    assert out.heatmaps.shape == (3, 14, 32, 32) and out.params_normalised.shape == (3, 16)
+    params = model.codec.decode(model.codec.denormalise(out.params_normalised.double()))
+    y, cam, uv = geometry.project_structure(params.alpha, geometry.sincos_to_matrix(params.r6), params.translation, params.focal, get_category("sofa").bases(torch.float64), 240)
+    assert torch.allclose(out.structure.double(), y, rtol=1e-4, atol=1e-3)
+    assert torch.allclose(out.keypoints.double(), uv * 32 / 240, rtol=1e-4, atol=1e-3)
+    out.keypoints.sum().backward()
+    assert model.hourglass.stem[0].weight.grad is not None and model.lifter.net[0].weight.grad.abs().sum() > 0
+
+
+def test_lifter_decodes_ground_truth_parameters_exactly():
+    ds = SyntheticSkeletonDataset("chair", 4, seed=0, options=__import__("interp3d.data.synthetic", fromlist=["x"]).SyntheticOptions(heatmap_size=16))
+    model = Interpreter.build("chair", image_size=32, heatmap_size=16, features=8, depth=2, lifter_widths=(8,))
+    batch = ds.__getitems__([0, 1, 2, 3])
+
+    class Oracle(torch.nn.Module):
+        def forward(self, heatmaps):
+            return batch["target"]
+
+    model.lifter = Oracle()
+    lifted = model.lift(batch["heatmaps"])
+    assert torch.allclose(lifted.keypoints, batch["keypoints"], atol=1e-3)
+
+
+def test_tiny_lifter_overfits_a_handful_of_samples():
+    torch.manual_seed(0)
+    ds = SyntheticSkeletonDataset("table", 8, seed=1, options=__import__("interp3d.data.synthetic", fromlist=["x"]).SyntheticOptions(heatmap_size=16))
+    batch = ds.__getitems__(list(range(8)))
+    lifter = Lifter(8, 16, 15, (64, 32))
+    opt = torch.optim.RMSprop(lifter.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(300):
+        loss = torch.nn.functional.l1_loss(lifter(batch["heatmaps"]), batch["target"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+def test_tiny_hourglass_overfits_a_handful_of_images():
+    from interp3d.heatmaps import render_heatmaps
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 32, 32)
+    keypoints = torch.rand(4, 5, 2) * 12 + 2
+    target = render_heatmaps(keypoints, 16, 1.0)
+    net = HourglassNet(5, features=16, depth=2, stride=2)
+    opt = torch.optim.RMSprop(net.parameters(), lr=2.5e-3)
+    first = None
+    for _ in range(150):
+        loss = torch.nn.functional.mse_loss(net(images)[-1], target)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 10

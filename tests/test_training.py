@@ -1,0 +1,119 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp3d.config import StageConfig, preset
+from interp3d.data.world import WorldOptions, render_world
+from interp3d.train.engine import CheckpointError, load_checkpoint, save_checkpoint
+from interp3d.train.stages import finetune, load_interpreter, pretrain_2d, pretrain_3d
+
+
+def tiny_config(**train):
+    cfg = preset("cpu-small").override(
+        [
+            "synthetic.heatmap_size=16", "synthetic.n_train=256", "synthetic.n_val=64",
+            "model.image_size=32", "model.features=16", "model.depth=2", "model.lifter_widths=[32,16]",
+        ]
+    )
+    stages = {
+        "pretrain_2d": StageConfig(epochs=2, batch_size=8, lr=1e-3),
+        "pretrain_3d": StageConfig(epochs=2, batch_size=32, lr=1e-3),
+        "finetune": StageConfig(epochs=2, batch_size=8, lr=1e-4),
+    }
+    stages.update(train)
+    from dataclasses import replace
+
+    return replace(cfg, train=replace(cfg.train, **stages))
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny") / "annotated2d"
+    return render_world(root, "chair", WorldOptions(kind="annotated2d", count=24, image_size=32, chunk=24), seed=0, progress=False)
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_first_epoch(epoch):
+    if epoch == 0:
+        raise Killed
+
+
+def _assert_same_weights(a: Path, b: Path):
+    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_pretrain_2d_resume_after_kill_matches_uninterrupted_run(tiny_world, tmp_path):
+    cfg = tiny_config()
+    full = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "full", progress=False)
+    with pytest.raises(Killed):
+        pretrain_2d(cfg, "chair", tiny_world, tmp_path / "resumed", progress=False, on_epoch_end=_kill_after_first_epoch)
+    resumed = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "resumed", progress=False)
+    _assert_same_weights(full.out_dir / "last.pt", resumed.out_dir / "last.pt")
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    run = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert run["seed"] == cfg.seed and run["config"]["model"]["features"] == 16 and "commit" in run["git"]
+    assert any((tmp_path / "full" / "tb").iterdir()), "TensorBoard event file written"
+
+
+def test_pipeline_stages_chain_into_a_baseline(tiny_world, tmp_path):
+    cfg = tiny_config()
+    r3 = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)
+    assert r3.history[-1]["l1"] < r3.history[0]["train_l1"]
+    r2 = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "p2d", progress=False)
+    rf = finetune(cfg, "chair", tiny_world, r2.best_checkpoint, r3.best_checkpoint, tmp_path / "ft", progress=False)
+    model = load_interpreter(rf.best_checkpoint)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.structure.shape == (2, 10, 3) and torch.isfinite(out.structure).all()
+    with pytest.raises(CheckpointError, match="expected 'pretrain_2d'"):
+        finetune(cfg, "chair", tiny_world, r3.best_checkpoint, r3.best_checkpoint, tmp_path / "bad", progress=False)
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    path = save_checkpoint(tmp_path / "ok.pt", {"kind": "pretrain_3d", "model": {}})
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt: corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an interp3d checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+DDP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from test_training import tiny_config
+from interp3d.train.stages import pretrain_3d
+result = pretrain_3d(tiny_config(), "chair", {out!r}, progress=False)
+print("rank", dist.get_rank(), "of", dist.get_world_size(), "best", result.best_metric, flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_distributed_data_parallel_on_cpu_with_gloo(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "ddp")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "rank 0 of 2" in proc.stdout and "rank 1 of 2" in proc.stdout
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
