@@ -82,10 +82,13 @@ def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path
 
 
 def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) -> Path:
-    """Render the world, build synthetic data, train the baseline and evaluate it; write report.md."""
+    """The main job: synthetic data and world previews, then for each category of the preset the
+    baseline, video training (fixed length and curriculum) and their evaluation on the IKEA-like
+    test set; writes ``report.md``. Every stage resumes or is skipped when rerun."""
     from .cli import write_synthetic_preview, write_world_preview
     from .data.synthetic import SyntheticSkeletonDataset
-    from .data.world import KINDS, WorldDataset, render_world
+    from .data.world import WorldDataset
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "run.json"
@@ -94,70 +97,48 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
         if stored != cfg:
             raise SystemExit(f"{out} holds a run with a different config; use another --out or the same preset/overrides")
     write_run_metadata(out, cfg.to_dict(), cfg.seed)
-
-    summaries: dict[str, dict] = {}
-    for index, category in enumerate(cfg.categories):
-
-        def synthetic(category=category):
-            ds = SyntheticSkeletonDataset(category, min(cfg.synthetic.n_val, 64), seed=cfg.seed, options=cfg.synthetic.options())
-            write_synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
-            return {"n_train": cfg.synthetic.n_train, "n_val": cfg.synthetic.n_val}
-
-        summaries[f"synthetic_{category}"] = _stage(out, f"synthetic_{category}", echo, synthetic)
-
-        for kind in KINDS:
-
-            def world(category=category, kind=kind, index=index):
-                root = out / "world" / category / kind
-                render_world(root, category, cfg.world.options(kind), seed=_world_seed(cfg, index), config=cfg.to_dict())
-                ds = WorldDataset(root)
-                write_world_preview(ds, out / "figures" / f"world_{category}_{kind}.png")
-                a = ds.annotations
-                return {"images": len(ds), "path": str(root.relative_to(out)), "visible": float(a["visible"].mean()), "occluded_by_other": float(a["occluded_by_other"].mean())}
-
-            summaries[f"world_{category}_{kind}"] = _stage(out, f"world_{category}_{kind}", echo, world)
-
-        baseline = train_baseline(cfg, category, out / "baseline" / category, echo, world_root=out / "world" / category / "annotated2d")
-
-        def evaluation(category=category, baseline=baseline):
-            folder = out / "evaluation" / category / "baseline"
-            result = evaluate_to_folder(baseline, out / "world" / category / "test3d", folder, device="cpu", label="baseline")
-            return {"test3d": dict(result)}
-
-        summaries[f"evaluate_{category}"] = _stage(out, f"evaluate_{category}", echo, evaluation)
-
-    report = _write_report(cfg, out, summaries, KINDS)
-    return report
+    run_ablation(cfg, out, tuple(cfg.categories), echo=echo, write_metadata=False)
+    for category in cfg.categories:
+        ds = SyntheticSkeletonDataset(category, 24, seed=cfg.seed, options=cfg.synthetic.options())
+        write_synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
+        for kind in WORLD_KINDS:
+            write_world_preview(WorldDataset(out / category / "world" / kind), out / "figures" / f"world_{category}_{kind}.png")
+    return _write_report(cfg, out)
 
 
-def _write_report(cfg: Config, out: Path, summaries: dict, kinds) -> Path:
+def _write_report(cfg: Config, out: Path) -> Path:
+    from .data.world import WorldDataset
+
+    table = json.loads((out / "table.json").read_text())
     lines = [f"# interp3d demo report ({cfg.preset})", "", f"Run folder: `{out}`; configuration, seed and git revision in `run.json`.", ""]
     lines += ["## Results on the IKEA-like test set (`test3d`)", "", "| category | model | structure AR % | azimuth AR % | azimuth median deg | azimuth acc pi/6 % | PCK heatmap % | PCK reprojection % |", "|---|---|---|---|---|---|---|---|"]
-    for category in cfg.categories:
-        m = summaries[f"evaluate_{category}"]["test3d"]
-        lines.append(
-            f"| {category} | baseline | {m['structure']['average_recall']:.1f} | {m['azimuth']['average_recall']:.1f} | {m['azimuth']['median_deg']:.1f} | "
-            f"{m['azimuth']['accuracy_pi_6']:.1f} | {m['pck_heatmap']:.1f} | {m['pck_reprojection']:.1f} |"
-        )
-    for category in cfg.categories:
-        folder = f"evaluation/{category}/baseline"
-        lines += ["", f"![structure recall {category}]({folder}/recall_structure.png) ![azimuth recall {category}]({folder}/recall_azimuth.png)"]
-    lines += ["", "## Rendered world", "", "| category | kind | images | visible keypoints | occluded by other objects | seconds |", "|---|---|---|---|---|---|"]
-    for category in cfg.categories:
-        for kind in kinds:
-            s = summaries[f"world_{category}_{kind}"]
-            lines.append(f"| {category} | {kind} | {s['images']} | {s['visible']:.1%} | {s['occluded_by_other']:.1%} | {s['seconds']} |")
-    for category in cfg.categories:
+    for category, models in table.items():
+        for name, m in models.items():
+            lines.append(
+                f"| {category} | {name} | {m['structure']['average_recall']:.1f} | {m['azimuth']['average_recall']:.1f} | {m['azimuth']['median_deg']:.1f} | "
+                f"{m['azimuth']['accuracy_pi_6']:.1f} | {m['pck_heatmap']:.1f} | {m['pck_reprojection']:.1f} |"
+            )
+    for category in table:
+        lines += ["", f"![structure recall {category}](ablation_structure_{category}.png) ![azimuth recall {category}](ablation_azimuth_{category}.png)"]
+    lines += ["", "## Rendered world", "", "| category | kind | images | visible keypoints | occluded by other objects |", "|---|---|---|---|---|"]
+    for category in table:
+        for kind in WORLD_KINDS:
+            a = WorldDataset(out / category / "world" / kind).annotations
+            lines.append(f"| {category} | {kind} | {len(a['path'])} | {a['visible'].mean():.1%} | {a['occluded_by_other'].mean():.1%} |")
+    for category in table:
         lines += ["", f"![synthetic {category}](figures/synthetic_{category}.png)"]
-        for kind in kinds:
+        for kind in WORLD_KINDS:
             lines += ["", f"![{category} {kind}](figures/world_{category}_{kind}.png)"]
-    lines += ["", "Metrics: see the README section *Evaluation protocol*."]
+    lines += ["", "Metrics: see the README section *Evaluation protocol*. Training histories: `<category>/<stage>/history.json`, TensorBoard logs in `tb/`."]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
 
 
-def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("chair", "sofa"), echo: Callable[[str], None] = print) -> Path:
+WORLD_KINDS = ("annotated2d", "video", "test3d", "val3d")
+
+
+def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("chair", "sofa"), echo: Callable[[str], None] = print, write_metadata: bool = True) -> Path:
     """The paper's Table 2 on the rendered world: Baseline / Video / Video+Curriculum per category.
 
     Trains on ``annotated2d`` + ``video``, selects models on a validation world (``val3d``, rendered
@@ -172,7 +153,8 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_run_metadata(out, cfg.to_dict(), cfg.seed, {"categories": list(categories)})
+    if write_metadata:
+        write_run_metadata(out, cfg.to_dict(), cfg.seed, {"categories": list(categories)})
     table: dict[str, dict] = {}
     for index, category in enumerate(categories):
         base = out / category
