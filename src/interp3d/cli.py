@@ -110,6 +110,7 @@ def world_render(
     preset_name: PresetOpt = "cpu-small",
     overrides: SetOpt = None,
     preview: Annotated[bool, typer.Option(help="Write preview.png (a contact sheet) into the folder.")] = True,
+    real_shapes: Annotated[Optional[Path], typer.Option(help="test3d: render PASCAL3D+ CAD models (folder of JSON) instead of procedural furniture.")] = None,
 ) -> None:
     """Render a world dataset; rerunning the same command resumes an interrupted render."""
     from dataclasses import replace
@@ -128,6 +129,10 @@ def world_render(
     options = cfg.world.options(kind)
     if n is not None:
         options = replace(options, count=n)
+    if real_shapes is not None:
+        if not real_shapes.is_dir():
+            _fail(f"{real_shapes}: folder of PASCAL3D+ CAD JSON models not found")
+        options = replace(options, real_shapes=str(real_shapes.resolve()))
     start = time.perf_counter()
     try:
         render_world(out, cat, options, seed=seed, config=cfg.to_dict())

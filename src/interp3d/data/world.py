@@ -84,6 +84,7 @@ class WorldOptions:
     video_sweep_deg: tuple[float, float] = (60.0, 180.0)  # total azimuth sweep of a video
     chunk: int = 25  # items per committed chunk (resume granularity)
     supersample: int = 2
+    real_shapes: str = ""  # test3d: a folder of PASCAL3D+ CAD JSON models to render instead of procedural furniture
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -178,7 +179,10 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     ranges = _restricted_ranges(category, options) if options.kind == "annotated2d" else None
     base = SkeletonSampler(category, ranges=ranges).sample(1, gen, dtype=torch.float64)
-    spec = sample_scene(category, base.structure[0].numpy(), base.params.alpha[0].numpy(), rng, _scene_options(options.kind))
+    structure, alpha, mesh = base.structure[0].numpy(), base.params.alpha[0].numpy(), None
+    if options.real_shapes:
+        structure, alpha, mesh = _real_target(category, options.real_shapes, index, float(alpha[0]), rng)
+    spec = sample_scene(category, structure, alpha, rng, _scene_options(options.kind), target_mesh=mesh)
     if options.kind == "video":
         cameras = _camera_trajectory(category, base, rng, options.video_length, options)
         names = [f"frames/{index:04d}/{j:03d}.png" for j in range(len(cameras))]
@@ -194,6 +198,40 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
         rec["path"] = name
         records.append(rec)
     return records
+
+
+_REAL_CACHE: dict[tuple[str, str], list] = {}
+
+
+def _real_target(category: Category, folder: str, index: int, scale: float, rng: np.random.Generator):
+    """A real CAD model (complete keypoints only) scaled so its fitted alpha_1 equals ``scale``."""
+    from ..render.mesh import random_material
+    from ..shape_fit import fit_shape
+    from .real_shapes import PASCAL3D_CLASS, load_pascal3d_json
+
+    key = (folder, category.name)
+    if key not in _REAL_CACHE:
+        prefix = PASCAL3D_CLASS.get(category.name, category.name)
+        paths = sorted(Path(folder).glob(f"{prefix}[0-9]*.json"))
+        shapes = []
+        for path in paths:
+            try:
+                shape = load_pascal3d_json(path, category)
+            except ValueError:
+                continue  # a model with other anchors (e.g. a round table)
+            if shape.present.all():
+                shapes.append((shape, fit_shape(shape.keypoints, category)))
+        if not shapes:
+            raise WorldFormatError(f"{folder}: no PASCAL3D+ {prefix} model with all {category.num_keypoints} keypoints")
+        _REAL_CACHE[key] = shapes
+    shape, fit = _REAL_CACHE[key][index % len(_REAL_CACHE[key])]
+    factor = scale / fit.alpha[0]
+    centre = shape.keypoints.mean(axis=0) * np.array([1.0, 0.0, 1.0])  # centre on the floor footprint
+    structure = (shape.keypoints - centre) * factor
+    from ..render.mesh import Mesh
+
+    mesh = Mesh((shape.vertices - centre) * factor, shape.faces).with_material(random_material(rng, ("wood", "fabric", "paint"), 1 / scale))
+    return structure, fit.alpha * factor, mesh
 
 
 def _stack(records: list[dict]) -> dict[str, np.ndarray]:
@@ -238,7 +276,7 @@ def render_world(
 
     n_chunks = math.ceil(options.count / options.chunk)
     units = "videos" if options.kind == "video" else "images"
-    bar = tqdm(total=options.count, desc=f"{category.name} {options.kind}", unit=units[:-1], disable=not progress)
+    bar = tqdm(total=options.count, desc=f"{category.name} {options.kind}", unit=units[:-1], disable=None if progress else True)  # None: off when not a terminal
     for c in range(n_chunks):
         part = parts / f"chunk_{c:05d}.npz"
         lo, hi = c * options.chunk, min(options.count, (c + 1) * options.chunk)

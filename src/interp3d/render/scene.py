@@ -83,14 +83,22 @@ def _yaw(angle: float) -> np.ndarray:
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
 
 
-def sample_scene(category: Category | str, structure: np.ndarray, alpha: np.ndarray, rng: np.random.Generator, options: SceneOptions = SceneOptions()) -> SceneSpec:
-    """Draw the furniture mesh, floor, distractors, clutter, occluders, background and light."""
+def sample_scene(
+    category: Category | str,
+    structure: np.ndarray,
+    alpha: np.ndarray,
+    rng: np.random.Generator,
+    options: SceneOptions = SceneOptions(),
+    target_mesh: Mesh | None = None,
+) -> SceneSpec:
+    """Draw the furniture mesh (unless ``target_mesh``, e.g. a real CAD model, is given), floor,
+    distractors, clutter, occluders, background and light."""
     from ..data.synthetic import SkeletonSampler
 
     category = get_category(category)
     unit = float(alpha[0])
-    target = build_furniture(category, structure, unit, rng)
-    floor_y = float(structure[:, 1].min())
+    target = build_furniture(category, structure, unit, rng) if target_mesh is None else target_mesh
+    floor_y = float(min(structure[:, 1].min(), target.vertices[:, 1].min()))
     radius = float(np.linalg.norm(structure[:, [0, 2]], axis=1).max())
     extras: list[tuple[Mesh, np.ndarray, np.ndarray, int]] = []
     if rng.random() < options.floor:

@@ -203,7 +203,7 @@ def run_stage(
         started = time.perf_counter()
         totals: dict[str, float] = {}
         count = 0
-        bar = tqdm(batches(epoch), desc=f"{name} {epoch + 1}/{epochs}", total=steps_per_epoch, leave=False, disable=not (progress and dist_ctx.is_main))
+        bar = tqdm(batches(epoch), desc=f"{name} {epoch + 1}/{epochs}", total=steps_per_epoch, leave=False, disable=None if (progress and dist_ctx.is_main) else True)  # None: off when not a terminal
         for b, batch in enumerate(bar):
             gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch, b))
             with torch.autocast(device_type=device.type, enabled=use_amp):
