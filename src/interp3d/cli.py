@@ -275,6 +275,87 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or videos (mp4, avi, ...).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Interpreter checkpoint (finetune or video stage).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a JSON and a figure per input.")] = Path("predictions"),
+    box: Annotated[Optional[str], typer.Option(help="Crop box x0,y0,x1,y1 in input pixels.")] = None,
+    smooth: Annotated[bool, typer.Option(help="Videos / frame folders: median structure and smoothed pose over time.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    figures: Annotated[bool, typer.Option(help="Write a figure per input.")] = True,
+) -> None:
+    """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
+    from tqdm import tqdm
+
+    from .inference import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, Predictor, load_rgb
+    from .train.engine import CheckpointError
+    from .viz import contact_sheet, prediction_figure
+
+    crop = None
+    if box:
+        try:
+            crop = [float(v) for v in box.split(",")]
+            assert len(crop) == 4
+        except (ValueError, AssertionError):
+            _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
+    try:
+        predictor = Predictor.load(model, device)
+    except (CheckpointError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    category = predictor.model.category
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir() and not smooth:
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        else:
+            files.append(item)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for path in tqdm(files, desc="predict", unit="input", disable=None):
+        stem = path.stem if path.is_file() else path.name
+        try:
+            preds = predictor.predict(path, box=crop, smooth=smooth)
+        except InputError as exc:
+            failures.append(str(exc))
+            typer.secho(f"skipped: {exc}", fg=typer.colors.YELLOW, err=True)
+            continue
+        payload = [p.to_dict() for p in preds]
+        from .io_utils import atomic_write_text
+
+        atomic_write_text(out / f"{stem}.json", json.dumps(payload if len(payload) > 1 else payload[0], indent=2))
+        if figures:
+            is_video = path.suffix.lower() in VIDEO_SUFFIXES or path.is_dir()
+            if is_video:
+                step = max(1, len(preds) // 12)
+                shown = preds[::step][:12]
+                frames = _video_frames(path, [p.frame for p in shown])
+                contact_sheet(frames, [p.reprojected_2d for p in shown], category, out / f"{stem}_frames.png", titles=[f"frame {p.frame}: az {p.azimuth_deg % 360:.0f}" for p in shown])
+                prediction_figure(frames[0], shown[0], category, out / f"{stem}.png")
+            else:
+                prediction_figure(load_rgb(path), preds[0], category, out / f"{stem}.png")
+    typer.echo(f"{len(files) - len(failures)} of {len(files)} inputs -> {out}")
+    if failures:
+        typer.echo(f"{len(failures)} failed:\n  " + "\n  ".join(failures))
+        raise typer.Exit(code=1)
+
+
+def _video_frames(path: Path, indices: list[int]):
+    from .inference import IMAGE_SUFFIXES, load_rgb
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [load_rgb(files[i]) for i in indices]
+    import imageio.v3 as iio
+    import numpy as np
+
+    wanted, frames = set(indices), {}
+    for i, frame in enumerate(iio.imiter(path, plugin="pyav")):
+        if i in wanted:
+            frames[i] = np.asarray(frame)[..., :3]
+    return [frames[i] for i in indices]
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (resumable).")] = Path("runs/demo"),
     preset_name: PresetOpt = "cpu-small",

@@ -100,3 +100,38 @@ def recall_plot(errors: dict[str, np.ndarray], tau_max: float, path: str | Path,
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def prediction_figure(image: np.ndarray, prediction, category: Category, path: str | Path) -> Path:
+    """Input image with heatmap peaks (size ~ confidence) and the re-projected skeleton, beside the
+    3D skeleton seen from a canonical viewpoint (30 deg azimuth, 20 deg elevation)."""
+    fig = plt.figure(figsize=(8, 4))
+    ax = fig.add_subplot(1, 2, 1)
+    h, w = image.shape[:2]
+    ax.imshow(image, extent=(0, w, h, 0))
+    draw_skeleton(ax, prediction.reprojected_2d, category, linewidth=2.0, markersize=3.0)
+    conf = np.clip(np.asarray(prediction.confidence), 0, 1)
+    ax.scatter(prediction.keypoints_2d[:, 0], prediction.keypoints_2d[:, 1], s=10 + 60 * conf, facecolors="none", edgecolors="yellow", linewidths=1.0)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.axis("off")
+    ax.set_title(f"az {prediction.azimuth_deg % 360:.0f} deg, el {prediction.elevation_deg:.0f} deg", fontsize=9)
+    ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+    pts = np.asarray(prediction.keypoints_3d, dtype=float)
+    # matplotlib's z is up: plot (x, z, y) of the object frame (+y up)
+    colours = _side_colours(category)
+    for a, b in category.edges:
+        ax3.plot([pts[a, 0], pts[b, 0]], [pts[a, 2], pts[b, 2]], [pts[a, 1], pts[b, 1]], color=colours[a] if colours[a] == colours[b] else MIDDLE, lw=2)
+    ax3.scatter(pts[:, 0], pts[:, 2], pts[:, 1], c=colours, s=12)
+    span = (pts.max(axis=0) - pts.min(axis=0)).max() / 2 or 1.0
+    mid = (pts.max(axis=0) + pts.min(axis=0)) / 2
+    ax3.set_xlim(mid[0] - span, mid[0] + span)
+    ax3.set_ylim(mid[2] - span, mid[2] + span)
+    ax3.set_zlim(mid[1] - span, mid[1] + span)
+    ax3.view_init(elev=20, azim=-60)
+    ax3.set_xlabel("x")
+    ax3.set_ylabel("z (front)")
+    ax3.set_zlabel("y (up)")
+    ax3.set_title("3D skeleton (object frame)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

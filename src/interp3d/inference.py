@@ -1,0 +1,257 @@
+"""Run a trained interpreter on your own images, folders and videos.
+
+    from interp3d.inference import Predictor
+    predictor = Predictor.load("runs/demo/chair/video_curriculum/len15/best.pt")
+    [prediction] = predictor.predict("photo.jpg")
+    prediction.azimuth_deg, prediction.keypoints_3d
+
+Images are converted to RGB (grayscale, RGBA, 16-bit and palette images are accepted), optionally
+cropped to a box, padded to a centred square and resized to the network's input; 2D outputs are
+mapped back to the input image's pixels. Videos (mp4/avi/... through imageio with PyAV, or a
+folder of frames) can be smoothed over time: the median structure and focal length across frames
+and a moving average of the rotation code and translation, as the video losses assume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import geometry
+from .heatmaps import heatmap_peaks, peak_confidence
+from .models import Interpreter
+from .params import ShapeCamera
+
+__all__ = ["Predictor", "Prediction", "InputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_rgb"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+MIN_SIDE = 16
+
+
+class InputError(ValueError):
+    """An input file that cannot be used, with its name and the problem."""
+
+
+@dataclass
+class Prediction:
+    """One object's interpretation. 2D coordinates are input-image pixels; angles in degrees."""
+
+    source: str
+    category: str
+    keypoint_names: list[str]
+    keypoints_2d: np.ndarray  # (N, 2) heatmap peaks in the input image
+    confidence: np.ndarray  # (N,) softmax peak confidence
+    reprojected_2d: np.ndarray  # (N, 2) projection of the 3D keypoints in the input image
+    keypoints_3d: np.ndarray  # (N, 3) object frame (+y up, front +z)
+    keypoints_3d_camera: np.ndarray  # (N, 3) camera frame
+    alpha: np.ndarray  # (K,)
+    rotation: np.ndarray  # (3, 3)
+    azimuth_deg: float
+    elevation_deg: float
+    translation: np.ndarray  # (2,) projection-plane px
+    focal: float  # projection-plane px
+    frame: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for k, v in asdict(self).items():
+            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; clear errors for missing, corrupt or tiny files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: rescale to 8 bits
+                arr = np.asarray(img, dtype=np.float64)
+                span = max(arr.max() - arr.min(), 1e-9)
+                img = Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            rgb = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from exc
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise InputError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]} px; at least {MIN_SIDE} px a side is needed")
+    return rgb
+
+
+def _square(rgb: np.ndarray, size: int, box: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Crop to ``box`` (x0, y0, x1, y1), pad to a centred square, resize; returns (image, affine 2x3
+    mapping network-input px to original-image px)."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = (0.0, 0.0, float(w), float(h)) if box is None else map(float, box)
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise InputError(f"crop box {box} is not inside the {w}x{h} image")
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = cx - side / 2, cy - side / 2
+    img = Image.fromarray(rgb).crop((round(left), round(top), round(left) + round(side), round(top) + round(side)))
+    img = img.resize((size, size), Image.BILINEAR)
+    scale = round(side) / size
+    return np.asarray(img), np.array([[scale, 0.0, round(left)], [0.0, scale, round(top)]])
+
+
+class Predictor:
+    """Wraps an :class:`Interpreter` for images, folders and videos."""
+
+    def __init__(self, model: Interpreter, device: str | torch.device = "cpu", batch_size: int = 16):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
+        from .train.stages import load_interpreter
+
+        return cls(load_interpreter(path, device), device)
+
+    # -- core ----------------------------------------------------------------------------------
+    def predict_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str], boxes=None, frames=None) -> list[Prediction]:
+        size = self.model.image_size
+        prepared, affines = [], []
+        for i, rgb in enumerate(images):
+            sq, affine = _square(rgb, size, None if boxes is None else boxes[i])
+            prepared.append(sq)
+            affines.append(affine)
+        predictions = []
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = torch.from_numpy(np.stack(prepared[start : start + self.batch_size])).permute(0, 3, 1, 2).float().div_(255.0)
+            with torch.no_grad():
+                out = self.model(chunk.to(self.device))
+            predictions += self._to_predictions(out, affines[start : start + self.batch_size], sources[start : start + self.batch_size], None if frames is None else frames[start : start + self.batch_size])
+        return predictions
+
+    def _to_predictions(self, out, affines, sources, frames) -> list[Prediction]:
+        model, cat = self.model, self.model.category
+        hm_to_img = model.image_size / model.heatmap_size
+        peaks, _ = heatmap_peaks(out.heatmaps.float().cpu(), subpixel=True)
+        conf = peak_confidence(out.heatmaps.float().cpu(), 0.1)
+        reproj = out.keypoints.float().cpu()
+        az, el = out.params.view()
+        rot = out.params.rotation().cpu()
+        preds = []
+        for i, affine in enumerate(affines):
+            def to_image(xy):
+                return (xy.numpy() * hm_to_img) @ affine[:, :2].T + affine[:, 2]
+
+            preds.append(
+                Prediction(
+                    source=str(sources[i]),
+                    category=cat.name,
+                    keypoint_names=list(cat.keypoint_names),
+                    keypoints_2d=to_image(peaks[i]),
+                    confidence=conf[i].numpy(),
+                    reprojected_2d=to_image(reproj[i]),
+                    keypoints_3d=out.structure[i].float().cpu().numpy(),
+                    keypoints_3d_camera=out.points_cam[i].float().cpu().numpy(),
+                    alpha=out.params.alpha[i].float().cpu().numpy(),
+                    rotation=rot[i].numpy(),
+                    azimuth_deg=float(math.degrees(az[i])),
+                    elevation_deg=float(math.degrees(el[i])),
+                    translation=out.params.translation[i].float().cpu().numpy(),
+                    focal=float(out.params.focal[i]),
+                    frame=None if frames is None else int(frames[i]),
+                    extra={"affine_input_to_image": affine.tolist()},
+                )
+            )
+        return preds
+
+    # -- inputs --------------------------------------------------------------------------------
+    def predict(self, inputs: str | Path | np.ndarray | Iterable, box: Sequence[float] | None = None, smooth: bool = False) -> list[Prediction]:
+        """Images (paths or arrays), folders of images, or a video (file or folder of frames with
+        ``smooth``). Raises :class:`InputError` naming the file on bad input."""
+        if isinstance(inputs, np.ndarray):
+            return self.predict_arrays([inputs], ["<array>"], None if box is None else [box])
+        if isinstance(inputs, (str, Path)):
+            path = Path(inputs)
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                return self.predict_video(path, box=box, smooth=smooth)
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                if smooth:
+                    return self._video_from_frames([load_rgb(p) for p in files], [str(p) for p in files], box, smooth)
+                return self.predict_arrays([load_rgb(p) for p in files], [str(p) for p in files], None if box is None else [box] * len(files))
+            if path.exists() and path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InputError(f"{path}: unsupported file type {path.suffix!r}; images: {sorted(IMAGE_SUFFIXES)}, videos: {sorted(VIDEO_SUFFIXES)}")
+            return self.predict_arrays([load_rgb(path)], [str(path)], None if box is None else [box])
+        results = []
+        for item in inputs:
+            results += self.predict(item, box=box, smooth=smooth)
+        return results
+
+    def predict_video(self, path: str | Path, box=None, smooth: bool = True, every: int = 1) -> list[Prediction]:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            import imageio.v3 as iio
+
+            frames = [np.asarray(f)[..., :3] for i, f in enumerate(iio.imiter(path, plugin="pyav")) if i % every == 0]
+        except ImportError as exc:
+            raise InputError(f"{path}: reading videos needs imageio and av (pip install 'imageio[pyav]')") from exc
+        except Exception as exc:  # the decoders raise many types
+            raise InputError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from exc
+        if not frames:
+            raise InputError(f"{path}: video has no frames")
+        return self._video_from_frames(frames, [str(path)] * len(frames), box, smooth)
+
+    def _video_from_frames(self, frames, sources, box, smooth) -> list[Prediction]:
+        preds = self.predict_arrays(frames, sources, None if box is None else [box] * len(frames), frames=list(range(len(frames))))
+        return self.smooth(preds) if smooth else preds
+
+    def smooth(self, preds: list[Prediction], window: int = 5) -> list[Prediction]:
+        """Test-time temporal consistency: median alpha and focal length over the frames (Eq. 3's
+        minimiser) and a centred moving average of the rotation code and translation (Eq. 4)."""
+        if len(preds) < 2:
+            return preds
+        cat = self.model.category
+        alpha = torch.tensor(np.median(np.stack([p.alpha for p in preds]), axis=0), dtype=torch.float64)
+        focal = torch.tensor(float(np.median([p.focal for p in preds])), dtype=torch.float64)
+        r6 = np.stack([geometry.euler_to_sincos(geometry.matrix_to_euler(torch.tensor(p.rotation, dtype=torch.float64))).numpy() for p in preds])
+        t = np.stack([p.translation for p in preds]).astype(np.float64)
+        kernel = np.ones(window) / window
+        pad = window // 2
+
+        def moving(x):
+            padded = np.pad(x, ((pad, pad), (0, 0)), mode="edge")
+            return np.stack([np.convolve(padded[:, d], kernel, mode="valid") for d in range(x.shape[1])], axis=1)
+
+        r6s, ts = torch.from_numpy(moving(r6)), torch.from_numpy(moving(t))
+        params = ShapeCamera(alpha.expand(len(preds), -1), r6s, ts, focal.expand(len(preds)))
+        structure, cam, plane = params.project(cat)
+        az, el = params.view()
+        out = []
+        for i, p in enumerate(preds):
+            affine = np.array(p.extra["affine_input_to_image"])
+            img = (plane[i].numpy() * self.model.image_size / cat.plane_size) @ affine[:, :2].T + affine[:, 2]
+            out.append(
+                Prediction(
+                    **{**p.__dict__, "keypoints_3d": structure[i].numpy().astype(np.float32), "keypoints_3d_camera": cam[i].numpy().astype(np.float32),
+                       "alpha": alpha.numpy().astype(np.float32), "rotation": params.rotation()[i].numpy(), "azimuth_deg": float(math.degrees(az[i])),
+                       "elevation_deg": float(math.degrees(el[i])), "translation": ts[i].numpy(), "focal": float(focal), "reprojected_2d": img,
+                       "extra": {**p.extra, "smoothed": True}}
+                )
+            )
+        return out

@@ -1,0 +1,101 @@
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from interp3d.cli import app
+from interp3d.config import preset
+from interp3d.inference import InputError, Predictor, load_rgb
+from interp3d.models import Interpreter
+from interp3d.train.engine import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    mc = asdict(preset("cpu-small").model) | {"image_size": 32, "features": 16, "depth": 2, "lifter_widths": [32, 16]}
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    save_checkpoint(path, {"kind": "finetune", "model": model.state_dict(), "category": "chair", "model_config": mc, "heatmap_size": 16})
+    return path
+
+
+def _image(tmp_path, name, array, mode=None):
+    path = tmp_path / name
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+def test_prediction_fields_and_crop_box_maps_back_to_the_input(checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)
+    predictor = Predictor.load(checkpoint)
+    (p,) = predictor.predict(_image(tmp_path, "big.png", big))
+    assert p.keypoints_2d.shape == (10, 2) and p.keypoints_3d.shape == (10, 3) and p.alpha.shape == (5,)
+    assert 0 <= p.azimuth_deg % 360 < 360 and np.allclose(p.rotation @ p.rotation.T, np.eye(3), atol=1e-5)
+    # predicting on a crop box equals predicting on the cropped image, shifted by the box origin
+    (boxed,) = predictor.predict(big, box=(40, 10, 104, 74))
+    (cropped,) = predictor.predict(np.ascontiguousarray(big[10:74, 40:104]))
+    np.testing.assert_allclose(boxed.reprojected_2d, cropped.reprojected_2d + [40, 10], atol=1e-3)
+    np.testing.assert_allclose(boxed.keypoints_3d, cropped.keypoints_3d, atol=1e-4)
+
+
+def test_image_modes_are_accepted(tmp_path):
+    grey = _image(tmp_path, "g.png", np.full((20, 30), 100, np.uint8), "L")
+    rgba = _image(tmp_path, "a.png", np.zeros((20, 30, 4), np.uint8), "RGBA")
+    deep = tmp_path / "d.png"
+    Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100).save(deep)
+    assert load_rgb(grey).shape == (20, 30, 3) and load_rgb(grey)[0, 0, 0] == 100
+    assert (load_rgb(rgba) == 255).all(), "transparent pixels composite onto white"
+    d = load_rgb(deep)
+    assert d.dtype == np.uint8 and d.max() == 255 and d.min() == 0
+
+
+def test_bad_inputs_raise_errors_naming_the_file(checkpoint, tmp_path):
+    predictor = Predictor.load(checkpoint)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="broken.jpg: not a readable image"):
+        predictor.predict(bad)
+    with pytest.raises(InputError, match="missing.png: file not found"):
+        predictor.predict(tmp_path / "missing.png")
+    with pytest.raises(InputError, match="at least 16 px"):
+        predictor.predict(_image(tmp_path, "tiny.png", np.zeros((8, 40, 3), np.uint8)))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="unsupported file type"):
+        predictor.predict(tmp_path / "notes.txt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        predictor.predict(empty)
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(InputError, match="clip.mp4: not a readable video"):
+        predictor.predict(tmp_path / "clip.mp4")
+
+
+def test_video_prediction_and_temporal_smoothing(checkpoint, tmp_path):
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (6, 48, 48, 3), dtype=np.uint8)
+    path = tmp_path / "clip.mp4"
+    iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=5)
+    predictor = Predictor.load(checkpoint)
+    raw = predictor.predict(path, smooth=False)
+    smooth = predictor.predict(path, smooth=True)
+    assert [p.frame for p in raw] == list(range(6))
+    assert all(np.array_equal(p.alpha, smooth[0].alpha) for p in smooth)
+    assert len({round(p.focal, 4) for p in smooth}) == 1
+
+
+def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):
+    good = _image(tmp_path, "good.png", np.random.default_rng(2).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    result = CliRunner().invoke(app, ["predict", str(good), str(bad), "--model", str(checkpoint), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "1 of 2 inputs" in result.output and "bad.png: not a readable image" in result.output
+    assert (tmp_path / "out" / "good.json").is_file() and (tmp_path / "out" / "good.png").is_file()
