@@ -1,0 +1,317 @@
+"""interp3d benchmarks: every figure is measured side by side with its reference in one run, since
+these machines are shared and noisy. Writes benchmarks/results/benchmarks.json and .md.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--device cuda]
+
+Benchmarks: synthetic skeletons + heatmaps (vectorised vs a per-sample loop like the released code),
+renderer (images/s, video frames/s), training throughput (hourglass and full interpreter steps,
+achieved GFLOP/s as a share of this machine's dense matmul GFLOP/s, real data vs in-memory
+tensors), inference (batch 1 latency, batch 32 throughput, TorchScript vs eager), memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# -------------------------------------------------------------------------------------------------
+def reference_loop(category, n: int, seed: int = 0) -> np.ndarray:
+    """The released code's pattern: one sample at a time, numpy projection, a 7x7 kernel pasted per keypoint."""
+    from interp3d.shape_model import get_category
+
+    cat = get_category(category)
+    rng = np.random.default_rng(seed)
+    r = cat.ranges
+    bases = cat.bases_array
+    size, plane = 64, cat.plane_size
+    kernel = np.exp(-(np.arange(-3, 4)[:, None] ** 2 + np.arange(-3, 4)[None, :] ** 2) / 2.0)
+    kernel[(np.arange(-3, 4)[:, None] ** 2 + np.arange(-3, 4)[None, :] ** 2) > 9] = 0
+    out = np.zeros((n, cat.num_keypoints, size, size), np.float32)
+    for i in range(n):
+        s = rng.uniform(*r.scale)
+        alpha = np.array([s] + [s * rng.uniform(*a) for a in r.alpha])
+        t1, t2 = math.pi + rng.uniform(*r.elevation), rng.uniform(*r.azimuth)
+        rx = np.array([[1, 0, 0], [0, math.cos(t1), -math.sin(t1)], [0, math.sin(t1), math.cos(t1)]])
+        ry = np.array([[math.cos(t2), 0, math.sin(t2)], [0, 1, 0], [-math.sin(t2), 0, math.cos(t2)]])
+        f = rng.uniform(*r.focal)
+        y = np.tensordot(alpha, bases, axes=1)
+        x = y @ (rx @ ry).T + np.array([rng.uniform(*r.translation_x), rng.uniform(*r.translation_y), 0])
+        uv = f * x[:, :2] / (f + x[:, 2:]) + plane / 2
+        for k, (u, v) in enumerate(uv * size / plane):
+            cu, cv = int(u), int(v)
+            if 0 <= cu < size and 0 <= cv < size:
+                for dy in range(-3, 4):
+                    for dx in range(-3, 4):
+                        yy, xx = cv + dy, cu + dx
+                        if 0 <= yy < size and 0 <= xx < size:
+                            out[i, k, yy, xx] = max(out[i, k, yy, xx], kernel[dy + 3, dx + 3])
+    return out
+
+
+def bench_synthetic(quick: bool) -> dict:
+    from interp3d.data.synthetic import SyntheticSkeletonDataset
+    from interp3d.models import Lifter
+
+    n = 8000 if quick else 40000
+    n_ref = 500 if quick else 2000
+
+    def vectorised():
+        ds = SyntheticSkeletonDataset("chair", n, seed=0)
+        for batch in ds.loader(256, shuffle=False):
+            pass
+        return ds
+
+    t_vec = timeit(vectorised, repeat=1, warmup=0)
+    t_ref = timeit(lambda: reference_loop("chair", n_ref), repeat=1, warmup=0) * n / n_ref
+    lifter = Lifter(10, 64, 14)
+    opt = torch.optim.RMSprop(lifter.parameters(), lr=1e-6)
+    ds = SyntheticSkeletonDataset("chair", 512, seed=1)
+    batch = ds.__getitems__(list(range(64)))
+
+    def step():
+        loss = torch.nn.functional.l1_loss(lifter(batch["heatmaps"]), batch["target"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t_step = timeit(step, repeat=5)
+    return {
+        "samples": n,
+        "vectorised_samples_per_s": n / t_vec,
+        "reference_loop_samples_per_s": n / t_ref,
+        "speedup_vs_loop": t_ref / t_vec,
+        "lifter_training_samples_per_s_batch64": 64 / t_step,
+        "generation_vs_consumption": (n / t_vec) / (64 / t_step),
+        "params_and_keypoints_bytes_40k": int(40000 * (14 + 10 * 2) * 4 + 40000 * 10),
+        "heatmaps_if_cached_bytes_40k_fp16": int(40000 * 10 * 64 * 64 * 2),
+    }
+
+
+def bench_renderer(quick: bool) -> dict:
+    from interp3d.data.world import WorldOptions, render_world
+    from interp3d.render.gl import get_renderer
+    from interp3d.render.scene import Camera, SceneOptions, render_view, sample_scene
+    from interp3d.shape_model import get_category
+    import tempfile
+
+    cat = get_category("chair")
+    alpha = np.array([40.0, 10, 5, 3, 1])
+    structure = np.tensordot(alpha, cat.bases_array, axes=1)
+    spec = sample_scene(cat, structure, alpha, np.random.default_rng(0), SceneOptions(distractors=(2, 2), clutter_boxes=(2, 2), occluders=(1, 1)))
+    camera = Camera(np.array([math.pi + 0.2, 0.7, 0.0]), np.zeros(2), 300.0)
+    n = 30 if quick else 100
+    objects_view = lambda: [render_view(spec, camera, 256, np.random.default_rng(i)) for i in range(n)]  # noqa: E731
+    t_view = timeit(objects_view, repeat=1)
+    renderer = get_renderer(256, 2)
+    from interp3d.render.gl import SceneObject
+
+    objs = [SceneObject(spec.target, camera.rotation, np.zeros(3), 1)] + [SceneObject(m, camera.rotation @ r, camera.rotation @ o, i) for m, r, o, i in spec.extras]
+    t_raw = timeit(lambda: [renderer.render(objs, 300.0, 320.0) for _ in range(n)], repeat=1)
+    out = {"scene_triangles": int(len(spec.target.faces) + sum(len(m.faces) for m, *_ in spec.extras)), "gl_render_readback_images_per_s_256": n / t_raw, "render_view_images_per_s_256": n / t_view}
+    with tempfile.TemporaryDirectory() as tmp:
+        count = 20 if quick else 60
+        start = time.perf_counter()
+        render_world(Path(tmp) / "t", "chair", WorldOptions(kind="test3d", count=count, image_size=256), progress=False)
+        out["dataset_images_per_s_256_with_png"] = count / (time.perf_counter() - start)
+        videos, length = (2, 12) if quick else (4, 36)
+        start = time.perf_counter()
+        render_world(Path(tmp) / "v", "chair", WorldOptions(kind="video", count=videos, video_length=length, image_size=256), progress=False)
+        out["video_frames_per_s_256_with_png"] = videos * length / (time.perf_counter() - start)
+    return out
+
+
+def matmul_gflops(device, n: int = 2048) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def run():
+        for _ in range(4):
+            a @ b
+        sync(device)
+
+    return 4 * 2 * n**3 / timeit(run) / 1e9
+
+
+def bench_training(device, quick: bool) -> dict:
+    from interp3d.config import preset
+    from interp3d.models import HourglassNet, Interpreter
+
+    out = {"matmul_gflops": matmul_gflops(device)}
+    sizes = {"cpu-small": (128, 32, 128, 16), "paper": (256, 64, 256, 8 if device.type == "cpu" else 32)}
+    for name, (image, hm, features, batch) in sizes.items():
+        net = HourglassNet(10, features, 4, stride=image // hm).to(device, memory_format=torch.channels_last)
+        macs = net.flops_per_image(image)
+        x = torch.rand(batch, 3, image, image, device=device).contiguous(memory_format=torch.channels_last)
+        target = torch.rand(batch, 10, hm, hm, device=device)
+        opt = torch.optim.RMSprop(net.parameters(), lr=1e-4)
+
+        def step():
+            loss = torch.nn.functional.mse_loss(net(x)[-1], target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sync(device)
+
+        t = timeit(step, repeat=2 if quick else 3)
+        gflops = 3 * 2 * macs * batch / t / 1e9  # forward + backward ~ 3x forward
+        out[f"hourglass_{name}"] = {"batch": batch, "gmac_per_image": macs / 1e9, "train_images_per_s": batch / t, "achieved_gflops": gflops, "ratio_to_matmul": gflops / out["matmul_gflops"]}
+    # full interpreter step, real data pipeline vs tensors already in memory (cpu-small sizes)
+    cfg = preset("cpu-small")
+    model = Interpreter.build("chair", 128, 32, 128, 4, 1, (1024, 256, 128)).to(device)
+    from interp3d.data.augment import augment_batch
+    from interp3d.heatmaps import render_heatmaps
+    from interp3d.train.losses import reprojection_loss
+
+    images = torch.randint(0, 255, (256, 3, 128, 128), dtype=torch.uint8)
+    keypoints = torch.rand(256, 10, 2) * 100 + 14
+    visible = torch.ones(256, 10, dtype=torch.bool)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
+    fixed = (images[:16].float().div(255).to(device), keypoints[:16].to(device), visible[:16].to(device))
+    gen = torch.Generator().manual_seed(0)
+
+    def step(real: bool):
+        if real:
+            idx = torch.randint(0, 256, (16,), generator=gen)
+            imgs, kp, vis = images[idx].to(device).float().div_(255), keypoints[idx].to(device), visible[idx].to(device)
+            imgs, kp, vis = augment_batch(imgs, kp, vis, list(range(10)), gen, 15, 0.4, True)
+        else:
+            imgs, kp, vis = fixed
+        out_ = model(imgs)
+        gt = kp * 32 / 128
+        target = render_heatmaps(gt, 32, 2.0, visible=vis)
+        loss = reprojection_loss(out_.keypoints, gt, vis) + torch.nn.functional.mse_loss(out_.heatmaps, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sync(device)
+
+    t_mem = timeit(lambda: step(False), repeat=3)
+    t_real = timeit(lambda: step(True), repeat=3)
+    out["interpreter_step_cpu_small"] = {"batch": 16, "images_per_s_in_memory": 16 / t_mem, "images_per_s_real_data": 16 / t_real, "real_over_memory_time": t_real / t_mem}
+    del cfg
+    return out
+
+
+def bench_inference(device, quick: bool) -> dict:
+    from interp3d.models import Interpreter
+
+    out = {}
+    for name, (image, hm, features, widths) in {"cpu-small": (128, 32, 128, (1024, 256, 128)), "paper": (256, 64, 256, (2048, 512, 128))}.items():
+        model = Interpreter.build("chair", image, hm, features, 4, 1, widths).to(device).eval()
+        x1 = torch.rand(1, 3, image, image, device=device)
+        x32 = torch.rand(32 if not quick else 8, 3, image, image, device=device)
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                o = self.m(x)
+                return o.heatmaps, o.structure, o.keypoints
+
+        wrapped = Wrapped(model).eval()
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(wrapped, x1))
+            lat_eager = timeit(lambda: (wrapped(x1), sync(device)), repeat=5)
+            lat_script = timeit(lambda: (traced(x1), sync(device)), repeat=5)
+            thr_eager = x32.shape[0] / timeit(lambda: (wrapped(x32), sync(device)), repeat=2)
+            thr_script = x32.shape[0] / timeit(lambda: (traced(x32), sync(device)), repeat=2)
+        out[name] = {
+            "latency_ms_batch1_eager": lat_eager * 1e3,
+            "latency_ms_batch1_torchscript": lat_script * 1e3,
+            f"images_per_s_batch{x32.shape[0]}_eager": thr_eager,
+            f"images_per_s_batch{x32.shape[0]}_torchscript": thr_script,
+            "torchscript_speedup_batch1": lat_eager / lat_script,
+        }
+    return out
+
+
+def bench_memory(device) -> dict:
+    from interp3d.data.synthetic import SyntheticSkeletonDataset
+    from interp3d.models import HourglassNet
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ds = SyntheticSkeletonDataset("chair", 40000, seed=0)
+    cache = sum(t.numel() * t.element_size() for t in (ds.params, ds.keypoints, ds.visible, ds.targets))
+    net = HourglassNet(10, 256, 4, stride=4).to(device, memory_format=torch.channels_last)
+    x = torch.rand(8, 3, 256, 256, device=device).contiguous(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    net(x)[-1].sum().backward()
+    sync(device)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    return {"synthetic_40k_in_memory_mb": cache / 2**20, "paper_hourglass_train_step_batch8_peak_mb": peak / 2**20, "peak_measure": "cuda max_memory_allocated" if device.type == "cuda" else "growth of process max RSS"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference memory")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    results = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}}
+    wanted = args.only or ["synthetic", "renderer", "training", "inference", "memory"]
+    for name in wanted:
+        start = time.perf_counter()
+        if name == "synthetic":
+            results[name] = bench_synthetic(args.quick)
+        elif name == "renderer":
+            results[name] = bench_renderer(args.quick)
+        elif name == "training":
+            results[name] = bench_training(device, args.quick)
+        elif name == "inference":
+            results[name] = bench_inference(device, args.quick)
+        elif name == "memory":
+            results[name] = bench_memory(device)
+        print(f"{name}: {time.perf_counter() - start:.0f}s", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    (RESULTS / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2))
+    lines = ["# interp3d benchmarks", "", f"`{results['machine']}`", ""]
+
+    def flatten(prefix, obj):
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                yield from flatten(f"{prefix}{k}.", v)
+            else:
+                yield f"{prefix}{k}", v
+
+    lines += ["| measure | value |", "|---|---|"]
+    for k, v in flatten("", {k: v for k, v in results.items() if k != "machine"}):
+        lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    (RESULTS / f"benchmarks{suffix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
