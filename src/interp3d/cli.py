@@ -240,7 +240,7 @@ def train_video_cmd(
     cfg = _resolve(preset_name, overrides)
     vc = cfg.video
     lengths = tuple(vc.curriculum) if curriculum else (vc.fixed_length,)
-    epochs = vc.epochs_per_length if curriculum else (vc.fixed_epochs or vc.epochs_per_length * len(vc.curriculum))
+    epochs = vc.epochs_per_length if curriculum else vc.fixed_total_epochs()
     r = _run_guarded(lambda: train_video(cfg, category, world, videos, val, init, out, lengths, epochs, resume=resume))
     typer.echo(f"best validation mean AR {r.best_metric:.2f} -> {r.best_checkpoint}")
 

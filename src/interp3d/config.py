@@ -131,6 +131,9 @@ class VideoConfig:
     w_reprojection: float = 0.1
     confidence_temperature: float = 0.1  # softmax temperature of the peak confidence c_{j,n}
 
+    def fixed_total_epochs(self) -> int:
+        return self.fixed_epochs or self.epochs_per_length * len(self.curriculum)
+
     def weights(self):
         from .train.losses import VideoLossWeights
 

@@ -168,7 +168,7 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
             worlds[kind] = root
         baseline = train_baseline(cfg, category, base / "baseline", echo, world_root=worlds["annotated2d"])
         vc = cfg.video
-        fixed_epochs = vc.fixed_epochs or vc.epochs_per_length * len(vc.curriculum)
+        fixed_epochs = vc.fixed_total_epochs()
         video = _stage(base, "video_fixed", echo, lambda: _summary(train_video(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], baseline, base / "video_fixed", (vc.fixed_length,), fixed_epochs)))
         curriculum = _stage(base, "video_curriculum", echo, lambda: _summary(train_video(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], baseline, base / "video_curriculum", tuple(vc.curriculum), vc.epochs_per_length)))
         models = {"Baseline": baseline, "Video": Path(video["checkpoint"]), "Video+Curriculum": Path(curriculum["checkpoint"])}

@@ -30,6 +30,7 @@ from .engine import DistributedContext, StageResult, init_distributed, load_chec
 
 __all__ = [
     "AnnotatedImages",
+    "annotated_splits",
     "pretrain_2d",
     "pretrain_3d",
     "finetune",
@@ -77,6 +78,14 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def annotated_splits(cfg: Config, category: Category, world_root: str | Path) -> tuple[AnnotatedImages, AnnotatedImages]:
+    """The deterministic train/val split of an annotated2d folder, at the model's image size."""
+    n_total = len(WorldDataset(world_root, kind="annotated2d", category=category))
+    train_idx, val_idx = split_indices(n_total, cfg.train.val_fraction, cfg.seed)
+    size = cfg.model.image_size
+    return AnnotatedImages(world_root, size, category, train_idx), AnnotatedImages(world_root, size, category, val_idx)
+
+
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, ctx: DistributedContext, max_steps: int = 0):
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
     perm = perm[ctx.rank :: ctx.world_size]  # shard for DDP (each rank a disjoint part)
@@ -118,10 +127,7 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
     ctx = init_distributed(device)
     stage = cfg.train.pretrain_2d
     size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
-    n_total = len(WorldDataset(world_root, kind="annotated2d", category=category))
-    train_idx, val_idx = split_indices(n_total, cfg.train.val_fraction, cfg.seed)
-    train = AnnotatedImages(world_root, size, category, train_idx)
-    val = AnnotatedImages(world_root, size, category, val_idx)
+    train, val = annotated_splits(cfg, category, world_root)
     torch.manual_seed(cfg.seed)
     net = HourglassNet(category.num_keypoints, cfg.model.features, cfg.model.depth, cfg.model.stacks, stride=HourglassNet.stride_for(size, hm))
     net = net.to(device, memory_format=_memory_format(cfg))
@@ -225,10 +231,7 @@ def finetune(
     ctx = init_distributed(device)
     stage = cfg.train.finetune
     size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
-    n_total = len(WorldDataset(world_root, kind="annotated2d", category=category))
-    train_idx, val_idx = split_indices(n_total, cfg.train.val_fraction, cfg.seed)
-    train = AnnotatedImages(world_root, size, category, train_idx)
-    val = AnnotatedImages(world_root, size, category, val_idx)
+    train, val = annotated_splits(cfg, category, world_root)
     model_cfg = asdict(cfg.model)
     net = build_interpreter(category, model_cfg, hm)
     net.hourglass.load_state_dict(load_checkpoint(hourglass_ckpt, kind="pretrain_2d")["model"])

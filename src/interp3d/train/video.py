@@ -24,13 +24,13 @@ from torch import Tensor
 
 from .. import geometry
 from ..config import Config
-from ..data.world import VideoDataset, WorldDataset
+from ..data.world import VideoDataset
 from ..evaluation.evaluate import evaluate_interpreter
 from ..heatmaps import heatmap_peaks, peak_confidence
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
 from .losses import confidence_reprojection_loss, motion_smoothness_loss, reprojection_loss, structure_consistency_loss, update_latents
-from .stages import AnnotatedImages, build_interpreter, predict_batches, split_indices
+from .stages import AnnotatedImages, annotated_splits, build_interpreter, predict_batches
 
 __all__ = ["train_video", "VideoFrames"]
 
@@ -87,9 +87,7 @@ def train_video(
     device = resolve_device(cfg.train.device)
     vc = cfg.video
     size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
-    n_total = len(WorldDataset(annotated_root, kind="annotated2d", category=category))
-    train_idx, _ = split_indices(n_total, cfg.train.val_fraction, cfg.seed)
-    images = AnnotatedImages(annotated_root, size, category, train_idx)
+    images, _ = annotated_splits(cfg, category, annotated_root)
     videos = VideoFrames(video_root, size)
     if videos.category.name != category.name:
         raise ValueError(f"{video_root}: videos of {videos.category.name!r}, expected {category.name!r}")
