@@ -145,6 +145,21 @@ def world_render(
         typer.echo(f"preview -> {write_world_preview(ds, out / 'preview.png')}")
 
 
+@world_app.command("import-keypoint5")
+def world_import_keypoint5(
+    root: Annotated[Path, typer.Option(help="Keypoint-5 root (holding <category>/coords.mat and images/).")],
+    category: Annotated[str, typer.Option("--category", "-c", help="Object category.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="World-format annotated2d folder to write.")],
+    split: Annotated[str, typer.Option(help="train, val or all.")] = "all",
+    image_size: Annotated[int, typer.Option(help="Side of the square crops.")] = 256,
+) -> None:
+    """Convert Keypoint-5 (real images, 2D keypoints) to the world format used by the training stages."""
+    from .data.keypoint5 import convert_keypoint5
+
+    folder = _run_guarded(lambda: convert_keypoint5(root, category, out, split, image_size))
+    typer.echo(f"Keypoint-5 {category} {split} -> {folder}")
+
+
 def write_world_preview(ds, path: Path, count: int = 12) -> Path:
     import numpy as np
 
@@ -168,7 +183,7 @@ def _run_guarded(fn):
 
     try:
         return fn()
-    except (WorldFormatError, CheckpointError, FileNotFoundError, KeyError) as exc:
+    except (WorldFormatError, CheckpointError, FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc.args[0] if exc.args else str(exc))
 
 
