@@ -1,7 +1,7 @@
 """Run a trained interpreter on your own images, folders and videos.
 
     from interp3d.inference import Predictor
-    predictor = Predictor.load("runs/demo/chair/video_curriculum/len15/best.pt")
+    predictor = Predictor.load("runs/demo/chair/video_curriculum/best.pt")
     [prediction] = predictor.predict("photo.jpg")
     prediction.azimuth_deg, prediction.keypoints_3d
 

@@ -15,6 +15,7 @@ ground truth. Model selection uses a separate validation set with 3D ground trut
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..config import Config
 from ..data.world import VideoDataset
 from ..evaluation.evaluate import evaluate_interpreter
 from ..heatmaps import heatmap_peaks, peak_confidence
+from ..io_utils import atomic_path, atomic_write_json
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
 from .losses import confidence_reprojection_loss, motion_smoothness_loss, reprojection_loss, structure_consistency_loss, update_latents
@@ -81,7 +83,8 @@ def train_video(
     """Train on videos with clips of each length in turn (one length = fixed-length training).
 
     Each length is a run folder ``out_dir/len{M:02d}`` that starts from the previous one's best
-    checkpoint; returns the last length's result (its ``best.pt`` is the final model).
+    checkpoint. The final model, ``out_dir/best.pt``, is the best on the validation set over all
+    lengths (a later stage can end below an earlier one's best).
     """
     category = get_category(category)
     device = resolve_device(cfg.train.device)
@@ -95,7 +98,7 @@ def train_video(
     val = AnnotatedImages(val_root, size, category)
     out_dir = Path(out_dir)
     start = Path(init_checkpoint)
-    result = None
+    results: list[StageResult] = []
     for length in lengths:
         net = build_interpreter(category, asdict(cfg.model), hm)
         net.load_state_dict(load_checkpoint(start)["model"])
@@ -167,5 +170,11 @@ def train_video(
             device=device, config=cfg.to_dict(), checkpoint_extra={"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "clip_length": length},
             resume=resume, progress=progress, steps_per_epoch=max(1, len(clips) // vc.clips_per_batch),
         )
+        results.append(result)
         start = result.best_checkpoint
-    return result
+    best = max(results, key=lambda r: r.best_metric)
+    with atomic_path(out_dir / "best.pt", suffix=".pt") as tmp:
+        shutil.copyfile(best.best_checkpoint, tmp)
+    history = [dict(h, clip_length=int(r.out_dir.name[3:])) for r in results for h in r.history]
+    atomic_write_json(out_dir / "history.json", history)
+    return StageResult(out_dir, best.best_metric, best.best_epoch, history)
