@@ -68,3 +68,18 @@ def test_demo_writes_a_report_and_resumes(tmp_path):
     assert messages and all("skipping" in m for m in messages if m.startswith("["))
     with pytest.raises(SystemExit, match="different config"):
         run_demo(cfg.override(["seed=5"]), tmp_path, echo=lambda s: None)
+
+
+@pytest.mark.slow
+def test_video_grid_search_ranks_trials_on_validation(tmp_path):
+    from interp3d.pipeline import run_ablation, video_grid_search
+
+    cfg = tiny_ablation_config()
+    run_ablation(cfg, tmp_path / "abl", categories=("chair",), echo=lambda s: None)
+    base = tmp_path / "abl" / "chair"
+    worlds = {k: base / "world" / k for k in ("annotated2d", "video", "val3d")}
+    report = video_grid_search(cfg, "chair", worlds, base / "baseline" / "finetune" / "best.pt", tmp_path / "search", (3, 6), {"default": {}, "strong": {"w_alpha": 100.0}}, echo=lambda s: None)
+    rows = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert len(rows) == 4 and {(r["weights"], r["length"]) for r in rows} == {("default", 3), ("default", 6), ("strong", 3), ("strong", 6)}
+    assert [r["val_mean_ar"] for r in rows] == sorted((r["val_mean_ar"] for r in rows), reverse=True)
+    assert "| strong |" in report.read_text()

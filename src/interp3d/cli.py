@@ -260,6 +260,38 @@ def train_video_cmd(
     typer.echo(f"best validation mean AR {r.best_metric:.2f} -> {r.best_checkpoint}")
 
 
+@train_app.command("video-search")
+def train_video_search(
+    category: CategoryOpt,
+    world: Annotated[Path, typer.Option(help="annotated2d world folder.")],
+    videos: Annotated[Path, typer.Option(help="video world folder.")],
+    val: Annotated[Path, typer.Option(help="validation folder with 3D ground truth (not the test set).")],
+    init: Annotated[Path, typer.Option(help="Baseline checkpoint.")],
+    out: OutOpt,
+    lengths: Annotated[str, typer.Option(help="Clip lengths to try, comma separated.")] = "3,5,7,9,11,13,15",
+    weights: Annotated[Optional[list[str]], typer.Option("--weights", help='A named weight set, e.g. strong:w_alpha=100,w_focal=100 (repeatable).')] = None,
+    preset_name: PresetOpt = "cpu-small",
+    overrides: SetOpt = None,
+) -> None:
+    """Grid search of clip length and loss weights on the validation world (the paper's protocol)."""
+    from .pipeline import video_grid_search
+
+    cfg = _resolve(preset_name, overrides)
+    sets: dict[str, dict[str, float]] = {"default": {}}
+    for spec in weights or []:
+        name, _, body = spec.partition(":")
+        try:
+            sets[name] = {k.strip(): float(v) for k, v in (kv.split("=") for kv in body.split(",") if kv)}
+        except ValueError:
+            _fail(f"--weights {spec!r} must look like name:w_alpha=100,w_focal=100")
+    try:
+        length_list = tuple(int(v) for v in lengths.split(","))
+    except ValueError:
+        _fail(f"--lengths must be comma-separated integers, got {lengths!r}")
+    report = _run_guarded(lambda: video_grid_search(cfg, category, {"annotated2d": world, "video": videos, "val3d": val}, init, out, length_list, sets, echo=typer.echo))
+    typer.echo(Path(report).read_text())
+
+
 @app.command()
 def ablation(
     out: OutOpt = Path("runs/ablation"),

@@ -13,7 +13,7 @@ import numpy as np
 from .config import Config
 from .io_utils import atomic_path, atomic_write_json, atomic_write_text, write_run_metadata
 
-__all__ = ["run_demo", "train_baseline", "evaluate_to_folder", "run_ablation"]
+__all__ = ["run_demo", "train_baseline", "evaluate_to_folder", "run_ablation", "video_grid_search"]
 
 
 def _stage(out: Path, name: str, echo: Callable[[str], None], fn: Callable[[], dict]) -> dict:
@@ -54,7 +54,8 @@ def train_baseline(cfg: Config, category: str, out: str | Path, echo: Callable[[
 
 
 def _summary(result) -> dict:
-    return {"checkpoint": str(result.best_checkpoint), "best_metric": result.best_metric, "best_epoch": result.best_epoch, "last": result.history[-1] if result.history else {}}
+    best = next((h for h in result.history if h.get("epoch") == result.best_epoch), {})
+    return {"checkpoint": str(result.best_checkpoint), "best_metric": result.best_metric, "best_epoch": result.best_epoch, "best": best, "last": result.history[-1] if result.history else {}}
 
 
 def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path | None = None, device: str = "cpu", label: str | None = None) -> dict:
@@ -197,3 +198,44 @@ def _read_errors(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     return {key: np.array([float(r[key]) for r in rows]) for key in ("structure_error", "azimuth_error")}
+
+
+def video_grid_search(
+    cfg: Config,
+    category: str,
+    worlds: dict[str, Path],
+    init_checkpoint: str | Path,
+    out: str | Path,
+    lengths: tuple[int, ...] = (3, 5, 7, 9, 11, 13, 15),
+    weight_sets: dict[str, dict[str, float]] | None = None,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """The paper's validation protocol: train fixed-length video models for each clip length and
+    loss-weight set, and rank them by the validation world's mean average recall (never the test
+    set). ``worlds`` holds the ``annotated2d``, ``video`` and ``val3d`` folders. Writes search.json/md."""
+    from dataclasses import replace
+
+    from .train.video import train_video
+
+    out = Path(out)
+    weight_sets = weight_sets or {"default": {}}
+    rows = []
+    for name, weights in weight_sets.items():
+        trial_cfg = replace(cfg, video=replace(cfg.video, **weights))
+        for length in lengths:
+            tag = f"{name}_len{length:02d}"
+            summary = _stage(
+                out, tag, echo,
+                lambda c=trial_cfg, m=length, t=tag: _summary(
+                    train_video(c, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], init_checkpoint, out / t, (m,), c.video.fixed_total_epochs())
+                ),
+            )
+            best = summary["best"]
+            rows.append({"weights": name, **weights, "length": length, "val_mean_ar": summary["best_metric"], "val_structure_ar": best.get("structure_ar"), "val_azimuth_ar": best.get("azimuth_ar"), "checkpoint": summary["checkpoint"]})
+    rows.sort(key=lambda r: -r["val_mean_ar"])
+    atomic_write_json(out / "search.json", rows)
+    lines = ["| weights | clip length | val mean AR | val structure AR | val azimuth AR |", "|---|---|---|---|---|"]
+    lines += [f"| {r['weights']} | {r['length']} | {r['val_mean_ar']:.2f} | {r['val_structure_ar'] or float('nan'):.2f} | {r['val_azimuth_ar'] or float('nan'):.2f} |" for r in rows]
+    report = out / "search.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report
