@@ -11,7 +11,6 @@ basis with free coefficients, and the basis with coefficients inside the synthet
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -2,7 +2,6 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 from interp3d.config import StageConfig, preset
 from interp3d.pipeline import run_ablation

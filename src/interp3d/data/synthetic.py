@@ -8,7 +8,6 @@ Parameters (alpha, R, t, f) are sampled from a category's ranges, projected with
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

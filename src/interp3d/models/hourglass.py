@@ -8,7 +8,6 @@ to one heatmap per keypoint. Stacks > 1 use the standard intermediate re-injecti
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn

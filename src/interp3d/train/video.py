@@ -19,7 +19,6 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
