@@ -63,3 +63,30 @@ def test_conversion_to_world_format_feeds_training(keypoint5_root, tmp_path):
     assert span.max() == pytest.approx(64 / 1.3, rel=0.05)
     images = AnnotatedImages(out, 32, "chair")
     assert images.images.shape == (5, 3, 32, 32) and np.allclose(images.keypoints.numpy(), a["keypoints"] / 2)
+
+
+def test_pcp_ae_hand_computed():
+    from interp3d.evaluation.metrics import pcp_ae
+
+    pred = np.array([[[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]]])
+    gt = np.zeros((1, 3, 2))
+    sigma = np.array([[1.0, 2.0, 1.0]])
+    visible = np.array([[True, True, False]])
+    pcp_value, ae_value = pcp_ae(pred, gt, visible, sigma)
+    # d/sigma: 0 and 2.5 for the visible keypoints; the missing one counts 0 in AE
+    assert pcp_value == pytest.approx(50.0)
+    assert ae_value == pytest.approx((0 + 2.5 / (1 + 0.5e-5) + 0) / 3, rel=1e-4)
+
+
+def test_evaluation_on_2d_only_data_reports_pcp_and_no_3d(keypoint5_root, tmp_path):
+    import torch
+
+    from interp3d.evaluation.evaluate import evaluate_interpreter
+    from interp3d.models import Interpreter
+
+    out = convert_keypoint5(keypoint5_root, "chair", tmp_path / "k5", image_size=64)
+    torch.manual_seed(0)
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (16,))
+    result = evaluate_interpreter(model, out)
+    assert result["n"] == 6 and result["n_with_3d"] == 0 and result["structure"] is None
+    assert 0 <= result["pcp"] <= 100 and 0 <= result["ae"] <= 5 and 0 <= result["pck_heatmap"] <= 100

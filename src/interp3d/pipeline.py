@@ -77,8 +77,10 @@ def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path
             for row in zip(*(result.per_object[k] for k in keys)):
                 writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
         name = label or Path(model_path).parent.name
-        recall_plot({name: result.per_object["structure_error"]}, STRUCTURE_TAU_MAX, out / "recall_structure.png", "normalised structure RMSE")
-        recall_plot({name: result.per_object["azimuth_error"]}, POSE_TAU_MAX, out / "recall_azimuth.png", "azimuth error (deg)", degrees=True)
+        if result["structure"] is not None:  # 2D-only data has no 3D curves
+            with_3d = np.isfinite(result.per_object["structure_error"])
+            recall_plot({name: result.per_object["structure_error"][with_3d]}, STRUCTURE_TAU_MAX, out / "recall_structure.png", "normalised structure RMSE")
+            recall_plot({name: result.per_object["azimuth_error"][with_3d]}, POSE_TAU_MAX, out / "recall_azimuth.png", "azimuth error (deg)", degrees=True)
     return result
 
 

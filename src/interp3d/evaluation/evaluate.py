@@ -9,7 +9,7 @@ import torch
 from .. import geometry
 from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
-from .metrics import angle_error, pck, pose_summary, structure_error, structure_summary
+from .metrics import angle_error, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
 __all__ = ["evaluate_interpreter", "EvaluationResult"]
 
@@ -39,17 +39,26 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
     gt2d = geometry.rescale_points(data.keypoints, model.image_size, hm).numpy()
     projected = torch.cat([o.keypoints.float().cpu() for o in outs]).numpy()
     peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outs]).numpy()
-    s_err = structure_error(structure, data.structure.numpy())
-    az_err = angle_error(azimuth, data.azimuth.numpy())
-    el_err = angle_error(elevation, data.elevation.numpy())
+    has_3d = np.isfinite(data.structure.numpy()).all(axis=(1, 2)) & np.isfinite(data.azimuth.numpy())
+    s_err = np.full(len(data), np.nan)
+    az_err, el_err = s_err.copy(), s_err.copy()
+    if has_3d.any():  # 2D-only data (e.g. Keypoint-5) has NaN 3D ground truth
+        s_err[has_3d] = structure_error(structure[has_3d], data.structure.numpy()[has_3d])
+        az_err[has_3d] = angle_error(azimuth[has_3d], data.azimuth.numpy()[has_3d])
+        el_err[has_3d] = angle_error(elevation[has_3d], data.elevation.numpy()[has_3d])
     result = EvaluationResult(
         n=len(data),
-        structure=structure_summary(s_err),
-        azimuth=pose_summary(az_err),
-        elevation=pose_summary(el_err),
+        n_with_3d=int(has_3d.sum()),
+        structure=structure_summary(s_err[has_3d]) if has_3d.any() else None,
+        azimuth=pose_summary(az_err[has_3d]) if has_3d.any() else None,
+        elevation=pose_summary(el_err[has_3d]) if has_3d.any() else None,
         pck_heatmap=pck(peaks, gt2d, data.visible.numpy(), hm),
         pck_reprojection=pck(projected, gt2d, data.visible.numpy(), hm),
     )
+    sigma = data.source.annotations.get("annotator_sigma")
+    if sigma is not None:  # Keypoint-5-style data: annotator-relative PCP and AE on the heatmap peaks
+        sigma_hm = sigma[data.indices] * hm / model.image_size * (model.image_size / data.source.meta["image_size"])
+        result["pcp"], result["ae"] = pcp_ae(peaks, gt2d, data.visible.numpy(), sigma_hm)
     result.per_object = {
         "index": data.indices,
         "structure_error": s_err,

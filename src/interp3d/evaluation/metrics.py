@@ -26,6 +26,7 @@ __all__ = [
     "recall_curve",
     "pck",
     "pose_summary",
+    "pcp_ae",
     "structure_summary",
 ]
 
@@ -87,6 +88,18 @@ def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, heatmap_size: int
     counts = vis.sum(axis=0)
     per_keypoint = correct.sum(axis=0)[counts > 0] / counts[counts > 0]
     return float(per_keypoint.mean() * 100.0) if per_keypoint.size else float("nan")
+
+
+def pcp_ae(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, sigma: np.ndarray, threshold: float = 1.5, cap: float = 5.0) -> tuple[float, float]:
+    """3D-INN's annotator-relative 2D metrics for keypoints ``(B, N, 2)`` and spreads ``sigma (B, N)``
+    (same units): PCP = share of visible keypoints with ``d / sigma <= threshold``, in %; AE = mean
+    over all keypoints of ``min(d / sigma, cap)``, missing keypoints counting 0 (as the released code)."""
+    dist = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
+    vis = np.asarray(visible, bool) & np.isfinite(sigma)
+    ratio = np.where(vis, dist / (np.where(vis, sigma, 1.0) + 1e-5), 0.0)
+    pcp_value = float((ratio[vis] <= threshold).mean() * 100.0) if vis.any() else float("nan")
+    ae_value = float(np.minimum(ratio, cap).mean())
+    return pcp_value, ae_value
 
 
 def structure_summary(errors: np.ndarray, tau_max: float = STRUCTURE_TAU_MAX) -> dict[str, float]:
