@@ -160,6 +160,23 @@ def world_import_keypoint5(
     typer.echo(f"Keypoint-5 {category} {split} -> {folder}")
 
 
+@world_app.command("import-videos")
+def world_import_videos(
+    root: Annotated[Path, typer.Option(help="Folder with one sub-folder of frames per sequence (+ optional categories.txt).")],
+    category: Annotated[str, typer.Option("--category", "-c", help="Object category.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="World-format video folder to write.")],
+    length: Annotated[int, typer.Option(help="Frames per sequence after subsampling (paper: 36).")] = 36,
+    fps_in: Annotated[int, typer.Option(help="Recording frame rate.")] = 30,
+    fps_out: Annotated[int, typer.Option(help="Subsampled frame rate (paper: 5).")] = 5,
+    image_size: Annotated[int, typer.Option(help="Side of the square frames.")] = 256,
+) -> None:
+    """Import real object videos (category label only) for `train video`."""
+    from .data.videos import import_video_folders
+
+    folder = _run_guarded(lambda: import_video_folders(root, category, out, length, fps_in, fps_out, image_size))
+    typer.echo(f"videos -> {folder}")
+
+
 def write_world_preview(ds, path: Path, count: int = 12) -> Path:
     import numpy as np
 
