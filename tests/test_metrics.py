@@ -1,0 +1,53 @@
+import math
+
+import numpy as np
+import pytest
+
+from interp3d.evaluation.metrics import angle_error, average_recall, normalise_structure, pck, recall_curve, structure_error
+from interp3d.shape_model import get_category
+
+
+def test_scaled_and_shifted_copy_has_zero_structure_error():
+    y = get_category("chair").mean_shape[None]
+    assert structure_error(3.0 * y + 7.0, y)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rotated_copy_needs_procrustes():
+    y = get_category("sofa").mean_shape[None]
+    c, s = math.cos(0.7), math.sin(0.7)
+    rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    rotated = y @ rot.T
+    assert structure_error(rotated, y)[0] > 0.1
+    assert structure_error(rotated, y, align="procrustes")[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_known_shape_offset_gives_known_rmse():
+    # a square of 4 points (unit RMS radius after normalisation) with one point moved
+    gt = np.array([[[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]]])
+    pred = gt.copy()
+    pred[0, 0, 2] = 0.4  # lift one point off the plane: recompute both normalisations by hand
+    p, g = normalise_structure(pred)[0], normalise_structure(gt)[0]
+    expected = math.sqrt(((p - g) ** 2).sum(-1).mean())
+    assert structure_error(pred, gt)[0] == pytest.approx(expected)
+    assert np.allclose(np.sqrt((g**2).sum(-1).mean()), 1.0)
+
+
+def test_angle_error_wraps():
+    assert angle_error(np.radians([350.0, 10.0, 180.0]), np.radians([10.0, 350.0, 0.0])).tolist() == pytest.approx(np.radians([20.0, 20.0, 180.0]).tolist())
+
+
+def test_recall_curve_and_average_recall_of_a_known_error_list():
+    errors = np.array([0.0, 0.1, 0.2, 0.3])
+    taus, rec = recall_curve(errors, tau_max=0.4, steps=5)  # thresholds 0, .1, .2, .3, .4
+    assert taus.tolist() == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    assert rec.tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert average_recall(errors, 0.4, steps=5) == pytest.approx(70.0)
+    assert average_recall(np.full(10, 2 * math.pi), math.pi) == 0.0
+
+
+def test_pck_per_keypoint_then_mean():
+    gt = np.zeros((2, 2, 2))
+    pred = np.array([[[1.0, 0], [5.0, 0]], [[4.0, 0], [0.0, 0]]])
+    visible = np.array([[True, True], [True, False]])
+    # keypoint 0: 1 of 2 within 3.2 px; keypoint 1: 0 of 1 -> mean (50 + 0) / 2
+    assert pck(pred, gt, visible, heatmap_size=64) == pytest.approx(25.0)
