@@ -37,6 +37,8 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     assert (tmp_path / "chair" / "video_curriculum" / "best.pt").is_file()
     history = json.loads((tmp_path / "chair" / "video_curriculum" / "history.json").read_text())
     assert [h["clip_length"] for h in history] == [3, 6]
+    summary = json.loads((tmp_path / "chair" / "stages" / "video_curriculum.json").read_text())
+    assert summary["best"]["mean_ar"] == summary["best_metric"] and summary["best"]["clip_length"] in (3, 6)
     assert {"train_l_st", "train_l_ms", "train_l_rp", "train_l_kp", "structure_ar", "azimuth_ar"} <= set(history[0])
     # rerunning skips finished stages and gives the same table
     run_ablation(cfg, tmp_path, categories=("chair",), echo=lambda s: None)

@@ -75,6 +75,7 @@ def synth(
     """Generate synthetic skeletons (parameters + 2D keypoints; heatmaps render on the fly)."""
     from .data.synthetic import SyntheticSkeletonDataset
     from .shape_model import get_category
+    from .viz import synthetic_preview
 
     cfg = _resolve(preset_name, overrides)
     try:
@@ -86,18 +87,8 @@ def synth(
     ds.save(out)
     typer.echo(f"{n} {cat.name} skeletons -> {out} ({time.perf_counter() - start:.1f}s)")
     if preview:
-        write_synthetic_preview(ds, preview)
+        synthetic_preview(ds, preview)
         typer.echo(f"preview -> {preview}")
-
-
-def write_synthetic_preview(ds, path: Path, count: int = 12) -> Path:
-    from .viz import contact_sheet
-
-    batch = ds.__getitems__(list(range(min(count, len(ds)))))
-    maps = batch["heatmaps"].amax(dim=1).numpy()
-    az, el = ds.codec.decode(batch["params"]).view()
-    titles = [f"az {a:.0f} el {e:.0f}" for a, e in zip(az.rad2deg().tolist(), el.rad2deg().tolist())]
-    return contact_sheet(maps, batch["keypoints"].numpy(), ds.category, path, titles=titles, cmap="magma")
 
 
 @world_app.command("render")
@@ -118,6 +109,7 @@ def world_render(
     from .data.world import KINDS, WorldDataset, WorldFormatError, render_world
     from .render.gl import RendererUnavailable
     from .shape_model import get_category
+    from .viz import world_preview
 
     cfg = _resolve(preset_name, overrides)
     if kind not in KINDS:
@@ -142,7 +134,7 @@ def world_render(
     elapsed = time.perf_counter() - start
     typer.echo(f"{len(ds)} {cat.name} {kind} images -> {out} ({elapsed:.1f}s)")
     if preview:
-        typer.echo(f"preview -> {write_world_preview(ds, out / 'preview.png')}")
+        typer.echo(f"preview -> {world_preview(ds, out / 'preview.png')}")
 
 
 @world_app.command("import-keypoint5")
@@ -175,18 +167,6 @@ def world_import_videos(
 
     folder = _run_guarded(lambda: import_video_folders(root, category, out, length, fps_in, fps_out, image_size))
     typer.echo(f"videos -> {folder}")
-
-
-def write_world_preview(ds, path: Path, count: int = 12) -> Path:
-    import numpy as np
-
-    from .viz import contact_sheet
-
-    step = max(1, len(ds) // count)
-    idx = list(range(0, len(ds), step))[:count]
-    a = ds.annotations
-    titles = [f"az {np.degrees(a['azimuth'][i]):.0f} el {np.degrees(a['elevation'][i]):.0f}" for i in idx]
-    return contact_sheet([ds.load_image(i) for i in idx], [a["keypoints"][i] for i in idx], ds.category, path, titles=titles, visible=[a["visible"][i] for i in idx])
 
 
 CategoryOpt = Annotated[str, typer.Option("--category", "-c", help="Object category.")]

@@ -54,8 +54,7 @@ def train_baseline(cfg: Config, category: str, out: str | Path, echo: Callable[[
 
 
 def _summary(result) -> dict:
-    best = next((h for h in result.history if h.get("epoch") == result.best_epoch), {})
-    return {"checkpoint": str(result.best_checkpoint), "best_metric": result.best_metric, "best_epoch": result.best_epoch, "best": best, "last": result.history[-1] if result.history else {}}
+    return {"checkpoint": str(result.best_checkpoint), "best_metric": result.best_metric, "best_epoch": result.best_epoch, "best": result.best_record, "last": result.history[-1] if result.history else {}}
 
 
 def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path | None = None, device: str = "cpu", label: str | None = None) -> dict:
@@ -88,7 +87,7 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
     """The main job: synthetic data and world previews, then for each category of the preset the
     baseline, video training (fixed length and curriculum) and their evaluation on the IKEA-like
     test set; writes ``report.md``. Every stage resumes or is skipped when rerun."""
-    from .cli import write_synthetic_preview, write_world_preview
+    from .viz import synthetic_preview, world_preview
     from .data.synthetic import SyntheticSkeletonDataset
     from .data.world import WorldDataset
 
@@ -103,9 +102,9 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
     run_ablation(cfg, out, tuple(cfg.categories), echo=echo, write_metadata=False)
     for category in cfg.categories:
         ds = SyntheticSkeletonDataset(category, 24, seed=cfg.seed, options=cfg.synthetic.options())
-        write_synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
+        synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
         for kind in WORLD_KINDS:
-            write_world_preview(WorldDataset(out / category / "world" / kind), out / "figures" / f"world_{category}_{kind}.png")
+            world_preview(WorldDataset(out / category / "world" / kind), out / "figures" / f"world_{category}_{kind}.png")
     return _write_report(cfg, out)
 
 

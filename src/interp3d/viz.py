@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from .io_utils import atomic_path  # noqa: E402
 from .shape_model import Category  # noqa: E402
 
-__all__ = ["draw_skeleton", "contact_sheet", "save_figure"]
+__all__ = ["draw_skeleton", "contact_sheet", "save_figure", "recall_plot", "prediction_figure", "synthetic_preview", "world_preview"]
 
 LEFT, RIGHT, MIDDLE = "#1f77b4", "#d62728", "#2ca02c"
 
@@ -135,3 +135,21 @@ def prediction_figure(image: np.ndarray, prediction, category: Category, path: s
     ax3.set_title("3D skeleton (object frame)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def synthetic_preview(ds, path: str | Path, count: int = 12) -> Path:
+    """Contact sheet of a :class:`~interp3d.data.synthetic.SyntheticSkeletonDataset`: heatmaps with skeletons."""
+    batch = ds.__getitems__(list(range(min(count, len(ds)))))
+    maps = batch["heatmaps"].amax(dim=1).numpy()
+    az, el = ds.codec.decode(batch["params"]).view()
+    titles = [f"az {a:.0f} el {e:.0f}" for a, e in zip(az.rad2deg().tolist(), el.rad2deg().tolist())]
+    return contact_sheet(maps, batch["keypoints"].numpy(), ds.category, path, titles=titles, cmap="magma")
+
+
+def world_preview(ds, path: str | Path, count: int = 12) -> Path:
+    """Contact sheet of a :class:`~interp3d.data.world.WorldDataset`: images with keypoints (dotted: hidden)."""
+    step = max(1, len(ds) // count)
+    idx = list(range(0, len(ds), step))[:count]
+    a = ds.annotations
+    titles = [f"az {np.degrees(a['azimuth'][i]):.0f} el {np.degrees(a['elevation'][i]):.0f}" for i in idx]
+    return contact_sheet([ds.load_image(i) for i in idx], [a["keypoints"][i] for i in idx], ds.category, path, titles=titles, visible=[a["visible"][i] for i in idx])

@@ -205,7 +205,7 @@ _REAL_CACHE: dict[tuple[str, str], list] = {}
 
 def _real_target(category: Category, folder: str, index: int, scale: float, rng: np.random.Generator):
     """A real CAD model (complete keypoints only) scaled so its fitted alpha_1 equals ``scale``."""
-    from ..render.mesh import random_material
+    from ..render.mesh import Mesh, random_material
     from ..shape_fit import fit_shape
     from .real_shapes import PASCAL3D_CLASS, load_pascal3d_json
 
@@ -228,8 +228,6 @@ def _real_target(category: Category, folder: str, index: int, scale: float, rng:
     factor = scale / fit.alpha[0]
     centre = shape.keypoints.mean(axis=0) * np.array([1.0, 0.0, 1.0])  # centre on the floor footprint
     structure = (shape.keypoints - centre) * factor
-    from ..render.mesh import Mesh
-
     mesh = Mesh((shape.vertices - centre) * factor, shape.faces).with_material(random_material(rng, ("wood", "fabric", "paint"), 1 / scale))
     return structure, fit.alpha * factor, mesh
 

@@ -126,6 +126,7 @@ class StageResult:
     best_metric: float
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    best_record: dict[str, float] = field(default_factory=dict)  # the history entry of the best epoch
 
     @property
     def best_checkpoint(self) -> Path:
@@ -252,4 +253,4 @@ def run_stage(
             on_epoch_end(epoch)
     if writer is not None:
         writer.close()
-    return StageResult(out_dir, best, best_epoch, history)
+    return StageResult(out_dir, best, best_epoch, history, next((h for h in history if h["epoch"] == best_epoch), {}))

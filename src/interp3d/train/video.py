@@ -107,6 +107,7 @@ def train_video(
             cache_frames = torch.cat([o[-1].float().cpu() for o in predict_batches(net.hourglass, flat_frames, device)])
             cache_images = torch.cat([o[-1].float().cpu() for o in predict_batches(net.hourglass, images.images, device)])
         clips = videos.clips(length)
+        steps = max(1, len(clips) // vc.clips_per_batch)
         latents: dict[str, Tensor] = {}
 
         def heatmaps_of(source: str, idx: Tensor) -> Tensor:
@@ -123,11 +124,12 @@ def train_video(
             norm = norm.reshape(len(clips), length, -1)
             s = net.codec.slices
             latents["alpha"], latents["inv_focal"] = update_latents(norm[..., s["alpha"]], norm[..., s["inv_focal"]].squeeze(-1), use_median=epoch >= vc.mean_phase_epochs)
+            # back to training mode for the network step; a frozen hourglass keeps its BatchNorm statistics
+            net.train()
             if vc.freeze_hourglass:
                 net.hourglass.eval()
             g = torch.Generator().manual_seed(cfg.seed * 31 + epoch)
             clip_order = torch.randperm(len(clips), generator=g)
-            steps = max(1, len(clips) // vc.clips_per_batch)
             image_order = torch.randperm(len(images), generator=g)
             for b in range(steps):
                 c = clip_order[b * vc.clips_per_batch : (b + 1) * vc.clips_per_batch]
@@ -136,8 +138,6 @@ def train_video(
 
         def loss_fn(model, batch, gen):
             clip_ids, image_ids = batch
-            if vc.freeze_hourglass:
-                net.hourglass.eval()
             w = vc.weights()
             # 2D-annotated images: L_kp
             lifted = net.lift(heatmaps_of("images", image_ids))
@@ -167,13 +167,13 @@ def train_video(
             "video", out_dir / f"len{length:02d}", net, params, batches, loss_fn, validate,
             epochs=epochs_per_length, lr=vc.lr, metric="mean_ar", higher_is_better=True, seed=cfg.seed + length,
             device=device, config=cfg.to_dict(), checkpoint_extra={"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "clip_length": length},
-            resume=resume, progress=progress, steps_per_epoch=max(1, len(clips) // vc.clips_per_batch),
+            resume=resume, progress=progress, steps_per_epoch=steps,
         )
         results.append(result)
         start = result.best_checkpoint
     best = max(results, key=lambda r: r.best_metric)
     with atomic_path(out_dir / "best.pt", suffix=".pt") as tmp:
         shutil.copyfile(best.best_checkpoint, tmp)
-    history = [dict(h, clip_length=int(r.out_dir.name[3:])) for r in results for h in r.history]
+    history = [dict(h, clip_length=length) for length, r in zip(lengths, results) for h in r.history]
     atomic_write_json(out_dir / "history.json", history)
-    return StageResult(out_dir, best.best_metric, best.best_epoch, history)
+    return StageResult(out_dir, best.best_metric, best.best_epoch, history, best_record=dict(best.best_record, clip_length=lengths[results.index(best)]))
