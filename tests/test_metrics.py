@@ -51,3 +51,16 @@ def test_pck_per_keypoint_then_mean():
     visible = np.array([[True, True], [True, False]])
     # keypoint 0: 1 of 2 within 3.2 px; keypoint 1: 0 of 1 -> mean (50 + 0) / 2
     assert pck(pred, gt, visible, heatmap_size=64) == pytest.approx(25.0)
+
+
+def test_azimuth_bins_centred_on_zero():
+    from interp3d.evaluation.metrics import azimuth_bin, azimuth_bin_accuracy
+
+    deg = np.radians
+    # 4 bins of 90 deg centred on 0, 90, 180, 270: [-45, 45) is bin 0
+    assert azimuth_bin(deg([0, 44.9, 45, 134.9, 180, 314.9, 315, -10]), 4).tolist() == [0, 0, 1, 1, 2, 3, 0, 0]
+    pred, gt = deg([10, 50, 350, 100]), deg([-20, 40, 5, 260])
+    # 4 bins: 10/-20 same bin, 50/40 differ, 350/5 same, 100/260 differ -> 50 %
+    assert azimuth_bin_accuracy(pred, gt, 4) == pytest.approx(50.0)
+    # 24 bins of 15 deg: 10 (bin 1) vs -20 (bin 23), 50 (3) vs 40 (3), 350 (23) vs 5 (0) -> 1 of 4
+    assert azimuth_bin_accuracy(pred, gt, 24) == pytest.approx(25.0)

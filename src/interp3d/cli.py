@@ -152,6 +152,30 @@ def world_import_keypoint5(
     typer.echo(f"Keypoint-5 {category} {split} -> {folder}")
 
 
+@world_app.command("import-pascal3d")
+def world_import_pascal3d(
+    root: Annotated[Path, typer.Option(help="PASCAL3D+ root (holding Annotations/, Images/, optionally CAD/).")],
+    category: Annotated[str, typer.Option("--category", "-c", help="chair, sofa or table.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="World-format folder to write.")],
+    subset: Annotated[str, typer.Option(help="pascal or imagenet.")] = "pascal",
+    ids: Annotated[Optional[Path], typer.Option(help="File listing the record ids to keep (e.g. VOC val.txt).")] = None,
+    image_size: Annotated[int, typer.Option(help="Side of the square crops.")] = 256,
+    include_difficult: Annotated[bool, typer.Option(help="Keep objects marked difficult.")] = False,
+    include_truncated: Annotated[bool, typer.Option(help="Keep truncated objects.")] = True,
+    include_occluded: Annotated[bool, typer.Option(help="Keep occluded objects.")] = True,
+) -> None:
+    """Convert PASCAL3D+ objects (real images, anchors, viewpoint; CAD structure when CAD/ is present) for `evaluate`."""
+    from .data.pascal3d import convert_pascal3d
+
+    folder = _run_guarded(
+        lambda: convert_pascal3d(
+            root, category, out, subset, ids, image_size,
+            include_difficult=include_difficult, include_truncated=include_truncated, include_occluded=include_occluded,
+        )
+    )
+    typer.echo(f"PASCAL3D+ {category} ({subset}) -> {folder}")
+
+
 @world_app.command("import-videos")
 def world_import_videos(
     root: Annotated[Path, typer.Option(help="Folder with one sub-folder of frames per sequence (+ optional categories.txt).")],
@@ -310,12 +334,15 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", "-d", help="World-format dataset folder.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics.json, per_object.csv and recall curves.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
 ) -> None:
-    """Evaluate a model: 3D structure and azimuth average recall, PCK; writes JSON, CSV and plots."""
+    """Evaluate a model: 3D structure and azimuth average recall, viewpoint bins, PCK (PCP/AE with
+    annotator spreads); writes metrics.json, per_object.csv and recall plots with --out."""
+    from .evaluation.evaluate import format_metrics
     from .pipeline import evaluate_to_folder
 
     result = _run_guarded(lambda: evaluate_to_folder(model, data, out, device=device))
-    typer.echo(json.dumps(dict(result), indent=2))
+    typer.echo(json.dumps(dict(result), indent=2) if as_json else format_metrics(result))
 
 
 @app.command()

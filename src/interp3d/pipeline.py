@@ -76,10 +76,13 @@ def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path
             for row in zip(*(result.per_object[k] for k in keys)):
                 writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
         name = label or Path(model_path).parent.name
-        if result["structure"] is not None:  # 2D-only data has no 3D curves
-            with_3d = np.isfinite(result.per_object["structure_error"])
-            recall_plot({name: result.per_object["structure_error"][with_3d]}, STRUCTURE_TAU_MAX, out / "recall_structure.png", "normalised structure RMSE")
-            recall_plot({name: result.per_object["azimuth_error"][with_3d]}, POSE_TAU_MAX, out / "recall_azimuth.png", "azimuth error (deg)", degrees=True)
+        # Each curve uses the objects that have its ground truth (2D-only data has none).
+        if result["structure"] is not None:
+            errors = result.per_object["structure_error"]
+            recall_plot({name: errors[np.isfinite(errors)]}, STRUCTURE_TAU_MAX, out / "recall_structure.png", "normalised structure RMSE")
+        if result["azimuth"] is not None:
+            errors = result.per_object["azimuth_error"]
+            recall_plot({name: errors[np.isfinite(errors)]}, POSE_TAU_MAX, out / "recall_azimuth.png", "azimuth error (deg)", degrees=True)
     return result
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ..io_utils import atomic_path
 from ..shape_model import Category, get_category
 
 __all__ = ["Keypoint5", "Keypoint5Item", "convert_keypoint5", "annotator_median"]
@@ -105,12 +105,9 @@ def convert_keypoint5(root: str | Path, category: Category | str, out: str | Pat
     around its keypoints (plus ``margin``), resized to ``image_size``. Unreadable images are skipped
     and listed in ``meta.json``."""
     from ..inference import InputError, load_rgb
-    from ..io_utils import atomic_path, atomic_write_json
-    from ..params import ParamCodec
-    from .world import ANNOTATION_FIELDS, FORMAT
+    from .export import crop_square, square_box, write_annotated_folder
 
     data = Keypoint5(root, category, split)
-    cat = data.category
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows, skipped = [], []
@@ -125,41 +122,19 @@ def convert_keypoint5(root: str | Path, category: Category | str, out: str | Pat
             skipped.append(str(exc))
             continue
         pts = item.keypoints[item.present]
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        side = float((hi - lo).max() * (1 + 2 * margin)) or 32.0
-        cx, cy = (lo + hi) / 2
-        box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-        crop = Image.fromarray(rgb).crop(tuple(int(round(v)) for v in box)).resize((image_size, image_size), Image.BILINEAR)
-        scale = image_size / (int(round(box[2])) - int(round(box[0])))
-        keypoints = (item.keypoints - [int(round(box[0])), int(round(box[1]))]) * scale
+        box = square_box(pts.min(axis=0), pts.max(axis=0), margin)
+        crop, scale = crop_square(rgb, box, image_size)
         name = f"images/{item.index:08d}.png"
         with atomic_path(out / name, suffix=".png") as tmp:
             crop.save(tmp, format="PNG")
-        visible = item.present & (keypoints >= 0).all(-1) & (keypoints < image_size).all(-1)
-        rows.append((name, np.nan_to_num(keypoints, nan=-1.0), visible, item.sigma * scale))
-    if not rows:
-        raise ValueError(f"{data.folder}: no usable image in split {split!r}")
-    n, k, kk = len(rows), cat.num_keypoints, cat.num_bases
-    nan = lambda *shape: np.full(shape, np.nan, np.float32)  # noqa: E731
-    arrays = {
-        "path": np.array([r[0] for r in rows]),
-        "keypoints": np.stack([r[1] for r in rows]).astype(np.float32),
-        "visible": np.stack([r[2] for r in rows]),
-        "occluded_by_other": np.zeros((n, k), bool),
-        "structure": nan(n, k, 3), "points_cam": nan(n, k, 3), "alpha": nan(n, kk), "angles": nan(n, 3), "translation": nan(n, 2),
-        "focal": nan(n), "azimuth": nan(n), "elevation": nan(n), "bbox": nan(n, 4), "params": nan(n, ParamCodec(cat).size),
-        "video_index": np.full(n, -1, np.int32), "frame_index": np.zeros(n, np.int32),
-        "annotator_sigma": np.stack([r[3] for r in rows]).astype(np.float32),
+        rows.append((name, (item.keypoints - box[:2]) * scale, item.present, item.sigma * scale))
+    fields = {
+        "path": [r[0] for r in rows],
+        "keypoints": np.stack([r[1] for r in rows]) if rows else np.zeros((0, data.category.num_keypoints, 2)),
+        "visible": np.stack([r[2] for r in rows]) if rows else np.zeros((0, data.category.num_keypoints), bool),
+        "annotator_sigma": np.stack([r[3] for r in rows]).astype(np.float32) if rows else np.zeros((0, data.category.num_keypoints), np.float32),
     }
-    with atomic_path(out / "annotations.npz", suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
-    atomic_write_json(
-        out / "meta.json",
-        {
-            "format": FORMAT, "kind": "annotated2d", "category": cat.name, "count": n, "num_images": n, "image_size": image_size,
-            "plane_size": cat.plane_size, "keypoint_names": list(cat.keypoint_names), "edges": [list(e) for e in cat.edges],
-            "annotation_fields": {**ANNOTATION_FIELDS, "annotator_sigma": "(n, N) annotator spread, image px (Keypoint-5)"},
-            "source": f"Keypoint-5 {data.folder} split {split}", "skipped": skipped, "seed": None, "options": None,
-        },
+    return write_annotated_folder(
+        out, data.category, image_size, fields, f"Keypoint-5 {data.folder} split {split}", skipped,
+        {"annotator_sigma": "(n, N) annotator spread, image px (Keypoint-5)"},
     )
-    return out

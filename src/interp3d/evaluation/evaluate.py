@@ -9,9 +9,9 @@ import torch
 from .. import geometry
 from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
-from .metrics import angle_error, pck, pcp_ae, pose_summary, structure_error, structure_summary
+from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
-__all__ = ["evaluate_interpreter", "EvaluationResult"]
+__all__ = ["evaluate_interpreter", "EvaluationResult", "format_metrics"]
 
 
 class EvaluationResult(dict):
@@ -39,19 +39,25 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
     gt2d = geometry.rescale_points(data.keypoints, model.image_size, hm).numpy()
     projected = torch.cat([o.keypoints.float().cpu() for o in outs]).numpy()
     peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outs]).numpy()
-    has_3d = np.isfinite(data.structure.numpy()).all(axis=(1, 2)) & np.isfinite(data.azimuth.numpy())
+    # Sources differ in what they annotate: Keypoint-5 has no 3D, PASCAL3D+ has a viewpoint and only
+    # sometimes a CAD structure; each metric uses the objects that have its ground truth.
+    has_structure = np.isfinite(data.structure.numpy()).all(axis=(1, 2))
+    has_pose = np.isfinite(data.azimuth.numpy()) & np.isfinite(data.elevation.numpy())
     s_err = np.full(len(data), np.nan)
     az_err, el_err = s_err.copy(), s_err.copy()
-    if has_3d.any():  # 2D-only data (e.g. Keypoint-5) has NaN 3D ground truth
-        s_err[has_3d] = structure_error(structure[has_3d], data.structure.numpy()[has_3d])
-        az_err[has_3d] = angle_error(azimuth[has_3d], data.azimuth.numpy()[has_3d])
-        el_err[has_3d] = angle_error(elevation[has_3d], data.elevation.numpy()[has_3d])
+    if has_structure.any():
+        s_err[has_structure] = structure_error(structure[has_structure], data.structure.numpy()[has_structure])
+    if has_pose.any():
+        az_err[has_pose] = angle_error(azimuth[has_pose], data.azimuth.numpy()[has_pose])
+        el_err[has_pose] = angle_error(elevation[has_pose], data.elevation.numpy()[has_pose])
     result = EvaluationResult(
         n=len(data),
-        n_with_3d=int(has_3d.sum()),
-        structure=structure_summary(s_err[has_3d]) if has_3d.any() else None,
-        azimuth=pose_summary(az_err[has_3d]) if has_3d.any() else None,
-        elevation=pose_summary(el_err[has_3d]) if has_3d.any() else None,
+        n_with_3d=int(has_structure.sum()),
+        n_with_pose=int(has_pose.sum()),
+        structure=structure_summary(s_err[has_structure]) if has_structure.any() else None,
+        azimuth=pose_summary(az_err[has_pose]) if has_pose.any() else None,
+        elevation=pose_summary(el_err[has_pose]) if has_pose.any() else None,
+        azimuth_bins={str(b): azimuth_bin_accuracy(azimuth[has_pose], data.azimuth.numpy()[has_pose], b) for b in (4, 8, 16, 24)} if has_pose.any() else None,
         pck_heatmap=pck(peaks, gt2d, data.visible.numpy(), hm),
         pck_reprojection=pck(projected, gt2d, data.visible.numpy(), hm),
     )
@@ -68,3 +74,22 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
         "azimuth_gt": data.azimuth.numpy(),
     }
     return result
+
+
+def format_metrics(result: dict) -> str:
+    """A plain-text table of the summary metrics (rows absent where the data lacks their ground truth)."""
+    rows = [("objects", f"{result['n']} ({result.get('n_with_3d', 0)} with 3D structure, {result.get('n_with_pose', 0)} with pose)")]
+    if result.get("structure"):
+        s = result["structure"]
+        rows.append(("3D structure", f"AR {s['average_recall']:.2f} %   mean RMSE {s['mean']:.3f}   median {s['median']:.3f}"))
+    for key in ("azimuth", "elevation"):
+        if result.get(key):
+            p = result[key]
+            rows.append((key, f"AR {p['average_recall']:.2f} %   median {p['median_deg']:.1f} deg   acc@30deg {p['accuracy_pi_6']:.1f} %"))
+    if result.get("azimuth_bins"):
+        rows.append(("azimuth bins", "   ".join(f"{b} bins {v:.1f} %" for b, v in result["azimuth_bins"].items())))
+    rows.append(("2D PCK@0.05", f"heatmap peaks {result['pck_heatmap']:.1f} %   reprojection {result['pck_reprojection']:.1f} %"))
+    if "pcp" in result:
+        rows.append(("PCP / AE", f"{result['pcp']:.1f} % / {result['ae']:.3f}"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -5,6 +5,9 @@
   keypoints. ``align="procrustes"`` also rotates the prediction onto the truth (for data whose
   canonical frames differ).
 * **Pose**: azimuth error = wrapped |az_pred - az_gt| in [0, pi]; likewise elevation.
+* **Viewpoint bins** (PASCAL3D+-style): azimuth classified into ``n`` bins of ``360/n`` deg centred
+  on 0, 360/n, ...; accuracy = share of objects whose predicted bin is the true one (with ground-truth
+  boxes, so this is the viewpoint part of AVP without detection).
 * **Average recall** of an error list: the mean, over ``steps`` thresholds tau evenly spaced in
   [0, tau_max], of the share of objects with error <= tau; in percent. Defaults: structure
   tau_max = 0.5, pose tau_max = pi.
@@ -27,6 +30,8 @@ __all__ = [
     "pck",
     "pose_summary",
     "pcp_ae",
+    "azimuth_bin",
+    "azimuth_bin_accuracy",
     "structure_summary",
 ]
 
@@ -114,3 +119,15 @@ def pose_summary(errors: np.ndarray, tau_max: float = POSE_TAU_MAX) -> dict[str,
         "median_deg": float(np.degrees(np.median(errors))),
         "accuracy_pi_6": float((errors <= math.pi / 6).mean() * 100.0),
     }
+
+
+def azimuth_bin(azimuth: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index in ``0..bins-1`` of azimuths (rad), bins of ``2 pi / bins`` centred on multiples of it."""
+    width = 2 * math.pi / bins
+    return (np.floor(np.mod(np.asarray(azimuth, np.float64) + width / 2, 2 * math.pi) / width).astype(np.int64)) % bins
+
+
+def azimuth_bin_accuracy(pred: np.ndarray, gt: np.ndarray, bins: int) -> float:
+    """Share (%) of objects whose predicted azimuth falls in the true azimuth's bin."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    return float((azimuth_bin(pred, bins) == azimuth_bin(gt, bins)).mean() * 100.0) if gt.size else float("nan")
