@@ -346,9 +346,30 @@ def evaluate(
 
 
 @app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print the full headers as JSON.")] = False) -> None:
+    """List the models shipped with interp3d, how they were trained and their test metrics."""
+    from .models.serialization import pretrained_models, read_model_info
+
+    for name, path in sorted(pretrained_models().items()):
+        header = read_model_info(path)
+        if as_json:
+            typer.echo(json.dumps({"name": name, "path": str(path), **header}, indent=2))
+            continue
+        info = header.get("info", {})
+        mc = header["model_config"]
+        typer.echo(f"{name}: {header['category']}, {mc['image_size']} px input, {header['heatmap_size']}^2 heatmaps, "
+                   f"{path.stat().st_size / 2**20:.1f} MB ({path})")
+        if info.get("trained_on"):
+            typer.echo(f"  trained on: {info['trained_on']}")
+        for label, m in info.get("test3d_metrics", {}).items():
+            typer.echo(f"  {label}: structure AR {m['structure']['average_recall']:.1f} %, azimuth AR {m['azimuth']['average_recall']:.1f} % "
+                       f"(median {m['azimuth']['median_deg']:.1f} deg) on the rendered test3d world")
+
+
+@app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or videos (mp4, avi, ...).")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Interpreter checkpoint (finetune or video stage).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="A checkpoint (.pt), an exported model (.safetensors) or a shipped model's name (see `interp3d models`).")] = "chair",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a JSON and a figure per input.")] = Path("predictions"),
     box: Annotated[Optional[str], typer.Option(help="Crop box x0,y0,x1,y1 in input pixels.")] = None,
     smooth: Annotated[bool, typer.Option(help="Videos / frame folders: median structure and smoothed pose over time.")] = False,
@@ -371,7 +392,7 @@ def predict(
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
     try:
         predictor = Predictor.load(model, device)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     category = predictor.model.category
     files: list[Path] = []

@@ -120,10 +120,9 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
-        from .train.stages import load_interpreter
-
-        return cls(load_interpreter(path, device), device)
+    def load(cls, path_or_name: str | Path = "chair", device: str | torch.device = "cpu") -> "Predictor":
+        """From a checkpoint, an exported model, or a shipped model's name (default: the shipped chair model)."""
+        return cls(Interpreter.load(path_or_name, device), device)
 
     # -- core ----------------------------------------------------------------------------------
     def predict_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str], boxes=None, frames=None) -> list[Prediction]:

@@ -13,7 +13,23 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "git_revision", "write_run_metadata"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_json",
+    "git_revision",
+    "write_run_metadata",
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "interp3d.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or of another model."""
 
 
 @contextlib.contextmanager
@@ -83,3 +99,31 @@ def write_run_metadata(directory: str | Path, config: dict[str, Any], seed: int,
     path = directory / "run.json"
     atomic_write_json(path, meta)
     return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write a torch checkpoint atomically (a reader never sees a half-written file)."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", kind: str | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint; errors name the file and the problem."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an interp3d checkpoint")
+    if kind is not None and state.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {state.get('kind')!r} model, expected {kind!r}")
+    return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,14 @@ class Interpreter(nn.Module):
         self.image_size = image_size
         self.heatmap_size = heatmap_size
         self.register_buffer("bases", self.category.bases(torch.float32), persistent=False)
+
+    @classmethod
+    def load(cls, path_or_name: str | Path, device: str | torch.device = "cpu") -> "Interpreter":
+        """A trained interpreter in eval mode: a training checkpoint (``.pt``), an exported
+        ``.safetensors`` file, or the name of a model shipped with the package (e.g. ``chair``)."""
+        from .serialization import load_interpreter
+
+        return load_interpreter(path_or_name, device)
 
     @classmethod
     def build(cls, category: Category | str, image_size: int = 256, heatmap_size: int = 64, features: int = 256, depth: int = 4, stacks: int = 1, lifter_widths=(2048, 512, 128), dropout: float = 0.0) -> "Interpreter":

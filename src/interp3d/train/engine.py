@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io_utils import atomic_path, atomic_write_json, write_run_metadata
+from ..io_utils import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint, write_run_metadata
 
 __all__ = [
     "CheckpointError",
@@ -34,13 +34,6 @@ __all__ = [
     "run_stage",
     "unwrap",
 ]
-
-CHECKPOINT_FORMAT = "interp3d.checkpoint/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or of another model."""
-
 
 @dataclass
 class DistributedContext:
@@ -84,30 +77,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write a checkpoint atomically (a reader never sees a half-written file)."""
-    path = Path(path)
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", kind: str | None = None) -> dict[str, Any]:
-    """Load and validate a checkpoint; errors name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises several types for truncated/corrupt files
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an interp3d checkpoint")
-    if kind is not None and state.get("kind") != kind:
-        raise CheckpointError(f"{path}: holds a {state.get('kind')!r} model, expected {kind!r}")
-    return state
 
 
 def _seed_all(seed: int) -> None:

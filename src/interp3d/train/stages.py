@@ -23,9 +23,10 @@ from ..data.synthetic import SyntheticSkeletonDataset
 from ..data.world import WorldDataset
 from ..evaluation.metrics import angle_error, average_recall, pck, structure_error
 from ..heatmaps import heatmap_peaks, render_heatmaps
-from ..models import HourglassNet, Interpreter, Lifter
+from ..models import HourglassNet, Lifter
 from ..shape_model import Category, get_category
 from .losses import reprojection_loss
+from ..models.serialization import build_interpreter, load_interpreter
 from .engine import DistributedContext, StageResult, init_distributed, load_checkpoint, resolve_device, run_stage
 
 __all__ = [
@@ -206,21 +207,6 @@ def pretrain_3d(cfg: Config, category: Category | str, out_dir: str | Path, *, r
 
 
 # ---------------------------------------------------------------------------------------------
-def build_interpreter(category: Category | str, model_config: dict, heatmap_size: int) -> Interpreter:
-    mc = model_config
-    return Interpreter.build(category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc["dropout"])
-
-
-def load_interpreter(path: str | Path, device: str | torch.device = "cpu") -> Interpreter:
-    """An :class:`Interpreter` from a ``finetune`` (or later) checkpoint."""
-    state = load_checkpoint(path, map_location=device)
-    if "model_config" not in state or state.get("kind") not in ("finetune", "video"):
-        raise FileNotFoundError(f"{path}: holds a {state.get('kind')!r} stage, not a full interpreter (use a finetune or video checkpoint)")
-    model = build_interpreter(state["category"], state["model_config"], state["heatmap_size"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
-
-
 def finetune(
     cfg: Config, category: Category | str, world_root: str | Path, hourglass_ckpt: str | Path, lifter_ckpt: str | Path, out_dir: str | Path,
     *, resume: bool = True, progress: bool = True, on_epoch_end=None,

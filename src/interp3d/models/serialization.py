@@ -1,0 +1,119 @@
+"""Saving and loading whole interpreters: training checkpoints, safetensors exports, packaged models.
+
+* ``*.pt``: a training checkpoint of the ``finetune`` or ``video`` stage (``interp3d.checkpoint/1``).
+* ``*.safetensors``: an exported model: weights (optionally float16, loaded back as float32) and a
+  JSON header entry ``interp3d`` with the architecture, category and free-form ``info`` (how it was
+  trained, its metrics). No pickle, so a downloaded file cannot run code.
+* A bare name (``chair-cpu-small``, or a category such as ``chair``): a model shipped in
+  ``interp3d/pretrained/``; :func:`pretrained_models` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..io_utils import CheckpointError, atomic_path, load_checkpoint
+from ..shape_model import Category
+from .interpreter import Interpreter
+
+__all__ = ["build_interpreter", "export_interpreter", "load_interpreter", "pretrained_models", "read_model_info"]
+
+EXPORT_FORMAT = "interp3d.model/1"
+_PRETRAINED_PACKAGE = "interp3d.pretrained"
+
+
+def build_interpreter(category: Category | str, model_config: dict, heatmap_size: int) -> Interpreter:
+    """An untrained interpreter of the given architecture; it remembers ``model_config`` for export."""
+    mc = model_config
+    model = Interpreter.build(category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc.get("dropout", 0.0))
+    model.model_config = dict(mc)
+    return model
+
+
+def _architecture(model: Interpreter, model_config: dict | None) -> dict:
+    mc = model_config if model_config is not None else getattr(model, "model_config", None)
+    if mc is None:
+        raise ValueError("export needs the model's config (model_config=...); models from build_interpreter/load_interpreter carry it")
+    return {"category": model.category.name, "heatmap_size": model.heatmap_size, "model_config": dict(mc, lifter_widths=list(mc["lifter_widths"]))}
+
+
+def export_interpreter(model: Interpreter, path: str | Path, half: bool = False, info: dict | None = None, model_config: dict | None = None) -> Path:
+    """Write ``model`` as a safetensors file (atomically); ``half`` stores floating weights as float16."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    header = {"format": EXPORT_FORMAT, **_architecture(model, model_config), "info": info or {}}
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"interp3d": json.dumps(header)})
+    return path
+
+
+def pretrained_models() -> dict[str, Path]:
+    """Name -> file of the models shipped with the package."""
+    folder = resources.files(_PRETRAINED_PACKAGE)
+    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith(".safetensors")}
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    path = Path(path_or_name)
+    if path.suffix in (".pt", ".safetensors") or path.exists():
+        return path
+    shipped = pretrained_models()
+    name = str(path_or_name)
+    matches = [shipped[name]] if name in shipped else [p for n, p in sorted(shipped.items()) if n.split("-")[0] == name]
+    if not matches:
+        raise CheckpointError(f"{name!r}: neither a model file nor a shipped model (shipped: {', '.join(sorted(shipped)) or 'none'})")
+    return matches[0]
+
+
+def read_model_info(path_or_name: str | Path) -> dict:
+    """The JSON header of an exported model (architecture, category, ``info``) without loading weights."""
+    from safetensors import safe_open
+
+    path = _resolve(path_or_name)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        header = json.loads(meta["interp3d"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: model file not found") from None
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: safetensors file without an interp3d header ({exc})") from exc
+    except Exception as exc:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
+    if header.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path}: format {header.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    return header
+
+
+def load_interpreter(path_or_name: str | Path, device: str | torch.device = "cpu") -> Interpreter:
+    """An :class:`Interpreter` in eval mode from a checkpoint, an exported file or a shipped model's name."""
+    path = _resolve(path_or_name)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        header = read_model_info(path)
+        model = build_interpreter(header["category"], header["model_config"], header["heatmap_size"])
+        state = load_file(str(path))
+        reference = model.state_dict()
+        state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not match the architecture in its header ({exc})") from exc
+        model.info = header.get("info", {})
+        return model.to(device).eval()
+    state = load_checkpoint(path, map_location=device)
+    if "model_config" not in state or state.get("kind") not in ("finetune", "video"):
+        raise CheckpointError(f"{path}: holds a {state.get('kind')!r} stage, not a full interpreter (use a finetune or video checkpoint)")
+    model = build_interpreter(state["category"], state["model_config"], state["heatmap_size"])
+    model.load_state_dict(state["model"])
+    model.info = {"checkpoint": str(path), "kind": state["kind"]}
+    return model.to(device).eval()
