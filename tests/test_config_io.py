@@ -49,3 +49,14 @@ def test_run_metadata_records_config_seed_and_revision(tmp_path):
     if head.returncode == 0:
         assert meta["git"]["commit"] == head.stdout.strip()
     assert Config.load(path) == preset("cpu-small")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    from interp3d.io_utils import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
