@@ -6,7 +6,9 @@ these machines are shared and noisy. Writes benchmarks/results/benchmarks.json a
 Benchmarks: synthetic skeletons + heatmaps (vectorised vs a per-sample loop like the released code),
 renderer (images/s, video frames/s), training throughput (hourglass and full interpreter steps,
 achieved GFLOP/s as a share of this machine's dense matmul GFLOP/s, real data vs in-memory
-tensors), inference (batch 1 latency, batch 32 throughput, TorchScript vs eager), memory.
+tensors), inference (batch 1 latency, batch 32 throughput, TorchScript vs eager), exports (eager vs
+TorchScript, torch.compile, ONNX Runtime), data loading (DataLoader workers, pinned memory vs the
+training step's rate), memory. ONNX Runtime needs `pip install -e '.[bench]'`.
 """
 
 from __future__ import annotations
@@ -215,9 +217,24 @@ def bench_training(device, quick: bool) -> dict:
         opt.step()
         sync(device)
 
-    t_mem = timeit(lambda: step(False), repeat=3)
-    t_real = timeit(lambda: step(True), repeat=3)
-    out["interpreter_step_cpu_small"] = {"batch": 16, "images_per_s_in_memory": 16 / t_mem, "images_per_s_real_data": 16 / t_real, "real_over_memory_time": t_real / t_mem}
+    # Interleaved so that both variants see the same machine state (shared, noisy machines).
+    step(False), step(True)
+    t_mem, t_real = math.inf, math.inf
+    for _ in range(3 if quick else 6):
+        t_mem = min(t_mem, timeit(lambda: step(False), repeat=1, warmup=0))
+        t_real = min(t_real, timeit(lambda: step(True), repeat=1, warmup=0))
+
+    def prepare():
+        idx = torch.randint(0, 256, (16,), generator=gen)
+        imgs = images[idx].to(device).float().div_(255)
+        augment_batch(imgs, keypoints[idx].to(device), visible[idx].to(device), list(range(10)), gen, 15, 0.4, True)
+        sync(device)
+
+    t_prep = timeit(prepare, repeat=10)
+    out["interpreter_step_cpu_small"] = {
+        "batch": 16, "images_per_s_in_memory": 16 / t_mem, "images_per_s_real_data": 16 / t_real, "real_over_memory_time": t_real / t_mem,
+        "data_prep_ms": t_prep * 1e3, "data_prep_share_of_step": t_prep / t_real,
+    }
     del cfg
     return out
 
@@ -254,6 +271,111 @@ def bench_inference(device, quick: bool) -> dict:
             f"images_per_s_batch{x32.shape[0]}_torchscript": thr_script,
             "torchscript_speedup_batch1": lat_eager / lat_script,
         }
+    return out
+
+
+def bench_exports(device, quick: bool) -> dict:
+    """The shipped model's architecture (cpu-small, FC 256-128-64) in eager mode vs TorchScript,
+    torch.compile and ONNX Runtime, all in this run: batch-1 latency and batch-32 throughput."""
+    from interp3d.models import Interpreter
+
+    model = Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)).to(device).eval()
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            o = self.m(x)
+            return o.heatmaps, o.structure, o.keypoints
+
+    wrapped = Outputs(model).eval()
+    x1 = torch.rand(1, 3, 128, 128, device=device)
+    xb = torch.rand(8 if quick else 32, 3, 128, 128, device=device)
+    runners = {"eager": wrapped}
+    notes = {}
+    with torch.no_grad():
+        runners["torchscript"] = torch.jit.freeze(torch.jit.trace(wrapped, x1))
+        try:
+            compiled = torch.compile(wrapped, dynamic=False)
+            start = time.perf_counter()
+            compiled(x1), compiled(xb)
+            notes["torch_compile_warmup_s"] = time.perf_counter() - start
+            runners["torch_compile"] = compiled
+        except Exception as exc:  # no compiler toolchain, unsupported platform
+            notes["torch_compile"] = f"unavailable: {type(exc).__name__}: {exc}"[:200]
+    if device.type == "cpu":
+        try:
+            import tempfile
+
+            import onnxruntime as ort
+
+            path = Path(tempfile.mkdtemp()) / "interp3d.onnx"
+            torch.onnx.export(wrapped, (x1,), str(path), input_names=["images"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            runners["onnxruntime"] = lambda x: session.run(None, {"images": x.numpy()})
+            with torch.no_grad():
+                ref = wrapped(xb)[1].numpy()
+            notes["onnxruntime_max_abs_diff_structure"] = float(np.abs(session.run(None, {"images": xb.numpy()})[1] - ref).max())
+        except Exception as exc:
+            notes["onnxruntime"] = f"unavailable: {type(exc).__name__}: {exc}"[:200]
+    out: dict = {"batch": xb.shape[0], **notes}
+    with torch.no_grad():
+        for name, run in runners.items():
+            lat = timeit(lambda: (run(x1), sync(device)), repeat=10 if not quick else 3)
+            thr = xb.shape[0] / timeit(lambda: (run(xb), sync(device)), repeat=3 if not quick else 1)
+            out[name] = {"latency_ms_batch1": lat * 1e3, "images_per_s_batch": thr}
+    for name in runners:
+        if name != "eager":
+            out[name]["speedup_batch1"] = out["eager"]["latency_ms_batch1"] / out[name]["latency_ms_batch1"]
+            out[name]["speedup_batch"] = out[name]["images_per_s_batch"] / out["eager"]["images_per_s_batch"]
+    return out
+
+
+def bench_loading(device, quick: bool) -> dict:
+    """Reading a rendered world from disk (PNG decode) through a DataLoader with 0 and 2 workers,
+    with and without pinned memory, against the rate the cpu-small training step consumes images."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from interp3d.data.world import WorldDataset, WorldOptions, render_world
+    from interp3d.models import Interpreter
+
+    n = 64 if quick else 256
+    root = render_world(Path(tempfile.mkdtemp()) / "world", "chair", WorldOptions(kind="annotated2d", count=n, image_size=128), seed=3)
+    ds = WorldDataset(root)
+    out: dict = {"images": n}
+    for workers in (0, 2):
+        for pin in (False, True):
+            if pin and device.type != "cuda":
+                continue
+            loader = DataLoader(ds, batch_size=16, shuffle=True, num_workers=workers, pin_memory=pin, persistent_workers=False)
+
+            def consume():
+                for batch in loader:
+                    batch["image"].to(device, non_blocking=pin)
+                sync(device)
+
+            t = timeit(consume, repeat=2, warmup=1)
+            out[f"workers{workers}{'_pinned' if pin else ''}_images_per_s"] = n / t
+    model = Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)).to(device)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
+    x = torch.rand(16, 3, 128, 128, device=device)
+
+    def step():
+        loss = model(x).heatmaps.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sync(device)
+
+    out["train_step_images_per_s"] = 16 / timeit(step, repeat=3)
+    best = max(v for k, v in out.items() if k.startswith("workers"))
+    out["best_loader_over_step_rate"] = best / out["train_step_images_per_s"]
     return out
 
 
@@ -301,11 +423,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference memory")
+    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference exports loading memory (merged into the existing results)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}}
-    wanted = args.only or ["synthetic", "renderer", "training", "inference", "memory"]
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    previous = RESULTS / f"benchmarks{suffix}.json"
+    results = json.loads(previous.read_text()) if args.only and previous.is_file() else {}
+    results |= {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}}
+    wanted = args.only or ["synthetic", "renderer", "training", "inference", "exports", "loading", "memory"]
     for name in wanted:
         start = time.perf_counter()
         if name == "synthetic":
@@ -316,11 +441,14 @@ def main(argv=None) -> int:
             results[name] = bench_training(device, args.quick)
         elif name == "inference":
             results[name] = bench_inference(device, args.quick)
+        elif name == "exports":
+            results[name] = bench_exports(device, args.quick)
+        elif name == "loading":
+            results[name] = bench_loading(device, args.quick)
         elif name == "memory":
             results[name] = bench_memory(device)
         print(f"{name}: {time.perf_counter() - start:.0f}s", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "" if device.type == "cpu" else f"_{device.type}"
     (RESULTS / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2))
     lines = ["# interp3d benchmarks", "", f"`{results['machine']}`", ""]
 
