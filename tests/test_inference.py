@@ -99,3 +99,17 @@ def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):
     assert result.exit_code == 1
     assert "1 of 2 inputs" in result.output and "bad.png: not a readable image" in result.output
     assert (tmp_path / "out" / "good.json").is_file() and (tmp_path / "out" / "good.png").is_file()
+
+
+def test_onnxruntime_backend_matches_torch(checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
+    reference = Predictor.load(checkpoint).predict(images)
+    fast = Predictor.load(checkpoint, backend="onnxruntime").predict(images)
+    for a, b in zip(reference, fast):
+        np.testing.assert_allclose(a.keypoints_3d, b.keypoints_3d, atol=1e-3)
+        np.testing.assert_allclose(a.keypoints_2d, b.keypoints_2d, atol=1e-3)
+        assert abs(a.azimuth_deg - b.azimuth_deg) < 1e-2
+    with pytest.raises(ValueError, match="backend must be"):
+        Predictor.load(checkpoint, backend="tensorrt")

@@ -91,6 +91,15 @@ def test_self_occlusion_from_behind():
     assert not view.visible[hidden].any() and not view.occluded_by_other.any()
 
 
+def test_renderers_of_different_sizes_do_not_interfere():
+    # One GL context per image size lives in the process; each render must use its own context.
+    cat, spec, camera = _front_scene([])
+    first = render_view(spec, camera, 72)
+    render_view(spec, camera, 40)  # creates (and makes current) another context
+    again = render_view(spec, camera, 72)
+    assert np.array_equal(first.image, again.image) and np.array_equal(first.visible, again.visible)
+
+
 def test_videos_share_structure_and_move_smoothly(worlds):
     ds = WorldDataset(worlds["video"])
     a = ds.annotations

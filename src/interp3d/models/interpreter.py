@@ -65,7 +65,10 @@ class Interpreter(nn.Module):
 
     def lift(self, heatmaps: Tensor) -> Lifted:
         """Run the 2D-to-3D module and the projection layer on heatmaps ``(B, N, H, W)``."""
-        normalised = self.lifter(heatmaps)
+        return self.decode(self.lifter(heatmaps))
+
+    def decode(self, normalised: Tensor) -> Lifted:
+        """Decode the lifter's normalised parameter vectors ``(B, P)`` and project them."""
         params = self.codec.decode(self.codec.denormalise(normalised.float()))
         structure, points_cam, plane = geometry.project_structure(
             params.alpha, params.rotation(), params.translation, params.focal, self.bases.to(params.alpha), self.category.plane_size

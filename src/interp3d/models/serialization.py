@@ -20,7 +20,7 @@ from ..io_utils import CheckpointError, atomic_path, load_checkpoint
 from ..shape_model import Category
 from .interpreter import Interpreter
 
-__all__ = ["build_interpreter", "export_interpreter", "load_interpreter", "pretrained_models", "read_model_info"]
+__all__ = ["build_interpreter", "export_interpreter", "export_onnx", "OnnxInterpreter", "load_interpreter", "pretrained_models", "read_model_info"]
 
 EXPORT_FORMAT = "interp3d.model/1"
 _PRETRAINED_PACKAGE = "interp3d.pretrained"
@@ -117,3 +117,69 @@ def load_interpreter(path_or_name: str | Path, device: str | torch.device = "cpu
     model.load_state_dict(state["model"])
     model.info = {"checkpoint": str(path), "kind": state["kind"]}
     return model.to(device).eval()
+
+
+class _Networks(torch.nn.Module):
+    """The learned part (hourglass + 2D-to-3D module); decoding and projection stay in torch."""
+
+    def __init__(self, model: Interpreter):
+        super().__init__()
+        self.hourglass, self.lifter = model.hourglass, model.lifter
+
+    def forward(self, images):
+        heatmaps = self.hourglass(images)[-1]
+        return heatmaps, self.lifter(heatmaps)
+
+
+def export_onnx(model: Interpreter, path: str | Path) -> Path:
+    """Write the networks of ``model`` as ONNX (dynamic batch): inputs ``images`` (B, 3, S, S) in [0, 1],
+    outputs ``heatmaps`` and ``params_normalised``."""
+    nets = _Networks(model).eval().cpu()
+    example = torch.rand(1, 3, model.image_size, model.image_size)
+    path = Path(path)
+    import logging
+    import warnings
+
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # the exporter logs optional-package notices (torchvision) as warnings
+    try:
+        with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                nets, (example.expand(2, -1, -1, -1),), str(tmp), input_names=["images"], output_names=["heatmaps", "params_normalised"],
+                dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
+    return path
+
+
+class OnnxInterpreter:
+    """Runs an interpreter's networks with ONNX Runtime (CPU: about 2x the eager channels_last model,
+    see the benchmarks) and decodes/projects in torch; called like the :class:`Interpreter`."""
+
+    def __init__(self, model: Interpreter, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ImportError("the onnxruntime backend needs: pip install onnx onnxruntime onnxscript (or interp3d[bench])") from exc
+        import tempfile
+
+        self.model = model.eval().cpu()
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(self.model, Path(tmp) / "interp3d.onnx")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or torch.get_num_threads()
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        for name in ("category", "image_size", "heatmap_size"):
+            setattr(self, name, getattr(self.model, name))
+
+    def __call__(self, images: torch.Tensor):
+        from .interpreter import InterpreterOutput
+
+        heatmaps, normalised = self.session.run(None, {"images": images.detach().cpu().float().contiguous().numpy()})
+        heatmaps, normalised = torch.from_numpy(heatmaps), torch.from_numpy(normalised)
+        lifted = self.model.decode(normalised)
+        return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=[heatmaps])

@@ -163,7 +163,6 @@ class Renderer:
         ambient: float = 0.45,
         diffuse: float = 0.6,
     ) -> RenderResult:
-        import moderngl
 
         positions, normals, materials, local, ids = [], [], [], [], []
         for obj in objects:
@@ -179,6 +178,12 @@ class Renderer:
             materials.append(np.repeat(m.materials, 3, axis=0))
             local.append(m.vertices[m.faces].reshape(-1, 3))
             ids.append(np.full(len(m.faces) * 3, float(obj.object_id)))
+        with self.ctx:  # make this renderer's context current: a process may hold several (one per size)
+            return self._render(positions, normals, materials, local, ids, focal, plane_size, light_dir, ambient, diffuse)
+
+    def _render(self, positions, normals, materials, local, ids, focal, plane_size, light_dir, ambient, diffuse) -> RenderResult:
+        import moderngl
+
         full = self.size * self.supersample
         self.fbo.use()
         self.ctx.viewport = (0, 0, full, full)
