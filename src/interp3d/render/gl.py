@@ -163,7 +163,6 @@ class Renderer:
         ambient: float = 0.45,
         diffuse: float = 0.6,
     ) -> RenderResult:
-
         positions, normals, materials, local, ids = [], [], [], [], []
         for obj in objects:
             m = obj.mesh
