@@ -108,7 +108,27 @@ def run_demo(cfg: Config, out: str | Path, echo: Callable[[str], None] = print) 
         synthetic_preview(ds, out / "figures" / f"synthetic_{category}.png")
         for kind in WORLD_KINDS:
             world_preview(WorldDataset(out / category / "world" / kind), out / "figures" / f"world_{category}_{kind}.png")
+        example_figures(out / category / "video_curriculum" / "best.pt", out / category / "world" / "test3d", out / "figures", category)
     return _write_report(cfg, out)
+
+
+def example_figures(model: str | Path, data: str | Path, out: str | Path, label: str, count: int = 8) -> list[Path]:
+    """Predictions of ``model`` on the first ``count`` images of a world folder: a contact sheet of
+    re-projected skeletons titled with predicted / true azimuth, and one full prediction figure."""
+    from .data.world import WorldDataset
+    from .inference import Predictor
+    from .viz import contact_sheet, prediction_figure
+
+    ds = WorldDataset(data)
+    predictor = Predictor.load(model)
+    images = [ds.load_image(i) for i in range(min(count, len(ds)))]
+    preds = predictor.predict(images)
+    truth = np.degrees(ds.annotations["azimuth"][: len(images)])
+    titles = [f"az {p.azimuth_deg % 360:.0f} (true {t:.0f})" for p, t in zip(preds, truth)]
+    out = Path(out)
+    sheet = contact_sheet(images, [p.reprojected_2d for p in preds], predictor.model.category, out / f"predictions_{label}.png", titles=titles)
+    single = prediction_figure(images[0], preds[0], predictor.model.category, out / f"prediction_{label}.png")
+    return [sheet, single]
 
 
 def _write_report(cfg: Config, out: Path) -> Path:
@@ -130,6 +150,10 @@ def _write_report(cfg: Config, out: Path) -> Path:
         for kind in WORLD_KINDS:
             a = WorldDataset(out / category / "world" / kind).annotations
             lines.append(f"| {category} | {kind} | {len(a['path'])} | {a['visible'].mean():.1%} | {a['occluded_by_other'].mean():.1%} |")
+    lines += ["", "## Example predictions (Video+Curriculum model, first test images; titles: predicted / true azimuth, deg)"]
+    for category in table:
+        lines += ["", f"![predictions {category}](figures/predictions_{category}.png)", "", f"![prediction {category}](figures/prediction_{category}.png)"]
+    lines += ["", "## Previews"]
     for category in table:
         lines += ["", f"![synthetic {category}](figures/synthetic_{category}.png)"]
         for kind in WORLD_KINDS:
