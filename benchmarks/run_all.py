@@ -187,6 +187,15 @@ def bench_training(device, quick: bool) -> dict:
         t = timeit(step, repeat=2 if quick else 3)
         gflops = 3 * 2 * macs * batch / t / 1e9  # forward + backward ~ 3x forward
         out[f"hourglass_{name}"] = {"batch": batch, "gmac_per_image": macs / 1e9, "train_images_per_s": batch / t, "achieved_gflops": gflops, "ratio_to_matmul": gflops / out["matmul_gflops"]}
+        if name == "cpu-small" and not quick:  # does torch.compile help training? (measured: not on CPU)
+            eager_net = net
+            net = torch.compile(eager_net)
+            start = time.perf_counter()
+            step()
+            compile_s = time.perf_counter() - start
+            t_compiled = timeit(step, repeat=3)
+            net = eager_net
+            out["hourglass_cpu-small"] |= {"compiled_train_images_per_s": batch / t_compiled, "compiled_speedup": t / t_compiled, "compile_s": compile_s}
     # full interpreter step, real data pipeline vs tensors already in memory (cpu-small sizes)
     cfg = preset("cpu-small")
     model = Interpreter.build("chair", 128, 32, 128, 4, 1, (1024, 256, 128)).to(device)
@@ -239,6 +248,18 @@ def bench_training(device, quick: bool) -> dict:
     return out
 
 
+
+class TensorOutputs(torch.nn.Module):
+    """An interpreter returning plain tensors (heatmaps, structure, keypoints), as tracing and export need."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        o = self.m(x)
+        return o.heatmaps, o.structure, o.keypoints
+
 def bench_inference(device, quick: bool) -> dict:
     from interp3d.models import Interpreter
 
@@ -248,16 +269,7 @@ def bench_inference(device, quick: bool) -> dict:
         x1 = torch.rand(1, 3, image, image, device=device)
         x32 = torch.rand(32 if not quick else 8, 3, image, image, device=device)
 
-        class Wrapped(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, x):
-                o = self.m(x)
-                return o.heatmaps, o.structure, o.keypoints
-
-        wrapped = Wrapped(model).eval()
+        wrapped = TensorOutputs(model).eval()
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(wrapped, x1))
             lat_eager = timeit(lambda: (wrapped(x1), sync(device)), repeat=5)
@@ -281,16 +293,7 @@ def bench_exports(device, quick: bool) -> dict:
 
     model = Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)).to(device).eval()
 
-    class Outputs(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            o = self.m(x)
-            return o.heatmaps, o.structure, o.keypoints
-
-    wrapped = Outputs(model).eval()
+    wrapped = TensorOutputs(model).eval()
     x1 = torch.rand(1, 3, 128, 128, device=device)
     xb = torch.rand(8 if quick else 32, 3, 128, 128, device=device)
     runners = {"eager": wrapped}
