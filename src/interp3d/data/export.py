@@ -16,6 +16,7 @@ from PIL import Image
 from ..io_utils import atomic_path, atomic_write_json
 from ..params import ParamCodec
 from ..shape_model import Category
+from .world import ANNOTATION_FIELDS, FORMAT
 
 __all__ = ["square_box", "crop_square", "write_annotated_folder"]
 
@@ -49,8 +50,6 @@ def write_annotated_folder(
     already under ``out/images``. ``fields`` needs ``path``, ``keypoints`` (NaN allowed where missing)
     and ``visible``; other world fields default to NaN / -1 / 0; ``extra_fields`` names and documents
     additional arrays in ``fields``."""
-    from .world import ANNOTATION_FIELDS, FORMAT
-
     out = Path(out)
     n, k, kk = len(fields["path"]), category.num_keypoints, category.num_bases
     if n == 0:

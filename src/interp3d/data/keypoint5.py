@@ -128,11 +128,13 @@ def convert_keypoint5(root: str | Path, category: Category | str, out: str | Pat
         with atomic_path(out / name, suffix=".png") as tmp:
             crop.save(tmp, format="PNG")
         rows.append((name, (item.keypoints - box[:2]) * scale, item.present, item.sigma * scale))
+    if not rows:
+        raise ValueError(f"{data.folder}: no usable image in split {split!r} ({len(skipped)} skipped: {skipped[:3]})")
     fields = {
         "path": [r[0] for r in rows],
-        "keypoints": np.stack([r[1] for r in rows]) if rows else np.zeros((0, data.category.num_keypoints, 2)),
-        "visible": np.stack([r[2] for r in rows]) if rows else np.zeros((0, data.category.num_keypoints), bool),
-        "annotator_sigma": np.stack([r[3] for r in rows]).astype(np.float32) if rows else np.zeros((0, data.category.num_keypoints), np.float32),
+        "keypoints": np.stack([r[1] for r in rows]),
+        "visible": np.stack([r[2] for r in rows]),
+        "annotator_sigma": np.stack([r[3] for r in rows]).astype(np.float32),
     }
     return write_annotated_folder(
         out, data.category, image_size, fields, f"Keypoint-5 {data.folder} split {split}", skipped,

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def pretrained_models() -> dict[str, Path]:
 
 def _resolve(path_or_name: str | Path) -> Path:
     path = Path(path_or_name)
-    if path.suffix in (".pt", ".safetensors") or path.exists():
+    if path.suffix in (".pt", ".safetensors") or path.is_file():
         return path
     shipped = pretrained_models()
     name = str(path_or_name)
@@ -137,9 +139,6 @@ def export_onnx(model: Interpreter, path: str | Path) -> Path:
     nets = _Networks(model).eval().cpu()
     example = torch.rand(1, 3, model.image_size, model.image_size)
     path = Path(path)
-    import logging
-    import warnings
-
     batch = torch.export.Dim("batch", min=1, max=65536)
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
