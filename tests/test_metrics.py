@@ -64,3 +64,24 @@ def test_azimuth_bins_centred_on_zero():
     assert azimuth_bin_accuracy(pred, gt, 4) == pytest.approx(50.0)
     # 24 bins of 15 deg: 10 (bin 1) vs -20 (bin 23), 50 (3) vs 40 (3), 350 (23) vs 5 (0) -> 1 of 4
     assert azimuth_bin_accuracy(pred, gt, 24) == pytest.approx(25.0)
+
+
+def test_paired_bootstrap_gain():
+    from interp3d.evaluation.metrics import paired_bootstrap_gain
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 0.5, 200)
+    same = paired_bootstrap_gain(base, base, 0.5)
+    assert same == {"gain": 0.0, "low": 0.0, "high": 0.0}
+    # the gain is exactly the difference of the two average recalls
+    better = base * 0.5
+    g = paired_bootstrap_gain(base, better, 0.5)
+    assert g["gain"] == pytest.approx(average_recall(better, 0.5) - average_recall(base, 0.5))
+    assert 0 < g["low"] < g["gain"] < g["high"]
+    # one object improving in a set of 200 is not a significant gain
+    one = base.copy()
+    one[0] = 0.0
+    g = paired_bootstrap_gain(base, one, 0.5)
+    assert g["low"] <= 0.0 < g["gain"]
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap_gain(base, base[:5], 0.5)

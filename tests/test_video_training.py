@@ -59,7 +59,7 @@ def test_demo_writes_a_report_and_resumes(tmp_path):
     cfg = tiny_ablation_config()
     report = run_demo(cfg, tmp_path, echo=lambda s: None)
     text = report.read_text()
-    assert "| chair | Baseline |" in text and "| chair | Video+Curriculum |" in text
+    assert "| chair | Baseline |" in text and "| chair | Video+Curriculum |" in text and "paired bootstrap" in text
     for figure in ("synthetic_chair.png", "world_chair_video.png", "world_chair_test3d.png", "predictions_chair.png", "prediction_chair.png"):
         assert (tmp_path / "figures" / figure).is_file()
     run = json.loads((tmp_path / "run.json").read_text())

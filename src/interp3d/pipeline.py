@@ -143,6 +143,14 @@ def _write_report(cfg: Config, out: Path) -> Path:
                 f"| {category} | {name} | {m['structure']['average_recall']:.1f} | {m['azimuth']['average_recall']:.1f} | {m['azimuth']['median_deg']:.1f} | "
                 f"{m['azimuth']['accuracy_pi_6']:.1f} | {m['pck_heatmap']:.1f} | {m['pck_reprojection']:.1f} |"
             )
+    gains_path = out / "gains.json"
+    if gains_path.is_file():
+        gains = json.loads(gains_path.read_text())
+        lines += ["", "Gain over the Baseline, AR points with a 95 % interval (paired bootstrap over the test objects; it does not cover training-run variation):", "",
+                  "| category | model | structure | azimuth |", "|---|---|---|---|"]
+        for category, models in gains.items():
+            for name, g in models.items():
+                lines.append(f"| {category} | {name} | {_gain_cell(g['structure'])} | {_gain_cell(g['azimuth'])} |")
     for category in table:
         lines += ["", f"![structure recall {category}](ablation_structure_{category}.png) ![azimuth recall {category}](ablation_azimuth_{category}.png)"]
     lines += ["", "## Rendered world", "", "| category | kind | images | visible keypoints | occluded by other objects |", "|---|---|---|---|---|"]
@@ -185,6 +193,7 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
     if write_metadata:
         write_run_metadata(out, cfg.to_dict(), cfg.seed, {"categories": list(categories)})
     table: dict[str, dict] = {}
+    gains: dict[str, dict] = {}
     for index, category in enumerate(categories):
         base = out / category
         worlds = {}
@@ -207,6 +216,7 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
             results[name] = _stage(base, f"evaluate_{name}", echo, lambda c=checkpoint, f=folder, n=name: {"metrics": dict(evaluate_to_folder(c, worlds["test3d"], f, label=n)), "folder": str(f)})
         table[category] = {name: r["metrics"] for name, r in results.items()}
         per_object = {name: _read_errors(Path(r["folder"]) / "per_object.csv") for name, r in results.items()}
+        gains[category] = ablation_gains(per_object)
         recall_plot({n: e["structure_error"] for n, e in per_object.items()}, STRUCTURE_TAU_MAX, out / f"ablation_structure_{category}.png", "normalised structure RMSE", title=f"{category}: structure (test3d)")
         recall_plot({n: e["azimuth_error"] for n, e in per_object.items()}, POSE_TAU_MAX, out / f"ablation_azimuth_{category}.png", "azimuth error (deg)", title=f"{category}: azimuth (test3d)", degrees=True)
 
@@ -216,10 +226,34 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
     for name in ("Baseline", "Video", "Video+Curriculum"):
         cells = " | ".join(f"{table[c][name]['structure']['average_recall']:.2f} | {table[c][name]['azimuth']['average_recall']:.2f}" for c in categories)
         lines.append(f"| {name} | {cells} |")
+    atomic_write_json(out / "gains.json", gains)
+    lines += ["", "Gain over the Baseline, AR points with a 95 % interval (paired bootstrap over the test objects):", "", header, "|---|" + "---|---|" * len(categories)]
+    for name in ("Video", "Video+Curriculum"):
+        cells = " | ".join(" | ".join(_gain_cell(gains[c][name][m]) for m in ("structure", "azimuth")) for c in categories)
+        lines.append(f"| {name} | {cells} |")
     lines += [""] + [f"![{c} structure](ablation_structure_{c}.png) ![{c} azimuth](ablation_azimuth_{c}.png)" for c in categories]
     report = out / "table.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def ablation_gains(per_object: dict[str, dict[str, np.ndarray]], baseline: str = "Baseline") -> dict[str, dict[str, dict]]:
+    """Each model's structure and azimuth AR gain over ``baseline`` with paired-bootstrap intervals."""
+    from .evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX, paired_bootstrap_gain
+
+    base = per_object[baseline]
+    return {
+        name: {
+            "structure": paired_bootstrap_gain(base["structure_error"], errors["structure_error"], STRUCTURE_TAU_MAX),
+            "azimuth": paired_bootstrap_gain(base["azimuth_error"], errors["azimuth_error"], POSE_TAU_MAX),
+        }
+        for name, errors in per_object.items()
+        if name != baseline
+    }
+
+
+def _gain_cell(g: dict) -> str:
+    return f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]"
 
 
 def _read_errors(path: Path) -> dict[str, np.ndarray]:

@@ -8,6 +8,8 @@
 * **Viewpoint bins** (PASCAL3D+-style): azimuth classified into ``n`` bins of ``360/n`` deg centred
   on 0, 360/n, ...; accuracy = share of objects whose predicted bin is the true one (with ground-truth
   boxes, so this is the viewpoint part of AVP without detection).
+* **Gains** between two models on the same objects: the difference of average recalls with a 95 %
+  interval from a paired bootstrap over the objects (both models' errors resampled together).
 * **Average recall** of an error list: the mean, over ``steps`` thresholds tau evenly spaced in
   [0, tau_max], of the share of objects with error <= tau; in percent. Defaults: structure
   tau_max = 0.5, pose tau_max = pi.
@@ -32,6 +34,7 @@ __all__ = [
     "pcp_ae",
     "azimuth_bin",
     "azimuth_bin_accuracy",
+    "paired_bootstrap_gain",
     "structure_summary",
 ]
 
@@ -131,3 +134,19 @@ def azimuth_bin_accuracy(pred: np.ndarray, gt: np.ndarray, bins: int) -> float:
     """Share (%) of objects whose predicted azimuth falls in the true azimuth's bin."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     return float((azimuth_bin(pred, bins) == azimuth_bin(gt, bins)).mean() * 100.0) if gt.size else float("nan")
+
+
+def paired_bootstrap_gain(errors_base: np.ndarray, errors_new: np.ndarray, tau_max: float, samples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """AR(new) - AR(base) on the same objects, with a ``level`` interval from a paired bootstrap."""
+    base, new = np.asarray(errors_base, np.float64), np.asarray(errors_new, np.float64)
+    if base.shape != new.shape or base.ndim != 1 or base.size == 0:
+        raise ValueError(f"need two equal-length, non-empty error lists, got {base.shape} and {new.shape}")
+    taus = np.linspace(0.0, tau_max, 101)
+    # per-object recall contributions: AR = mean over objects of the share of thresholds it passes
+    base_hits = (base[:, None] <= taus[None, :]).mean(axis=1) * 100.0
+    new_hits = (new[:, None] <= taus[None, :]).mean(axis=1) * 100.0
+    diff = new_hits - base_hits
+    idx = np.random.default_rng(seed).integers(0, diff.size, (samples, diff.size))
+    boot = diff[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    return {"gain": float(diff.mean()), "low": float(np.quantile(boot, alpha)), "high": float(np.quantile(boot, 1 - alpha))}
