@@ -2,6 +2,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from interp3d.config import StageConfig, preset
 from interp3d.pipeline import run_ablation
@@ -84,3 +85,16 @@ def test_video_grid_search_ranks_trials_on_validation(tmp_path):
     assert len(rows) == 4 and {(r["weights"], r["length"]) for r in rows} == {("default", 3), ("default", 6), ("strong", 3), ("strong", 6)}
     assert [r["val_mean_ar"] for r in rows] == sorted((r["val_mean_ar"] for r in rows), reverse=True)
     assert "| strong |" in report.read_text()
+    # an unfrozen hourglass anchored by the heatmap loss on annotated images trains the hourglass too
+    from interp3d.train.engine import load_checkpoint
+    from interp3d.train.video import train_video
+
+    init = base / "baseline" / "finetune" / "best.pt"
+    unfrozen = cfg.override(["video.freeze_hourglass=false", "video.w_heatmap=10"])
+    result = train_video(unfrozen, "chair", worlds["annotated2d"], base / "world" / "video", worlds["val3d"], init, tmp_path / "unfrozen", (3,), 1, progress=False)
+    assert result.history[0]["train_l_hm"] > 0
+    before, after = load_checkpoint(init)["model"], load_checkpoint(tmp_path / "unfrozen" / "len03" / "last.pt")["model"]
+    assert not torch.equal(before["hourglass.out.0.weight"], after["hourglass.out.0.weight"])
+    frozen = train_video(cfg, "chair", worlds["annotated2d"], base / "world" / "video", worlds["val3d"], init, tmp_path / "frozen", (3,), 1, progress=False)
+    assert frozen.history[0]["train_l_hm"] == 0
+    assert torch.equal(before["hourglass.out.0.weight"], load_checkpoint(tmp_path / "frozen" / "len03" / "last.pt")["model"]["hourglass.out.0.weight"])

@@ -129,6 +129,7 @@ class VideoConfig:
     w_rotation: float = 1.0
     w_translation: float = 1.0
     w_reprojection: float = 0.1
+    w_heatmap: float = 0.0  # MSE of the annotated images' heatmaps (anchors an unfrozen hourglass; 0 = the paper's losses only)
     confidence_temperature: float = 0.1  # softmax temperature of the peak confidence c_{j,n}
 
     def fixed_total_epochs(self) -> int:

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from .. import geometry
 from ..config import Config
 from ..data.world import VideoDataset
 from ..evaluation.evaluate import evaluate_interpreter
-from ..heatmaps import heatmap_peaks, peak_confidence
+from ..heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
 from ..io_utils import atomic_path, atomic_write_json
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
@@ -139,10 +140,15 @@ def train_video(
         def loss_fn(model, batch, gen):
             clip_ids, image_ids = batch
             w = vc.weights()
-            # 2D-annotated images: L_kp
-            lifted = net.lift(heatmaps_of("images", image_ids))
+            # 2D-annotated images: L_kp (+ heatmap MSE when asked, to anchor an unfrozen hourglass)
+            image_heat = heatmaps_of("images", image_ids)
+            lifted = net.lift(image_heat)
             gt = geometry.rescale_points(images.keypoints[image_ids].to(device), size, hm)
-            l_kp = reprojection_loss(lifted.keypoints.float(), gt, images.visible[image_ids].to(device))
+            visible = images.visible[image_ids].to(device)
+            l_kp = reprojection_loss(lifted.keypoints.float(), gt, visible)
+            l_hm = torch.zeros((), device=device)
+            if vc.w_heatmap > 0 and not vc.freeze_hourglass:
+                l_hm = F.mse_loss(image_heat.float(), render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible))
             # clips: L_st + L_ms + L_rp with the latents fixed
             frame_idx = clips[clip_ids].reshape(-1)
             heat = heatmaps_of("frames", frame_idx)
@@ -155,8 +161,8 @@ def train_video(
             peaks, _ = heatmap_peaks(heat.detach())
             conf = peak_confidence(heat, vc.confidence_temperature)
             l_rp = confidence_reprojection_loss(out.keypoints.float(), peaks, conf, w.reprojection)
-            loss = w.kp * l_kp + l_st + l_ms + l_rp
-            return loss, {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item()}
+            loss = w.kp * l_kp + l_st + l_ms + l_rp + vc.w_heatmap * l_hm
+            return loss, {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item(), "l_hm": l_hm.item()}
 
         def validate(core):
             r = evaluate_interpreter(core, val, device=device)
