@@ -10,7 +10,8 @@ import torch
 from interp3d.config import StageConfig, preset
 from interp3d.data.world import WorldOptions, render_world
 from interp3d.train.engine import CheckpointError, load_checkpoint, save_checkpoint
-from interp3d.train.stages import finetune, load_interpreter, pretrain_2d, pretrain_3d
+from interp3d.models.serialization import load_interpreter
+from interp3d.train.stages import finetune, pretrain_2d, pretrain_3d
 
 
 def tiny_config(**train):

@@ -61,7 +61,7 @@ def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path
     """Evaluate a checkpoint on a world-format folder; write metrics.json, per_object.csv and recall curves."""
     from .evaluation.evaluate import evaluate_interpreter
     from .evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
-    from .train.stages import load_interpreter
+    from .models.serialization import load_interpreter
     from .viz import recall_plot
 
     model = load_interpreter(model_path, device)

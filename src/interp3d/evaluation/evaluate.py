@@ -24,9 +24,11 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
     """Metrics of ``model`` on ``data``: a world-format folder, or an already loaded ``AnnotatedImages``."""
     from ..train.stages import AnnotatedImages, predict_batches
 
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    model = model.to(device).eval()
     if not isinstance(data, AnnotatedImages):
         data = AnnotatedImages(data, model.image_size, model.category, None if limit is None else np.arange(limit))
+    # channels_last inputs alone give oneDNN's NHWC kernels (as fast as converting the weights too)
+    # and leave the caller's model, e.g. one being trained, as it is
     outs = predict_batches(model, data.images, torch.device(device), batch_size, memory_format=torch.channels_last)
     structure = torch.cat([o.structure.double().cpu() for o in outs]).numpy()
     azimuth, elevation = [], []

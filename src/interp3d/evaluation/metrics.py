@@ -74,13 +74,18 @@ def angle_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.minimum(d, 2 * math.pi - d)
 
 
+def _hits(errors: np.ndarray, tau_max: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds (T,), hits (T, B): object b's error <= threshold t) for ``steps`` thresholds in [0, tau_max]."""
+    taus = np.linspace(0.0, tau_max, steps)
+    return taus, np.asarray(errors, np.float64)[None, :] <= taus[:, None]
+
+
 def recall_curve(errors: np.ndarray, tau_max: float, steps: int = 101) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds, recall in [0, 1]) for ``steps`` thresholds in [0, tau_max]."""
-    errors = np.asarray(errors, np.float64)
-    taus = np.linspace(0.0, tau_max, steps)
-    if errors.size == 0:
+    taus, hits = _hits(errors, tau_max, steps)
+    if hits.shape[1] == 0:
         return taus, np.zeros_like(taus)
-    return taus, (errors[None, :] <= taus[:, None]).mean(axis=1)
+    return taus, hits.mean(axis=1)
 
 
 def average_recall(errors: np.ndarray, tau_max: float, steps: int = 101) -> float:
@@ -136,16 +141,16 @@ def azimuth_bin_accuracy(pred: np.ndarray, gt: np.ndarray, bins: int) -> float:
     return float((azimuth_bin(pred, bins) == azimuth_bin(gt, bins)).mean() * 100.0) if gt.size else float("nan")
 
 
-def paired_bootstrap_gain(errors_base: np.ndarray, errors_new: np.ndarray, tau_max: float, samples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def paired_bootstrap_gain(
+    errors_base: np.ndarray, errors_new: np.ndarray, tau_max: float, steps: int = 101, samples: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
     """AR(new) - AR(base) on the same objects, with a ``level`` interval from a paired bootstrap."""
     base, new = np.asarray(errors_base, np.float64), np.asarray(errors_new, np.float64)
     if base.shape != new.shape or base.ndim != 1 or base.size == 0:
         raise ValueError(f"need two equal-length, non-empty error lists, got {base.shape} and {new.shape}")
-    taus = np.linspace(0.0, tau_max, 101)
-    # per-object recall contributions: AR = mean over objects of the share of thresholds it passes
-    base_hits = (base[:, None] <= taus[None, :]).mean(axis=1) * 100.0
-    new_hits = (new[:, None] <= taus[None, :]).mean(axis=1) * 100.0
-    diff = new_hits - base_hits
+    # AR is also the mean over objects of the share of thresholds each one passes, so the gain
+    # decomposes into per-object terms that the bootstrap resamples together
+    diff = (_hits(new, tau_max, steps)[1].mean(axis=0) - _hits(base, tau_max, steps)[1].mean(axis=0)) * 100.0
     idx = np.random.default_rng(seed).integers(0, diff.size, (samples, diff.size))
     boot = diff[idx].mean(axis=1)
     alpha = (1.0 - level) / 2

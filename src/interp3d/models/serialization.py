@@ -147,7 +147,7 @@ def export_onnx(model: Interpreter, path: str | Path) -> Path:
         with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
-                nets, (example.expand(2, -1, -1, -1),), str(tmp), input_names=["images"], output_names=["heatmaps", "params_normalised"],
+                nets, (example.expand(2, -1, -1, -1),), str(tmp),  # batch 2: a batch of 1 would be specialised input_names=["images"], output_names=["heatmaps", "params_normalised"],
                 dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False,
             )
     finally:
@@ -157,7 +157,7 @@ def export_onnx(model: Interpreter, path: str | Path) -> Path:
 
 class OnnxInterpreter:
     """Runs an interpreter's networks with ONNX Runtime (CPU: about 2x the eager channels_last model,
-    see the benchmarks) and decodes/projects in torch; called like the :class:`Interpreter`."""
+    see the benchmarks) and decodes/projects in torch; ``onnx(images)`` returns what ``model(images)`` does."""
 
     def __init__(self, model: Interpreter, threads: int | None = None):
         try:
@@ -172,8 +172,6 @@ class OnnxInterpreter:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        for name in ("category", "image_size", "heatmap_size"):
-            setattr(self, name, getattr(self.model, name))
 
     def __call__(self, images: torch.Tensor):
         from .interpreter import InterpreterOutput

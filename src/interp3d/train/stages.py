@@ -26,7 +26,7 @@ from ..heatmaps import heatmap_peaks, render_heatmaps
 from ..models import HourglassNet, Lifter
 from ..shape_model import Category, get_category
 from .losses import reprojection_loss
-from ..models.serialization import build_interpreter, load_interpreter
+from ..models.serialization import build_interpreter
 from .engine import DistributedContext, StageResult, init_distributed, load_checkpoint, resolve_device, run_stage
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
     "pretrain_2d",
     "pretrain_3d",
     "finetune",
-    "build_interpreter",
-    "load_interpreter",
     "predict_batches",
 ]
 

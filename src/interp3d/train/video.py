@@ -29,10 +29,11 @@ from ..data.world import VideoDataset
 from ..evaluation.evaluate import evaluate_interpreter
 from ..heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
 from ..io_utils import atomic_path, atomic_write_json
+from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
 from .losses import confidence_reprojection_loss, motion_smoothness_loss, reprojection_loss, structure_consistency_loss, update_latents
-from .stages import AnnotatedImages, annotated_splits, build_interpreter, predict_batches
+from .stages import AnnotatedImages, annotated_splits, predict_batches
 
 __all__ = ["train_video", "VideoFrames"]
 
