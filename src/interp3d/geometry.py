@@ -41,6 +41,7 @@ __all__ = [
     "points_in_front",
     "project_structure",
     "rescale_points",
+    "self_occlusion",
 ]
 
 
@@ -198,6 +199,41 @@ def project_structure(
 def rescale_points(xy: Tensor, from_size: float, to_size: float) -> Tensor:
     """Map continuous 2D coordinates between square resolutions (plane -> heatmap, image -> heatmap)."""
     return xy * (float(to_size) / float(from_size))
+
+
+def self_occlusion(points_cam: Tensor, focal: Tensor, triangles: Tensor, eps: float = 1e-4) -> Tensor:
+    """Boolean ``(..., N)``: keypoint n is hidden from the camera by one of the object's own triangles.
+
+    The camera centre is ``(0, 0, -f)`` (see :func:`perspective_project`); a keypoint is hidden when
+    the segment from the camera to it crosses a triangle ``(T, 3)`` (keypoint indices, e.g.
+    :attr:`interp3d.shape_model.Category.surface_triangles`) strictly before reaching it. Triangles
+    that have the keypoint as a corner never hide it. Moller-Trumbore ray/triangle test, batched.
+    """
+    triangles = torch.as_tensor(triangles, dtype=torch.long, device=points_cam.device)
+    n = points_cam.shape[-2]
+    if triangles.numel() == 0:
+        return torch.zeros(points_cam.shape[:-1], dtype=torch.bool, device=points_cam.device)
+    corners = points_cam[..., triangles, :]  # (..., T, 3, 3)
+    a, b, c = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]  # (..., T, 3)
+    origin = torch.zeros_like(points_cam[..., 0, :])
+    origin[..., 2] = -focal
+    direction = points_cam - origin.unsqueeze(-2)  # (..., N, 3)
+    d = direction.unsqueeze(-2)  # (..., N, 1, 3)
+    e1, e2 = (b - a).unsqueeze(-3), (c - a).unsqueeze(-3)  # (..., 1, T, 3)
+    h = torch.linalg.cross(d.expand(e2.shape[:-3] + (n,) + e2.shape[-2:]), e2.expand(d.shape[:-2] + e2.shape[-2:]))
+    det = (e1 * h).sum(-1)  # (..., N, T)
+    ok = det.abs() > 1e-12
+    inv = 1.0 / torch.where(ok, det, torch.ones_like(det))
+    s = (origin.unsqueeze(-2) - a).unsqueeze(-3)  # (..., 1, T, 3)
+    u = (s * h).sum(-1) * inv
+    q = torch.linalg.cross(s.expand_as(h), e1.expand_as(h))
+    v = (d * q).sum(-1) * inv
+    t = (e2 * q).sum(-1) * inv
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > eps) & (t < 1 - eps)
+    corner = torch.zeros(triangles.shape[0], n, dtype=torch.bool, device=points_cam.device)
+    corner[torch.arange(triangles.shape[0], device=points_cam.device).unsqueeze(1), triangles] = True
+    hit = hit & ~corner.T  # (N, T)
+    return hit.any(-1)
 
 
 def _check_last_dim(x: Tensor, size: int, name: str) -> None:

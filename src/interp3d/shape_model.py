@@ -76,6 +76,9 @@ class Category:
     plane_size: float
     ranges: SamplingRanges
     source: str = field(default="", compare=False)
+    # Opaque planar parts as keypoint-index polygons (seat, backrest, table top, ...): what hides
+    # other keypoints from the camera in :func:`interp3d.geometry.self_occlusion`.
+    surfaces: tuple[tuple[int, ...], ...] = ()
 
     @property
     def num_keypoints(self) -> int:
@@ -105,6 +108,12 @@ class Category:
         for a, b in self.flip_pairs:
             perm[a], perm[b] = b, a
         return tuple(perm)
+
+    @cached_property
+    def surface_triangles(self) -> np.ndarray:
+        """(T, 3) keypoint indices: the surfaces as triangle fans."""
+        tris = [(poly[0], poly[i], poly[i + 1]) for poly in self.surfaces for i in range(1, len(poly) - 1)]
+        return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
 
     def keypoint_index(self, name: str) -> int:
         try:
@@ -212,6 +221,16 @@ def _parse(doc: dict, path: str) -> Category:
         translation_y=_pair(rng["translation_y"], "ranges.translation_y", path),
         focal=focal,
     )
+    surfaces = []
+    for item in doc.get("surfaces", []):
+        if not (isinstance(item, list) and len(item) >= 3 and all(isinstance(x, str) for x in item)):
+            raise SkeletonFileError(f"{path}: each entry of 'surfaces' must list at least 3 node names, got {item!r}")
+        for node in item:
+            if node not in index_of_name:
+                raise SkeletonFileError(f"{path}: 'surfaces' names unknown node {node!r}")
+        if len(set(item)) != len(item):
+            raise SkeletonFileError(f"{path}: a surface repeats a node: {item!r}")
+        surfaces.append(tuple(index_of_name[node] for node in item))
     plane_size = float(need("plane_size", (int, float)))
     if plane_size <= 0:
         raise SkeletonFileError(f"{path}: plane_size must be positive")
@@ -226,6 +245,7 @@ def _parse(doc: dict, path: str) -> Category:
         plane_size=plane_size,
         ranges=ranges,
         source=path,
+        surfaces=tuple(surfaces),
     )
 
 

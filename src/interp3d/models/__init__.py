@@ -2,6 +2,6 @@
 
 from .hourglass import HourglassNet
 from .interpreter import Interpreter, InterpreterOutput
-from .lifter import Lifter
+from .lifter import KeypointLifter, Lifter
 
-__all__ = ["HourglassNet", "Lifter", "Interpreter", "InterpreterOutput"]
+__all__ = ["HourglassNet", "Lifter", "KeypointLifter", "Interpreter", "InterpreterOutput"]

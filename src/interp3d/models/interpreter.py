@@ -12,7 +12,7 @@ from .. import geometry
 from ..params import ParamCodec, ShapeCamera
 from ..shape_model import Category, get_category
 from .hourglass import HourglassNet
-from .lifter import Lifter
+from .lifter import KeypointLifter, Lifter
 
 __all__ = ["Interpreter", "InterpreterOutput", "Lifted"]
 
@@ -27,18 +27,23 @@ class Lifted:
     points_cam: Tensor  # (B, N, 3)
     keypoints_plane: Tensor  # (B, N, 2) projection-plane px
     keypoints: Tensor  # (B, N, 2) heatmap px
+    hypotheses: Tensor | None = None  # (B, H, P) normalised, keypoint lifter only
+    scores: Tensor | None = None  # (B, H) logits of the hypotheses
 
 
 @dataclass
 class InterpreterOutput(Lifted):
-    heatmaps: Tensor  # (B, N, H, W), last stack
-    all_heatmaps: list[Tensor]
+    heatmaps: Tensor = None  # (B, N, H, W), last stack (always given; defaults follow Lifted's)
+    all_heatmaps: list[Tensor] = None
 
 
 class Interpreter(nn.Module):
     """``Interpreter(images)``: images ``(B, 3, S, S)`` in [0, 1] -> :class:`InterpreterOutput`."""
 
-    def __init__(self, category: Category | str, hourglass: HourglassNet, lifter: Lifter, image_size: int, heatmap_size: int):
+    # a heatmap peak below this value counts as a missing keypoint for the keypoint lifter
+    PEAK_THRESHOLD = 0.2
+
+    def __init__(self, category: Category | str, hourglass: HourglassNet, lifter: Lifter | KeypointLifter, image_size: int, heatmap_size: int):
         super().__init__()
         self.category = get_category(category)
         self.codec = ParamCodec(self.category)
@@ -57,23 +62,84 @@ class Interpreter(nn.Module):
         return load_interpreter(path_or_name, device)
 
     @classmethod
-    def build(cls, category: Category | str, image_size: int = 256, heatmap_size: int = 64, features: int = 256, depth: int = 4, stacks: int = 1, lifter_widths=(2048, 512, 128), dropout: float = 0.0) -> "Interpreter":
+    def build(
+        cls, category: Category | str, image_size: int = 256, heatmap_size: int = 64, features: int = 256, depth: int = 4, stacks: int = 1,
+        lifter_widths=(2048, 512, 128), dropout: float = 0.0, lifter: str = "heatmap", keypoint_lifter: dict | None = None,
+    ) -> "Interpreter":
+        """``lifter``: ``heatmap`` (3D-INN's FC module on flattened heatmaps) or ``keypoints``
+        (:class:`KeypointLifter` on heatmap peaks and confidences; options in ``keypoint_lifter``)."""
         category = get_category(category)
         hourglass = HourglassNet(category.num_keypoints, features, depth, stacks, stride=HourglassNet.stride_for(image_size, heatmap_size))
-        lifter = Lifter(category.num_keypoints, heatmap_size, category.num_params, tuple(lifter_widths), dropout)
-        return cls(category, hourglass, lifter, image_size, heatmap_size)
+        if lifter == "heatmap":
+            module = Lifter(category.num_keypoints, heatmap_size, category.num_params, tuple(lifter_widths), dropout)
+        elif lifter == "keypoints":
+            module = KeypointLifter(category, **(keypoint_lifter or {}))
+        else:
+            raise ValueError(f"lifter must be 'heatmap' or 'keypoints', got {lifter!r}")
+        return cls(category, hourglass, module, image_size, heatmap_size)
+
+    @property
+    def lifts_keypoints(self) -> bool:
+        return isinstance(self.lifter, KeypointLifter)
+
+    def heatmap_keypoints(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+        """(keypoints ``(B, N, 2)`` projection-plane px, weights ``(B, N)``) from heatmaps: the
+        value-weighted mean of the 3x3 window around each peak (differentiable in the heatmap values)
+        and the peak value clamped to [0, 1] as confidence, 0 below :attr:`PEAK_THRESHOLD`."""
+        b, n, h, w = heatmaps.shape
+        flat = heatmaps.flatten(2)
+        peak, index = flat.detach().max(dim=-1)
+        row, col = torch.div(index, w, rounding_mode="floor"), index % w
+        offsets = torch.arange(-1, 2, device=heatmaps.device)
+        rows = (row.unsqueeze(-1) + offsets).clamp(0, h - 1)  # (B, N, 3)
+        cols = (col.unsqueeze(-1) + offsets).clamp(0, w - 1)
+        window = (rows.unsqueeze(-1) * w + cols.unsqueeze(-2)).flatten(2)  # (B, N, 9)
+        values = flat.gather(-1, window).clamp_min(0) + 1e-6
+        xs = (cols.unsqueeze(-2).expand(-1, -1, 3, -1).flatten(2).to(values.dtype) + 0.5)
+        ys = (rows.unsqueeze(-1).expand(-1, -1, -1, 3).flatten(2).to(values.dtype) + 0.5)
+        total = values.sum(-1)
+        xy = torch.stack(((values * xs).sum(-1) / total, (values * ys).sum(-1) / total), dim=-1)
+        plane = geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size)
+        confidence = peak.clamp(0, 1)
+        return plane, torch.where(confidence >= self.PEAK_THRESHOLD, confidence, torch.zeros_like(confidence))
+
+    def lifter_forward(self, heatmaps: Tensor) -> Tensor:
+        """The 2D-to-3D module's normalised parameter vector ``(B, P)`` (best hypothesis) for heatmaps."""
+        if not self.lifts_keypoints:
+            return self.lifter(heatmaps)
+        hypotheses, scores, _ = self.lifter(*self.heatmap_keypoints(heatmaps))
+        return hypotheses[torch.arange(len(hypotheses), device=hypotheses.device), scores.argmax(-1)]
 
     def lift(self, heatmaps: Tensor) -> Lifted:
         """Run the 2D-to-3D module and the projection layer on heatmaps ``(B, N, H, W)``."""
-        return self.decode(self.lifter(heatmaps))
+        if not self.lifts_keypoints:
+            return self.decode(self.lifter(heatmaps))
+        return self.lift_keypoints(*self.heatmap_keypoints(heatmaps))
+
+    def lift_keypoints(self, keypoints: Tensor, weights: Tensor) -> Lifted:
+        """The keypoint lifter on plane-px keypoints ``(B, N, 2)`` and weights ``(B, N)``: its best hypothesis,
+        decoded and projected, with every hypothesis and its score attached."""
+        if not self.lifts_keypoints:
+            raise TypeError("this interpreter's 2D-to-3D module reads heatmaps; use lift(heatmaps)")
+        hypotheses, scores, _ = self.lifter(keypoints, weights)
+        best = hypotheses[torch.arange(len(hypotheses), device=hypotheses.device), scores.argmax(-1)]
+        lifted = self.decode(best)
+        lifted.hypotheses, lifted.scores = hypotheses, scores
+        return lifted
 
     def decode(self, normalised: Tensor) -> Lifted:
         """Decode the lifter's normalised parameter vectors ``(B, P)`` and project them."""
         params = self.codec.decode(self.codec.denormalise(normalised.float()))
+        return self.project(params, normalised)
+
+    def project(self, params: ShapeCamera, normalised: Tensor | None = None) -> Lifted:
+        """Project structure-and-camera parameters (the projection layer)."""
         structure, points_cam, plane = geometry.project_structure(
             params.alpha, params.rotation(), params.translation, params.focal, self.bases.to(params.alpha), self.category.plane_size
         )
         keypoints = geometry.rescale_points(plane, self.category.plane_size, self.heatmap_size)
+        if normalised is None:
+            normalised = self.codec.normalise(self.codec.encode(params))
         return Lifted(normalised, params, structure, points_cam, plane, keypoints)
 
     def forward(self, images: Tensor) -> InterpreterOutput:

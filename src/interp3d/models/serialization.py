@@ -22,7 +22,7 @@ from ..io_utils import CheckpointError, atomic_path, load_checkpoint
 from ..shape_model import Category
 from .interpreter import Interpreter
 
-__all__ = ["build_interpreter", "export_interpreter", "export_onnx", "OnnxInterpreter", "load_interpreter", "pretrained_models", "read_model_info"]
+__all__ = ["build_interpreter", "keypoint_lifter_options", "export_interpreter", "export_onnx", "OnnxInterpreter", "load_interpreter", "pretrained_models", "read_model_info"]
 
 EXPORT_FORMAT = "interp3d.model/1"
 _PRETRAINED_PACKAGE = "interp3d.pretrained"
@@ -31,9 +31,18 @@ _PRETRAINED_PACKAGE = "interp3d.pretrained"
 def build_interpreter(category: Category | str, model_config: dict, heatmap_size: int) -> Interpreter:
     """An untrained interpreter of the given architecture; it remembers ``model_config`` for export."""
     mc = model_config
-    model = Interpreter.build(category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc.get("dropout", 0.0))
+    model = Interpreter.build(
+        category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc.get("dropout", 0.0),
+        lifter=mc.get("lifter", "heatmap"), keypoint_lifter=keypoint_lifter_options(mc),
+    )
     model.model_config = dict(mc)
     return model
+
+
+def keypoint_lifter_options(model_config: dict) -> dict:
+    """:class:`KeypointLifter` keyword arguments from a model config (defaults where absent)."""
+    mc = model_config
+    return {"width": mc.get("keypoint_lifter_width", 512), "blocks": mc.get("keypoint_lifter_blocks", 2), "hypotheses": mc.get("lifter_hypotheses", 3), "dropout": mc.get("dropout", 0.0)}
 
 
 def _architecture(model: Interpreter, model_config: dict | None) -> dict:
@@ -126,11 +135,18 @@ class _Networks(torch.nn.Module):
 
     def __init__(self, model: Interpreter):
         super().__init__()
-        self.hourglass, self.lifter = model.hourglass, model.lifter
+        self.model = model
+
+    def lifter_forward(self, heatmaps):
+        return self.model.lifter_forward(heatmaps)
+
+    @property
+    def hourglass(self):
+        return self.model.hourglass
 
     def forward(self, images):
         heatmaps = self.hourglass(images)[-1]
-        return heatmaps, self.lifter(heatmaps)
+        return heatmaps, self.lifter_forward(heatmaps)
 
 
 def export_onnx(model: Interpreter, path: str | Path) -> Path:
@@ -178,5 +194,6 @@ class OnnxInterpreter:
 
         heatmaps, normalised = self.session.run(None, {"images": images.detach().cpu().float().contiguous().numpy()})
         heatmaps, normalised = torch.from_numpy(heatmaps), torch.from_numpy(normalised)
-        lifted = self.model.decode(normalised)
+        # the keypoint lifter's hypotheses (for refinement) come from the tiny torch MLP on the ONNX heatmaps
+        lifted = self.model.lift(heatmaps) if self.model.lifts_keypoints else self.model.decode(normalised)
         return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=[heatmaps])

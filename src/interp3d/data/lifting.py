@@ -1,0 +1,205 @@
+"""Training data for the 2D-to-3D module as real inputs look: 2D keypoints with visibility.
+
+Each sample is a structure seen by a camera (Eq. 1) and the keypoints a detector or an annotator
+would report for it:
+
+* **structure**: with probability ``real_fraction`` one of a bank of real shapes (their 3D
+  keypoints, moved into the shape model's frame by the similarity of a basis fit, with a little
+  anisotropic jitter), otherwise a basis shape from the category's ranges. The target parameters of
+  a real shape are its fitted ones, so the module learns the best basis description of real shapes;
+* **camera**: every azimuth, elevation from ``elevation_deg`` (wider than 3D-INN's range: real
+  photographs stray from it), focal length and translation from the category's ranges;
+* **what is seen**: keypoints hidden by the object's own surfaces
+  (:func:`interp3d.geometry.self_occlusion`), a random image border cutting the object
+  (truncation), random misses (occlusion by other things, detector failures), Gaussian detector
+  noise relative to the object's 2D size, a few outliers, and confidences in (0, 1] for what is kept.
+
+Batches are drawn on the fly from a seeded generator (no files); :func:`real_shape_bank` builds the
+bank from :class:`interp3d.data.real_shapes.RealShape` objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import geometry
+from ..params import ParamCodec, ShapeCamera
+from ..refine import keypoint_radius
+from ..shape_fit import fit_shape
+from ..shape_model import Category, get_category
+from ..shape_prior import ShapePrior
+from .real_shapes import RealShape
+from .synthetic import SkeletonSampler
+
+__all__ = ["RealShapeBank", "real_shape_bank", "LiftingOptions", "LiftingSampler", "LiftingBatch"]
+
+
+@dataclass
+class RealShapeBank:
+    """Real shapes in the shape model's frame at unit scale, with their basis fits."""
+
+    category: Category
+    names: list[str]
+    keypoints: np.ndarray  # (M, N, 3) model frame, alpha_1 = 1; NaN where the shape lacks a keypoint
+    relative_alpha: np.ndarray  # (M, K-1)
+    fit_error: np.ndarray  # (M,) normalised RMS of the basis fit
+    weights: np.ndarray  # (M,) sampling weights (sum 1)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def prior(self, source: str = "real shapes") -> ShapePrior:
+        return ShapePrior.from_relative_alpha(self.category, self.relative_alpha, self.weights, source=source)
+
+    @classmethod
+    def concat(cls, banks: list["RealShapeBank"], shares: list[float]) -> "RealShapeBank":
+        """One bank drawing from each of ``banks`` with probability ``shares`` (normalised)."""
+        shares = np.asarray(shares, np.float64) / np.sum(shares)
+        return cls(
+            banks[0].category,
+            [n for b in banks for n in b.names],
+            np.concatenate([b.keypoints for b in banks]),
+            np.concatenate([b.relative_alpha for b in banks]),
+            np.concatenate([b.fit_error for b in banks]),
+            np.concatenate([b.weights * s for b, s in zip(banks, shares)]),
+        )
+
+
+def real_shape_bank(shapes: list[RealShape], category: Category | str | None = None) -> RealShapeBank:
+    """Fit the basis to each real shape (free coefficients; bounded ones where keypoints are missing,
+    so an unobserved deformation stays in range) and express its keypoints in the model frame."""
+    if not shapes:
+        raise ValueError("real_shape_bank needs at least one shape")
+    category = get_category(category or shapes[0].category)
+    names, points, rel, errors = [], [], [], []
+    for shape in shapes:
+        if shape.category.name != category.name:
+            raise ValueError(f"{shape.source or shape.name}: a {shape.category.name} shape in a {category.name} bank")
+        fit = fit_shape(shape.keypoints, category, shape.present, bounded=not bool(shape.present.all()))
+        s = fit.alpha[0]
+        local = ((shape.keypoints - fit.translation) @ fit.rotation) / s  # the inverse similarity
+        local[~shape.present] = np.nan
+        names.append(shape.name)
+        points.append(local)
+        rel.append(fit.alpha[1:] / s)
+        errors.append(fit.normalised_rms)
+    m = len(names)
+    return RealShapeBank(category, names, np.stack(points), np.stack(rel), np.asarray(errors), np.full(m, 1.0 / m))
+
+
+@dataclass(frozen=True)
+class LiftingOptions:
+    real_fraction: float = 0.7  # share of samples whose 3D keypoints come from the real-shape bank
+    elevation_deg: tuple[float, float] | None = (-10.0, 45.0)  # None: the category's range
+    shape_jitter: float = 0.05  # sd of the anisotropic scale jitter of real shapes
+    roll_deg: float = 4.0  # sd of an in-plane rotation of the 2D input (cameras are not level)
+    self_occlusion: bool = True
+    truncation: float = 0.15  # probability that an image border cuts the object
+    dropout: float = 0.12  # probability that a remaining keypoint is missed
+    noise: float = 0.03  # sd of 2D noise as a fraction of the object's 2D RMS radius
+    outliers: float = 0.03  # probability that a kept keypoint is replaced by a wrong location
+    soft_confidence: float = 0.5  # share of samples whose kept keypoints get confidences in (0.3, 1]
+    min_visible: int = 4
+
+
+@dataclass
+class LiftingBatch:
+    keypoints: Tensor  # (B, N, 2) projection-plane px, NaN where missing
+    weights: Tensor  # (B, N) confidence in [0, 1], 0 where missing
+    params: Tensor  # (B, P) raw parameter vector of the target (basis fit for real shapes)
+    structure: Tensor  # (B, N, 3) the true 3D keypoints (object frame; real ones for real shapes)
+    azimuth: Tensor
+    elevation: Tensor
+    real: Tensor  # (B,) bool
+
+
+class LiftingSampler:
+    """Draws :class:`LiftingBatch` es of one category; deterministic for a given generator."""
+
+    def __init__(self, category: Category | str, bank: RealShapeBank | None = None, options: LiftingOptions = LiftingOptions()):
+        self.category = get_category(category)
+        self.bank = bank
+        self.options = options
+        ranges = self.category.ranges
+        if options.elevation_deg is not None:
+            lo, hi = options.elevation_deg
+            ranges = replace(ranges, elevation=(math.radians(lo), math.radians(hi)))
+        self.skeletons = SkeletonSampler(self.category, keep_inside=True, ranges=ranges)
+        self.codec = ParamCodec(self.category)
+        self._bank_points = None if bank is None else torch.as_tensor(bank.keypoints, dtype=torch.float64)
+        self._bank_rel = None if bank is None else torch.as_tensor(bank.relative_alpha, dtype=torch.float64)
+        self._bank_w = None if bank is None else torch.as_tensor(bank.weights, dtype=torch.float64)
+        self._triangles = torch.as_tensor(self.category.surface_triangles)
+
+    def sample(self, n: int, generator: torch.Generator) -> LiftingBatch:
+        o, cat = self.options, self.category
+        b = self.skeletons.sample(n, generator, dtype=torch.float64)
+        params, structure = b.params, b.structure
+        real = torch.zeros(n, dtype=torch.bool)
+        if self.bank is not None and o.real_fraction > 0:
+            real = torch.rand(n, generator=generator, dtype=torch.float64) < o.real_fraction
+            idx = torch.multinomial(self._bank_w, int(real.sum()), replacement=True, generator=generator)
+            scale = params.alpha[real, :1]
+            jitter = 1.0 + o.shape_jitter * torch.randn(len(idx), 1, 3, generator=generator, dtype=torch.float64)
+            pts = self._bank_points[idx] * jitter
+            mean_fit = geometry.structure_from_alpha(torch.cat((torch.ones(len(idx), 1, dtype=torch.float64), self._bank_rel[idx]), 1), cat.bases(torch.float64))
+            pts = torch.where(torch.isfinite(pts), pts, mean_fit)  # a keypoint the shape lacks: its basis fit
+            structure = structure.clone()
+            structure[real] = scale.unsqueeze(-1) * pts
+            alpha = params.alpha.clone()
+            # the fit of the jittered shape ~ the shape's fit with the jitter applied to the width basis only;
+            # keep the unjittered fit as the target (jitter is small, and it is what the module should report)
+            alpha[real] = scale * torch.cat((torch.ones(len(idx), 1, dtype=torch.float64), self._bank_rel[idx]), 1)
+            params = ShapeCamera(alpha, params.r6, params.translation, params.focal)
+        rotation = params.rotation()
+        points_cam = geometry.to_camera_frame(structure, rotation, params.translation)
+        keypoints = geometry.perspective_project(points_cam, params.focal, cat.plane_size)
+
+        visible = torch.ones(n, cat.num_keypoints, dtype=torch.bool)
+        if o.self_occlusion and self._triangles.numel():
+            visible &= ~geometry.self_occlusion(points_cam, params.focal, self._triangles)
+        centre, radius = keypoint_radius(keypoints, torch.ones(n, cat.num_keypoints, dtype=torch.float64))
+        if o.truncation > 0:
+            cut = torch.rand(n, generator=generator, dtype=torch.float64) < o.truncation
+            side = torch.randint(0, 4, (n,), generator=generator)
+            depth = torch.rand(n, generator=generator, dtype=torch.float64) * 0.8  # how far past the centre the border sits
+            axis = (side % 2).long()
+            coord = keypoints.gather(2, axis.view(n, 1, 1).expand(n, cat.num_keypoints, 1)).squeeze(-1)
+            c = centre.gather(1, axis.view(n, 1)).squeeze(1)
+            sign = torch.where(side < 2, -1.0, 1.0).to(torch.float64)
+            border = c + sign * (1.0 - depth) * radius * 1.5
+            outside = (coord - border.unsqueeze(1)) * sign.unsqueeze(1) > 0
+            visible &= ~(outside & cut.unsqueeze(1))
+        if o.dropout > 0:
+            visible &= torch.rand(visible.shape, generator=generator, dtype=torch.float64) >= o.dropout
+        # at least min_visible keypoints: restore the nearest-to-camera hidden ones where too few remain
+        short = visible.sum(1) < o.min_visible
+        if bool(short.any()):
+            order = points_cam[short, :, 2].argsort(dim=1)
+            restore = torch.zeros_like(visible[short])
+            restore.scatter_(1, order[:, : o.min_visible], True)
+            visible[short] |= restore
+
+        noisy = keypoints + o.noise * radius.view(n, 1, 1) * torch.randn(keypoints.shape, generator=generator, dtype=torch.float64)
+        if o.roll_deg > 0:
+            roll = torch.deg2rad(o.roll_deg * torch.randn(n, generator=generator, dtype=torch.float64))
+            cr, sr = torch.cos(roll).view(n, 1), torch.sin(roll).view(n, 1)
+            rel = noisy - centre.unsqueeze(1)
+            noisy = centre.unsqueeze(1) + torch.stack((cr * rel[..., 0] - sr * rel[..., 1], sr * rel[..., 0] + cr * rel[..., 1]), -1)
+        if o.outliers > 0:
+            wrong = (torch.rand(visible.shape, generator=generator, dtype=torch.float64) < o.outliers) & visible
+            random_xy = centre.unsqueeze(1) + radius.view(n, 1, 1) * 1.5 * (2 * torch.rand(keypoints.shape, generator=generator, dtype=torch.float64) - 1)
+            noisy = torch.where(wrong.unsqueeze(-1), random_xy, noisy)
+        weights = visible.to(torch.float64)
+        if o.soft_confidence > 0:
+            soft = torch.rand(n, 1, generator=generator, dtype=torch.float64) < o.soft_confidence
+            conf = 0.3 + 0.7 * torch.rand(visible.shape, generator=generator, dtype=torch.float64)
+            weights = torch.where(soft & visible, conf, weights)
+        noisy = torch.where(visible.unsqueeze(-1), noisy, torch.full_like(noisy, float("nan")))
+        az, el = params.view()
+        return LiftingBatch(noisy.float(), weights.float(), self.codec.encode(params).float(), structure.float(), az.float(), el.float(), real)

@@ -1,0 +1,129 @@
+"""A statistical prior over a category's structure and camera, for lifting and test-time refinement.
+
+The shape part is a Gaussian over the *relative* deformation coefficients
+``a = (alpha_2, ..., alpha_K) / alpha_1`` (scale-free, so it applies at any object size). It comes
+either from the category's synthetic sampling ranges (a uniform box's mean and variance) or from
+real shapes: 3D keypoints of real objects fitted with the category's basis
+(:func:`interp3d.shape_fit.fit_shape`), see :func:`interp3d.data.lifting.real_shape_bank`.
+The camera part is a Gaussian over ``log(f / alpha_1)`` (how strong the perspective is) and over
+the elevation, both from the sampling ranges: 2D keypoints alone pin them down only weakly.
+
+A prior is plain data (``to_dict``/``from_dict``) and travels in exported model headers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .shape_model import Category, get_category
+
+__all__ = ["ShapePrior"]
+
+_UNIFORM_SD = 1.0 / math.sqrt(12.0)  # standard deviation of U(0, 1)
+
+
+@dataclass(frozen=True)
+class ShapePrior:
+    category: str
+    mean: np.ndarray  # (K-1,) relative coefficients
+    covariance: np.ndarray  # (K-1, K-1)
+    log_focal_ratio: tuple[float, float]  # mean, sd of log(f / alpha_1)
+    elevation: tuple[float, float]  # mean, sd in radians
+    source: str = "ranges"
+
+    def __post_init__(self):
+        k1 = get_category(self.category).num_bases - 1
+        mean, cov = np.asarray(self.mean, np.float64), np.asarray(self.covariance, np.float64)
+        if mean.shape != (k1,) or cov.shape != (k1, k1):
+            raise ValueError(f"{self.category}: shape prior needs a ({k1},) mean and ({k1}, {k1}) covariance, got {mean.shape}, {cov.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            raise ValueError(f"{self.category}: shape prior has non-finite values")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "covariance", cov)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_ranges(cls, category: Category | str) -> "ShapePrior":
+        """Moments of the category's uniform sampling box (what the synthetic skeletons follow)."""
+        category = get_category(category)
+        r = category.ranges
+        lo = np.array([a[0] for a in r.alpha], np.float64)
+        hi = np.array([a[1] for a in r.alpha], np.float64)
+        sd = np.maximum((hi - lo) * _UNIFORM_SD, 1e-3)
+        return cls(category.name, (lo + hi) / 2, np.diag(sd**2), _camera_moments(category)[0], _camera_moments(category)[1], "ranges")
+
+    @classmethod
+    def from_relative_alpha(cls, category: Category | str, relative_alpha: np.ndarray, weights: np.ndarray | None = None, source: str = "shapes", shrink: float = 0.05) -> "ShapePrior":
+        """Gaussian fitted to relative coefficients ``(M, K-1)`` of real shapes (optionally weighted).
+
+        ``shrink`` blends the covariance toward its diagonal (Ledoit-Wolf style) so that a small set
+        of shapes still gives a well-conditioned prior.
+        """
+        category = get_category(category)
+        a = np.asarray(relative_alpha, np.float64)
+        if a.ndim != 2 or a.shape[1] != category.num_bases - 1 or len(a) < 2:
+            raise ValueError(f"{category.name}: need at least 2 rows of {category.num_bases - 1} relative coefficients, got {a.shape}")
+        w = np.ones(len(a)) if weights is None else np.asarray(weights, np.float64)
+        w = w / w.sum()
+        mean = (w[:, None] * a).sum(0)
+        centred = a - mean
+        cov = (w[:, None, None] * centred[:, :, None] * centred[:, None, :]).sum(0)
+        cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov))
+        cov = cov + 1e-6 * np.eye(len(mean))
+        focal, elevation = _camera_moments(category)
+        return cls(category.name, mean, cov, focal, elevation, source)
+
+    # -- use -----------------------------------------------------------------------------------
+    def whitening(self, dtype=torch.float64, device=None) -> tuple[Tensor, Tensor]:
+        """(mean (K-1,), W (K-1, K-1)) with ``|W (a - mean)|^2`` the Mahalanobis distance."""
+        chol = np.linalg.cholesky(self.covariance)
+        w = np.linalg.inv(chol)
+        return torch.as_tensor(self.mean, dtype=dtype, device=device), torch.as_tensor(w, dtype=dtype, device=device)
+
+    def mahalanobis(self, relative_alpha: Tensor) -> Tensor:
+        """Squared Mahalanobis distance ``(...)`` of relative coefficients ``(..., K-1)``."""
+        mean, w = self.whitening(relative_alpha.dtype, relative_alpha.device)
+        return (((relative_alpha - mean) @ w.T) ** 2).sum(-1)
+
+    def mean_alpha(self, scale: float | Tensor = 1.0) -> Tensor:
+        """Absolute coefficients ``(K,)`` of the prior's mean shape at ``scale``."""
+        rel = torch.as_tensor(self.mean, dtype=torch.float64)
+        return torch.as_tensor(scale, dtype=torch.float64) * torch.cat((torch.ones(1, dtype=torch.float64), rel))
+
+    def to_dict(self) -> dict:
+        return {
+            "category": self.category,
+            "mean": [float(v) for v in self.mean],
+            "covariance": [[float(v) for v in row] for row in self.covariance],
+            "log_focal_ratio": list(self.log_focal_ratio),
+            "elevation": list(self.elevation),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ShapePrior":
+        try:
+            return cls(
+                str(data["category"]), np.asarray(data["mean"], np.float64), np.asarray(data["covariance"], np.float64),
+                tuple(map(float, data["log_focal_ratio"])), tuple(map(float, data["elevation"])), str(data.get("source", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a shape prior ({exc}): {data!r}"[:300]) from exc
+
+
+def _camera_moments(category: Category) -> tuple[tuple[float, float], tuple[float, float]]:
+    r = category.ranges
+    # log f - log s for f ~ U(focal), s ~ U(scale): moments of a difference of two log-uniforms,
+    # approximated by the log of the ranges' ends (the spread is what matters).
+    lf = (math.log(r.focal[0]), math.log(r.focal[1]))
+    ls = (math.log(r.scale[0]), math.log(r.scale[1]))
+    mean = (sum(lf) - sum(ls)) / 2
+    sd = math.sqrt(((lf[1] - lf[0]) ** 2 + (ls[1] - ls[0]) ** 2) / 12.0)
+    el_mean = (r.elevation[0] + r.elevation[1]) / 2
+    el_sd = max((r.elevation[1] - r.elevation[0]) * _UNIFORM_SD, math.radians(5.0)) * 2.0  # widened: real views stray further
+    return (mean, max(sd, 0.1)), (el_mean, el_sd)
