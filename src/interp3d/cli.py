@@ -228,6 +228,20 @@ def train_pretrain_3d(category: CategoryOpt, out: OutOpt, preset_name: PresetOpt
     typer.echo(f"best val L1 {r.best_metric:.4f} (epoch {r.best_epoch}) -> {r.best_checkpoint}")
 
 
+@train_app.command("pretrain-lift")
+def train_pretrain_lift(
+    category: CategoryOpt, out: OutOpt, preset_name: PresetOpt = "cpu-small", overrides: SetOpt = None, resume: ResumeOpt = True,
+    real_shapes: Annotated[Optional[Path], typer.Option(help="Folder with real 3D shapes in the layout of ../shared/data (keypointnet_chair/, pascal3d_cad/).")] = None,
+) -> None:
+    """Keypoint lifter on 2D keypoints as real inputs look (visibility, truncation, noise; real shapes)."""
+    from .train.stages import pretrain_lift
+
+    cfg = _resolve(preset_name, (overrides or []) + ([f"lift.real_shapes={real_shapes}"] if real_shapes else []))
+    r = _run_guarded(lambda: pretrain_lift(cfg, category, out, resume=resume))
+    rec = r.best_record
+    typer.echo(f"best val structure AR {rec['structure_ar']:.2f}, azimuth AR {rec['azimuth_ar']:.2f} (epoch {r.best_epoch}) -> {r.best_checkpoint}")
+
+
 @train_app.command("finetune")
 def train_finetune(
     category: CategoryOpt,
@@ -335,13 +349,14 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics.json, per_object.csv and recall curves.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
+    refine: Annotated[bool, typer.Option(help="Add test-time refinement of structure and camera to the heatmap keypoints.")] = False,
 ) -> None:
     """Evaluate a model: 3D structure and azimuth average recall, viewpoint bins, PCK (PCP/AE with
     annotator spreads); writes metrics.json, per_object.csv and recall plots with --out."""
     from .evaluation.evaluate import format_metrics
     from .pipeline import evaluate_to_folder
 
-    result = _run_guarded(lambda: evaluate_to_folder(model, data, out, device=device))
+    result = _run_guarded(lambda: evaluate_to_folder(model, data, out, device=device, refine=refine))
     typer.echo(json.dumps(dict(result), indent=2) if as_json else format_metrics(result))
 
 
@@ -376,6 +391,7 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     backend: Annotated[str, typer.Option(help="torch, or onnxruntime (CPU, about 2x faster; needs the onnxruntime package).")] = "torch",
     figures: Annotated[bool, typer.Option(help="Write a figure per input.")] = True,
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Test-time refinement of structure and camera (default: the model's recommendation).")] = None,
 ) -> None:
     """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
     from tqdm import tqdm
@@ -392,7 +408,7 @@ def predict(
         except (ValueError, AssertionError):
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
     try:
-        predictor = Predictor.load(model, device, backend=backend)
+        predictor = Predictor.load(model, device, backend=backend, refine=refine)
     except (CheckpointError, FileNotFoundError, ValueError, ImportError) as exc:
         _fail(str(exc))
     category = predictor.model.category
@@ -429,6 +445,64 @@ def predict(
     typer.echo(f"{len(files) - len(failures)} of {len(files)} inputs -> {out}")
     if failures:
         typer.echo(f"{len(failures)} failed:\n  " + "\n  ".join(failures))
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def lift(
+    file: Annotated[Path, typer.Argument(help="2D keypoints: .json, .csv or .npz (format: interp3d.data.keypoints_io).")],
+    category: Annotated[Optional[str], typer.Option(help="Object category (default: the file's, else the model's).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model file or shipped name (default: the category's shipped model).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: predictions.json and a figure per object.")] = Path("lifted"),
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Test-time refinement (default: the model's recommendation).")] = None,
+    figures: Annotated[int, typer.Option(help="Write figures for at most this many objects (0: none).")] = 20,
+) -> None:
+    """Lift 2D keypoints (e.g. your own detector's) to a 3D skeleton and camera pose; bad rows are
+    reported and skipped (exit code 1)."""
+    from .data.keypoints_io import KeypointFileError, read_keypoints_file
+    from .inference import InputError, Predictor, check_keypoints
+    from .io_utils import atomic_write_json
+    from .shape_model import get_category
+    from .train.engine import CheckpointError
+    from .viz import prediction_figure
+
+    try:
+        predictor = Predictor.load(model or category or "chair", refine=refine)
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    cat = predictor.model.category
+    if category is not None:
+        try:
+            wanted = get_category(category)
+        except KeyError as exc:
+            _fail(exc.args[0] if exc.args else str(exc))
+        if wanted.name != cat.name:
+            _fail(f"model {model!r} is a {cat.name} model, not {wanted.name}")
+    try:
+        records = read_keypoints_file(file, cat)
+    except KeypointFileError as exc:
+        _fail(str(exc))
+    if records.category is not None and records.category != cat.name:
+        _fail(f"{file}: holds {records.category!r} keypoints but the model is a {cat.name} model (use --category / --model)")
+    problems = [(oid, msg) for oid, msg in records.problems]
+    try:
+        _, _, row_problems = check_keypoints(records.keypoints, cat, records.visible, records.confidence)
+    except InputError as exc:
+        _fail(f"{file}: {exc}")
+    bad = {r for r, _ in row_problems}
+    problems += [(records.ids[r], msg) for r, msg in row_problems]
+    good = [i for i in range(len(records.ids)) if i not in bad]
+    preds = []
+    if good:
+        preds = predictor.lift(records.keypoints[good], records.visible[good], records.confidence[good], sources=[records.ids[i] for i in good])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "predictions.json", {"source": str(file), "category": cat.name, "predictions": [p.to_dict() for p in preds], "skipped": [{"id": i, "problem": m} for i, m in problems]})
+    for p in preds[: max(figures, 0)]:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.source)[:80] or "object"
+        prediction_figure(None, p, cat, out / f"{safe}.png")
+    typer.echo(f"{len(preds)} of {len(records.ids) + len(records.problems)} objects lifted -> {out / 'predictions.json'}")
+    if problems:
+        typer.echo(f"{len(problems)} skipped:\n  " + "\n  ".join(f"{oid}: {msg}" for oid, msg in problems))
         raise typer.Exit(code=1)
 
 

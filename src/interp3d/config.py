@@ -18,7 +18,7 @@ from typing import Any
 from .data.synthetic import SyntheticOptions
 from .data.world import WorldOptions
 
-__all__ = ["Config", "SyntheticConfig", "WorldConfig", "ModelConfig", "StageConfig", "TrainConfig", "VideoConfig", "PRESETS", "preset", "CONFIG_VERSION", "ConfigError"]
+__all__ = ["Config", "SyntheticConfig", "WorldConfig", "ModelConfig", "StageConfig", "TrainConfig", "VideoConfig", "LiftConfig", "PRESETS", "preset", "CONFIG_VERSION", "ConfigError"]
 
 CONFIG_VERSION = 1
 
@@ -80,6 +80,12 @@ class ModelConfig:
     lifter_widths: tuple[int, ...] = (2048, 512, 128)
     dropout: float = 0.0  # the paper applies no dropout in the 2D-to-3D module
     channels_last: bool = True
+    # "heatmap": 3D-INN's FC module on flattened heatmaps; "keypoints": KeypointLifter on heatmap
+    # peaks and confidences (visibility-aware, several hypotheses; what Predictor.lift needs)
+    lifter: str = "heatmap"
+    keypoint_lifter_width: int = 512
+    keypoint_lifter_blocks: int = 2
+    lifter_hypotheses: int = 3
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,35 @@ class VideoConfig:
 
 
 @dataclass(frozen=True)
+class LiftConfig:
+    """Training the keypoint lifter on 2D keypoints as real inputs look (:mod:`interp3d.data.lifting`)."""
+
+    real_shapes: str = ""  # folder in the layout of ../shared/data (keypointnet_chair/, pascal3d_cad/); "" = ranges only
+    real_fraction: float = 0.7
+    elevation_deg: tuple[float, ...] = (-10.0, 45.0)
+    truncation: float = 0.15
+    dropout: float = 0.12
+    noise: float = 0.03
+    outliers: float = 0.03
+    epochs: int = 30
+    steps_per_epoch: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    n_val: int = 2000
+    dropout_layers: float = 0.1  # dropout inside the residual blocks
+
+    def options(self):
+        from .data.lifting import LiftingOptions
+
+        el = tuple(self.elevation_deg)
+        if len(el) != 2:
+            raise ConfigError(f"lift.elevation_deg must be [low, high], got {list(el)}")
+        return LiftingOptions(
+            real_fraction=self.real_fraction, elevation_deg=el, truncation=self.truncation, dropout=self.dropout, noise=self.noise, outliers=self.outliers
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "paper"
     version: int = CONFIG_VERSION
@@ -152,6 +187,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    lift: LiftConfig = field(default_factory=LiftConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -267,6 +303,7 @@ def _cpu_small() -> Config:
             finetune=StageConfig(epochs=10, batch_size=16, lr=2e-5),
         ),
         video=replace(base.video, epochs_per_length=10, lr=1e-4, clips_per_batch=4, images_per_batch=16),
+        lift=replace(base.lift, epochs=12, steps_per_epoch=250),
     )
 
 

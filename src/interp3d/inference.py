@@ -25,11 +25,18 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import geometry
-from .heatmaps import heatmap_peaks, peak_confidence
+from .heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
 from .models import Interpreter
 from .params import ShapeCamera
+from .refine import RefineOptions, keypoint_radius
+from .shape_model import Category
+from .shape_prior import ShapePrior
 
-__all__ = ["Predictor", "Prediction", "InputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_rgb"]
+__all__ = ["Predictor", "Prediction", "InputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_rgb", "check_keypoints", "MIN_VISIBLE_KEYPOINTS"]
+
+# The camera has 6 unknowns (azimuth, elevation, scale, 2D position, focal length) and the shape a few
+# more; with the shape prior, 4 points (8 numbers) fix a pose, fewer do not.
+MIN_VISIBLE_KEYPOINTS = 4
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -95,6 +102,14 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return rgb
 
 
+def _to_cpu(lifted):
+    for name, value in vars(lifted).items():
+        if isinstance(value, torch.Tensor):
+            setattr(lifted, name, value.float().cpu())
+    lifted.params = lifted.params.to(dtype=torch.float32, device="cpu")
+    return lifted
+
+
 def _square(rgb: np.ndarray, size: int, box: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
     """Crop to ``box`` (x0, y0, x1, y1), pad to a centred square, resize; returns (image, affine 2x3
     mapping network-input px to original-image px)."""
@@ -111,17 +126,77 @@ def _square(rgb: np.ndarray, size: int, box: Sequence[float] | None) -> tuple[np
     return np.asarray(img), np.array([[scale, 0.0, round(left)], [0.0, scale, round(top)]])
 
 
-class Predictor:
-    """Wraps an :class:`Interpreter` for images, folders and videos."""
+def check_keypoints(keypoints, category: Category, visible=None, confidence=None) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Validate 2D keypoints for lifting: (keypoints ``(B, N, 2)`` float64, weights ``(B, N)``,
+    problems as ``(row, message)``). NaN coordinates or ``visible=False`` mark a missing keypoint;
+    ``confidence`` (default 1) weighs the present ones. A wrong shape raises :class:`InputError`;
+    row problems (inf, too few visible keypoints, all points identical, bad confidences) are listed."""
+    n = category.num_keypoints
+    try:
+        xy = np.asarray(keypoints, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"keypoints are not numbers ({exc})") from exc
+    if xy.ndim == 2:
+        xy = xy[None]
+    if xy.ndim != 3 or xy.shape[1:] != (n, 2):
+        raise InputError(f"{category.name} has {n} keypoints: expected keypoints of shape (B, {n}, 2) or ({n}, 2), got {tuple(np.shape(keypoints))}")
+    b = xy.shape[0]
+    present = np.isfinite(xy).all(-1)
+    problems: list[tuple[int, str]] = []
+    for row in np.flatnonzero(np.isinf(xy).any(axis=(1, 2))):
+        problems.append((int(row), "keypoint coordinates contain inf (use NaN for a missing keypoint)"))
+    if visible is not None:
+        vis = np.asarray(visible)
+        vis = vis[None] if vis.ndim == 1 else vis
+        if vis.shape != (b, n):
+            raise InputError(f"visible must have shape ({b}, {n}), got {tuple(np.shape(visible))}")
+        present &= vis.astype(bool)
+    weights = present.astype(np.float64)
+    if confidence is not None:
+        conf = np.asarray(confidence, dtype=np.float64)
+        conf = conf[None] if conf.ndim == 1 else conf
+        if conf.shape != (b, n):
+            raise InputError(f"confidence must have shape ({b}, {n}), got {tuple(np.shape(confidence))}")
+        bad = present & ~(np.isfinite(conf) & (conf >= 0) & (conf <= 1))
+        for row in np.flatnonzero(bad.any(1)):
+            problems.append((int(row), "confidences of present keypoints must lie in [0, 1]"))
+        weights = np.where(present, np.nan_to_num(conf), 0.0)
+    bad_rows = {r for r, _ in problems}
+    for row in range(b):
+        if row in bad_rows:
+            continue
+        count = int((weights[row] > 0).sum())
+        if count < MIN_VISIBLE_KEYPOINTS:
+            problems.append((row, f"{count} visible keypoint(s); at least {MIN_VISIBLE_KEYPOINTS} are needed to fix a pose"))
+            continue
+        pts = xy[row][weights[row] > 0]
+        if np.ptp(pts, axis=0).max() <= 1e-9 * max(1.0, float(np.abs(pts).max())):
+            problems.append((row, "all visible keypoints are at the same position"))
+    problems.sort()
+    return np.where(np.isfinite(xy), xy, np.nan), weights, problems
 
-    def __init__(self, model: Interpreter, device: str | torch.device = "cpu", batch_size: int = 16, backend: str = "torch"):
-        """``backend``: ``torch`` (any device) or ``onnxruntime`` (CPU; needs the onnxruntime package)."""
+
+class Predictor:
+    """Wraps an :class:`Interpreter` for images, folders, videos and 2D keypoints (:meth:`lift`)."""
+
+    def __init__(
+        self, model: Interpreter, device: str | torch.device = "cpu", batch_size: int = 16, backend: str = "torch",
+        refine: bool | None = None, refine_options: RefineOptions = RefineOptions(), prior: ShapePrior | None = None,
+    ):
+        """``backend``: ``torch`` (any device) or ``onnxruntime`` (CPU; needs the onnxruntime package).
+        ``refine``: fit the shape model to the 2D keypoints after the network (:mod:`interp3d.refine`);
+        None takes the model's own recommendation (``info["refine_default"]``, else on for keypoint
+        lifters). ``prior``: the refinement's shape prior (default: the model's, else the ranges')."""
         if backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.backend = backend
+        info = getattr(model, "info", {}) or {}
+        self.prior = prior if prior is not None else model.shape_prior
+        self.refine = bool(info.get("refine_default", model.lifts_keypoints)) if refine is None else bool(refine)
+        self.refine_options = refine_options
         # torch: channels_last inputs, 1.4-1.5x faster on CPU (benchmarks/run_all.py, exports)
         self._run, self._memory_format = self.model, torch.channels_last
         if backend == "onnxruntime":
@@ -131,9 +206,13 @@ class Predictor:
             self._run, self._memory_format = OnnxInterpreter(self.model), torch.contiguous_format
 
     @classmethod
-    def load(cls, path_or_name: str | Path = "chair", device: str | torch.device = "cpu", backend: str = "torch") -> "Predictor":
+    def load(cls, path_or_name: str | Path = "chair", device: str | torch.device = "cpu", backend: str = "torch", refine: bool | None = None) -> "Predictor":
         """From a checkpoint, an exported model, or a shipped model's name (default: the shipped chair model)."""
-        return cls(Interpreter.load(path_or_name, device), device, backend=backend)
+        return cls(Interpreter.load(path_or_name, device), device, backend=backend, refine=refine)
+
+    def refine_lifted(self, lifted, keypoints_plane: torch.Tensor, weights: torch.Tensor):
+        """Refine a network prediction against plane-px keypoints; returns (projected Lifted, RefineResult)."""
+        return self.model.refine(lifted, keypoints_plane, weights, self.prior, self.refine_options)
 
     # -- core ----------------------------------------------------------------------------------
     def predict_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str], boxes=None, frames=None) -> list[Prediction]:
@@ -156,6 +235,11 @@ class Predictor:
         hm_to_img = model.image_size / model.heatmap_size
         peaks, _ = heatmap_peaks(out.heatmaps.float().cpu(), subpixel=True)
         conf = peak_confidence(out.heatmaps.float().cpu(), 0.1)
+        refined = None
+        if self.refine:
+            with torch.no_grad():
+                kp_plane, weights = model.heatmap_keypoints(out.heatmaps.float().cpu())
+                out, refined = self.refine_lifted(out, kp_plane, weights)
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()
         rot = out.params.rotation().cpu()
@@ -181,9 +265,69 @@ class Predictor:
                     translation=out.params.translation[i].float().cpu().numpy(),
                     focal=float(out.params.focal[i]),
                     frame=None if frames is None else int(frames[i]),
-                    extra={"affine_input_to_image": affine.tolist()},
+                    extra={"affine_input_to_image": affine.tolist(), "refined": refined is not None},
                 )
             )
+        return preds
+
+    # -- 2D keypoints ----------------------------------------------------------------------------
+    def lift(self, keypoints, visible=None, confidence=None, sources: Sequence[str] | None = None) -> list[Prediction]:
+        """3D structure and camera from 2D keypoints ``(B, N, 2)`` (or ``(N, 2)``) in image pixels
+        (x right, y down), in the category's dataset order (``Category.keypoint_names``).
+
+        NaN coordinates or ``visible=False`` mark a missing keypoint; ``confidence (B, N)`` in [0, 1]
+        weighs the others (e.g. a detector's scores). Position and scale are arbitrary: each object's
+        keypoints are moved to the projection plane by a similarity (``extra["plane_to_image"]`` maps
+        back; translation and focal length are reported in that plane's px). Raises
+        :class:`InputError` naming the rows and problems (:func:`check_keypoints`)."""
+        model, cat = self.model, self.model.category
+        xy, weights, problems = check_keypoints(keypoints, cat, visible, confidence)
+        if problems:
+            raise InputError("; ".join(f"row {r}: {m}" for r, m in problems))
+        b = xy.shape[0]
+        sources = [f"<keypoints {i}>" for i in range(b)] if sources is None else list(sources)
+        xy_t, w_t = torch.from_numpy(xy), torch.from_numpy(weights)
+        present = (w_t > 0).double()
+        centre, radius = keypoint_radius(xy_t, present)
+        to_plane = (0.25 * cat.plane_size / radius.clamp_min(1e-9))  # the keypoint lifter's own radius: (B,)
+        plane_xy = (torch.nan_to_num(xy_t) - centre.unsqueeze(1)) * to_plane.view(-1, 1, 1) + cat.plane_size / 2.0
+        plane_xy = torch.where(present.unsqueeze(-1) > 0, plane_xy, torch.full_like(plane_xy, float("nan")))
+        preds: list[Prediction] = []
+        chunk = 4096
+        for start in range(0, b, chunk):
+            sl = slice(start, start + chunk)
+            kp, w = plane_xy[sl].float(), w_t[sl].float()
+            with torch.no_grad():
+                if model.lifts_keypoints:
+                    lifted = model.lift_keypoints(kp.to(self.device), w.to(self.device))
+                else:  # a heatmap lifter reads the keypoints as rendered heatmaps
+                    hm_xy = geometry.rescale_points(torch.nan_to_num(kp), cat.plane_size, model.heatmap_size)
+                    lifted = model.lift(render_heatmaps(hm_xy, model.heatmap_size, getattr(model, "heatmap_sigma", 1.0), visible=w > 0).to(self.device))
+                lifted = _to_cpu(lifted)
+                result = None
+                if self.refine:
+                    lifted, result = self.refine_lifted(lifted, kp, w)
+            az, el = lifted.params.view()
+            rot = lifted.params.rotation()
+            for j in range(kp.shape[0]):
+                i = start + j
+                inv = 1.0 / float(to_plane[i])
+                offset = centre[i].numpy() - cat.plane_size / 2.0 * inv
+                extra = {"plane_to_image": [[inv, 0.0, float(offset[0])], [0.0, inv, float(offset[1])]], "refined": result is not None}
+                if result is not None:
+                    extra["reprojection_rms_px"] = float(result.reprojection_rms[j]) * inv
+                    extra["refine_cost"] = float(result.cost[j])
+                preds.append(
+                    Prediction(
+                        source=sources[i], category=cat.name, keypoint_names=list(cat.keypoint_names),
+                        keypoints_2d=xy[i].copy(), confidence=weights[i].copy(),
+                        reprojected_2d=lifted.keypoints_plane[j].double().numpy() * inv + offset,
+                        keypoints_3d=lifted.structure[j].numpy(), keypoints_3d_camera=lifted.points_cam[j].numpy(),
+                        alpha=lifted.params.alpha[j].numpy(), rotation=rot[j].numpy(),
+                        azimuth_deg=float(math.degrees(az[j])), elevation_deg=float(math.degrees(el[j])),
+                        translation=lifted.params.translation[j].numpy(), focal=float(lifted.params.focal[j]), extra=extra,
+                    )
+                )
         return preds
 
     # -- inputs --------------------------------------------------------------------------------

@@ -102,19 +102,34 @@ def recall_plot(errors: dict[str, np.ndarray], tau_max: float, path: str | Path,
     return save_figure(fig, path)
 
 
-def prediction_figure(image: np.ndarray, prediction, category: Category, path: str | Path) -> Path:
-    """Input image with heatmap peaks (size ~ confidence) and the re-projected skeleton, beside the
-    3D skeleton seen from a canonical viewpoint (30 deg azimuth, 20 deg elevation)."""
+def prediction_figure(image: np.ndarray | None, prediction, category: Category, path: str | Path) -> Path:
+    """Input image (or, for lifted keypoints, a blank canvas around them) with the 2D keypoints
+    (size ~ confidence) and the re-projected skeleton, beside the 3D skeleton seen from a canonical
+    viewpoint (30 deg azimuth, 20 deg elevation)."""
     fig = plt.figure(figsize=(8, 4))
     ax = fig.add_subplot(1, 2, 1)
-    h, w = image.shape[:2]
-    ax.imshow(image, extent=(0, w, h, 0))
+    if image is None:
+        pts = np.concatenate([np.asarray(prediction.keypoints_2d, float), np.asarray(prediction.reprojected_2d, float)])
+        pts = pts[np.isfinite(pts).all(1)]
+        lo, hi = pts.min(0), pts.max(0)
+        pad = 0.15 * float((hi - lo).max() or 1.0)
+        x0, y0, x1, y1 = lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad
+        ax.set_facecolor("white")
+    else:
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = 0, 0, w, h
+        ax.imshow(image, extent=(0, w, h, 0))
     draw_skeleton(ax, prediction.reprojected_2d, category, linewidth=2.0, markersize=3.0)
     conf = np.clip(np.asarray(prediction.confidence), 0, 1)
-    ax.scatter(prediction.keypoints_2d[:, 0], prediction.keypoints_2d[:, 1], s=10 + 60 * conf, facecolors="none", edgecolors="yellow", linewidths=1.0)
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    ax.axis("off")
+    ax.scatter(prediction.keypoints_2d[:, 0], prediction.keypoints_2d[:, 1], s=10 + 60 * conf, facecolors="none", edgecolors="yellow" if image is not None else "black", linewidths=1.0)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)
+    ax.set_aspect("equal")
+    if image is not None:
+        ax.axis("off")
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_title(f"az {prediction.azimuth_deg % 360:.0f} deg, el {prediction.elevation_deg:.0f} deg", fontsize=9)
     ax3 = fig.add_subplot(1, 2, 2, projection="3d")
     pts = np.asarray(prediction.keypoints_3d, dtype=float)

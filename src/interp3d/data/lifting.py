@@ -20,8 +20,10 @@ bank from :class:`interp3d.data.real_shapes.RealShape` objects.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from ..shape_prior import ShapePrior
 from .real_shapes import RealShape
 from .synthetic import SkeletonSampler
 
-__all__ = ["RealShapeBank", "real_shape_bank", "LiftingOptions", "LiftingSampler", "LiftingBatch"]
+__all__ = ["RealShapeBank", "real_shape_bank", "load_real_shapes", "bank_from_folder", "LiftingOptions", "LiftingSampler", "LiftingBatch"]
 
 
 @dataclass
@@ -70,9 +72,12 @@ class RealShapeBank:
         )
 
 
-def real_shape_bank(shapes: list[RealShape], category: Category | str | None = None) -> RealShapeBank:
+def real_shape_bank(shapes: list[RealShape], category: Category | str | None = None, align_rotation: bool = True) -> RealShapeBank:
     """Fit the basis to each real shape (free coefficients; bounded ones where keypoints are missing,
-    so an unobserved deformation stays in range) and express its keypoints in the model frame."""
+    so an unobserved deformation stays in range) and express its keypoints in the model frame.
+
+    ``align_rotation=False`` removes only the fit's scale and translation, so the keypoints stay in
+    the canonical frame exactly (for evaluation against the real shapes as they are)."""
     if not shapes:
         raise ValueError("real_shape_bank needs at least one shape")
     category = get_category(category or shapes[0].category)
@@ -80,7 +85,7 @@ def real_shape_bank(shapes: list[RealShape], category: Category | str | None = N
     for shape in shapes:
         if shape.category.name != category.name:
             raise ValueError(f"{shape.source or shape.name}: a {shape.category.name} shape in a {category.name} bank")
-        fit = fit_shape(shape.keypoints, category, shape.present, bounded=not bool(shape.present.all()))
+        fit = fit_shape(shape.keypoints, category, shape.present, bounded=not bool(shape.present.all()), allow_rotation=align_rotation)
         s = fit.alpha[0]
         local = ((shape.keypoints - fit.translation) @ fit.rotation) / s  # the inverse similarity
         local[~shape.present] = np.nan
@@ -203,3 +208,45 @@ class LiftingSampler:
         noisy = torch.where(visible.unsqueeze(-1), noisy, torch.full_like(noisy, float("nan")))
         az, el = params.view()
         return LiftingBatch(noisy.float(), weights.float(), self.codec.encode(params).float(), structure.float(), az.float(), el.float(), real)
+
+
+def _keypointnet_split(model_id: str) -> str:
+    """A fixed fifth of KeypointNet (by a hash of the ShapeNet id) is held out of every training."""
+    return "test" if int(hashlib.sha1(model_id.encode()).hexdigest(), 16) % 5 == 0 else "train"
+
+
+def load_real_shapes(root: str | Path, category: Category | str, split: str = "train") -> dict[str, list[RealShape]]:
+    """Real shapes of ``category`` found under ``root`` (the layout of ``../shared/data``), by source.
+
+    * ``keypointnet``: ``keypointnet_chair/annotations/chair.json`` (chair only), split by
+      :func:`_keypointnet_split` (``train``: 4/5, ``test``: 1/5, ``all``);
+    * ``pascal3d``: ``pascal3d_cad/<class>NN.json`` (chair, sofa, table); too few to split, so
+      every split has them.
+    """
+    from .real_shapes import PASCAL3D_ANCHORS, PASCAL3D_CLASS, load_keypointnet, load_pascal3d_json
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    root, category = Path(root), get_category(category)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: real-shape folder not found")
+    found: dict[str, list[RealShape]] = {}
+    kpn = root / "keypointnet_chair" / "annotations" / "chair.json"
+    if category.name == "chair" and kpn.is_file():
+        found["keypointnet"] = [s for s in load_keypointnet(kpn) if split == "all" or _keypointnet_split(s.name) == split]
+    if category.name in PASCAL3D_ANCHORS:
+        files = sorted((root / "pascal3d_cad").glob(f"{PASCAL3D_CLASS[category.name]}[0-9]*.json"))
+        if files:
+            found["pascal3d"] = [load_pascal3d_json(f, category) for f in files]
+    return {k: v for k, v in found.items() if v}
+
+
+def bank_from_folder(root: str | Path, category: Category | str, split: str = "train", shares: dict[str, float] | None = None) -> RealShapeBank | None:
+    """A :class:`RealShapeBank` of the shapes :func:`load_real_shapes` finds (None if there are none);
+    ``shares`` sets each source's sampling probability (default: KeypointNet 3/4, PASCAL3D+ 1/4)."""
+    shapes = load_real_shapes(root, category, split)
+    if not shapes:
+        return None
+    shares = shares or {"keypointnet": 0.75, "pascal3d": 0.25}
+    names = sorted(shapes)
+    return RealShapeBank.concat([real_shape_bank(shapes[n], category) for n in names], [shares.get(n, 1.0) for n in names])

@@ -20,8 +20,9 @@ class EvaluationResult(dict):
     per_object: dict[str, np.ndarray]
 
 
-def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", limit: int | None = None) -> EvaluationResult:
-    """Metrics of ``model`` on ``data``: a world-format folder, or an already loaded ``AnnotatedImages``."""
+def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", limit: int | None = None, refine: bool = False) -> EvaluationResult:
+    """Metrics of ``model`` on ``data``: a world-format folder, or an already loaded ``AnnotatedImages``.
+    ``refine`` adds test-time refinement to the heatmap keypoints (:meth:`Interpreter.refine`)."""
     from ..train.stages import AnnotatedImages, predict_batches
 
     model = model.to(device).eval()
@@ -30,6 +31,12 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
     # channels_last inputs alone give oneDNN's NHWC kernels (as fast as converting the weights too)
     # and leave the caller's model, e.g. one being trained, as it is
     outs = predict_batches(model, data.images, torch.device(device), batch_size, memory_format=torch.channels_last)
+    if refine:
+        refined = []
+        for o in outs:
+            lifted, _ = model.refine(o, *model.heatmap_keypoints(o.heatmaps.float()))
+            refined.append(type(o)(**{**vars(o), **vars(lifted)}))
+        outs = refined
     structure = torch.cat([o.structure.double().cpu() for o in outs]).numpy()
     azimuth, elevation = [], []
     for o in outs:

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from .. import geometry
 from ..params import ParamCodec, ShapeCamera
+from ..refine import RefineOptions, RefineResult, refine
+from ..shape_prior import ShapePrior
 from ..shape_model import Category, get_category
 from .hourglass import HourglassNet
 from .lifter import KeypointLifter, Lifter
@@ -126,6 +128,32 @@ class Interpreter(nn.Module):
         lifted = self.decode(best)
         lifted.hypotheses, lifted.scores = hypotheses, scores
         return lifted
+
+    @property
+    def shape_prior(self) -> ShapePrior:
+        """The refinement prior the model was trained with (``info["shape_prior"]``), else the ranges'."""
+        info = getattr(self, "info", None) or {}
+        return ShapePrior.from_dict(info["shape_prior"]) if "shape_prior" in info else ShapePrior.from_ranges(self.category)
+
+    def hypotheses_of(self, lifted: Lifted) -> ShapeCamera:
+        """Every hypothesis of a prediction as a ``(B, H)`` :class:`ShapeCamera`, best-scored first
+        (H = 1 for a heatmap lifter)."""
+        if lifted.hypotheses is None:
+            p = lifted.params
+            return ShapeCamera(p.alpha.unsqueeze(1), p.r6.unsqueeze(1), p.translation.unsqueeze(1), p.focal.unsqueeze(1))
+        order = lifted.scores.argsort(dim=-1, descending=True)
+        hyps = lifted.hypotheses.gather(1, order.unsqueeze(-1).expand_as(lifted.hypotheses))
+        return self.codec.decode(self.codec.denormalise(hyps.double()))
+
+    def refine(self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions = RefineOptions()) -> tuple[Lifted, RefineResult]:
+        """Test-time refinement (:func:`interp3d.refine.refine`, on the CPU in float64) of a prediction
+        against plane-px keypoints ``(B, N, 2)`` with weights ``(B, N)``, from all its hypotheses;
+        returns the refined prediction, projected, and the fit's report."""
+        prior = prior if prior is not None else self.shape_prior
+        init = self.hypotheses_of(lifted).to(dtype=torch.float64, device="cpu")
+        result = refine(self.category, keypoints.detach().double().cpu(), weights.detach().double().cpu(), init, prior, options)
+        device = lifted.structure.device
+        return self.project(result.params.to(dtype=torch.float32, device=device)), result
 
     def decode(self, normalised: Tensor) -> Lifted:
         """Decode the lifter's normalised parameter vectors ``(B, P)`` and project them."""

@@ -36,6 +36,9 @@ def build_interpreter(category: Category | str, model_config: dict, heatmap_size
         lifter=mc.get("lifter", "heatmap"), keypoint_lifter=keypoint_lifter_options(mc),
     )
     model.model_config = dict(mc)
+    # the Gaussian width the heatmap lifter was trained on (synthetic.sigma); older files lack it:
+    # the presets use 1 on 64x64 maps (paper) and 2 on 32x32 maps (cpu-small)
+    model.heatmap_sigma = float(mc.get("heatmap_sigma", 1.0 if heatmap_size >= 64 else 2.0))
     return model
 
 

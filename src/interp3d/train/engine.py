@@ -127,8 +127,12 @@ def run_stage(
     steps_per_epoch: int | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     dist_ctx: DistributedContext | None = None,
+    lr_schedule: str = "constant",
 ) -> StageResult:
     """Train ``model`` for ``epochs``; ``batches(epoch)`` yields the epoch's batches.
+
+    ``lr_schedule``: ``constant`` or ``cosine`` (per epoch, from ``lr`` to ~0; a function of the
+    epoch alone, so a resumed run follows the same schedule).
 
     Writes ``last.pt`` (full state, for ``resume``) and ``best.pt`` (best ``metric``) in ``out_dir``,
     TensorBoard scalars in ``out_dir/tb``, ``history.json`` and ``run.json``.
@@ -167,8 +171,13 @@ def run_stage(
 
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=step)
 
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     for epoch in range(start_epoch, epochs):
         _seed_all(_epoch_seed(seed, epoch))
+        if lr_schedule == "cosine":
+            for group in optimiser.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         model.train()
         started = time.perf_counter()
         totals: dict[str, float] = {}

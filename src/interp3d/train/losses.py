@@ -20,6 +20,7 @@ __all__ = [
     "motion_smoothness_loss",
     "confidence_reprojection_loss",
     "update_latents",
+    "hypothesis_loss",
     "VideoLossWeights",
 ]
 
@@ -82,3 +83,17 @@ def update_latents(alpha: Tensor, inv_focal: Tensor, use_median: bool) -> tuple[
             # contiguous(): torch's median reads wrong values from stride-0 (expanded) inputs
             return alpha.contiguous().median(dim=1).values, inv_focal.contiguous().median(dim=1).values
         return alpha.mean(dim=1), inv_focal.mean(dim=1)
+
+
+def hypothesis_loss(hypotheses: Tensor, scores: Tensor, target: Tensor, spread: float = 0.05, score_weight: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Relaxed winner-takes-all L1 for several hypotheses (multiple-choice learning).
+
+    ``hypotheses (B, H, P)`` and ``target (B, P)`` normalised parameters, ``scores (B, H)`` logits.
+    The closest hypothesis takes the L1 loss, every hypothesis ``spread`` of it (so none is left
+    untrained), and the scores learn by cross-entropy which one was closest. Returns (loss, index of
+    the closest hypothesis ``(B,)``).
+    """
+    per = (hypotheses - target.unsqueeze(1)).abs().mean(-1)
+    best = per.detach().argmin(dim=1)
+    loss = per.min(dim=1).values.mean() + spread * per.mean() + score_weight * torch.nn.functional.cross_entropy(scores, best)
+    return loss, best

@@ -7,7 +7,7 @@ Every stage is a resumable run folder (see :func:`interp3d.train.engine.run_stag
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +23,12 @@ from ..data.synthetic import SyntheticSkeletonDataset
 from ..data.world import WorldDataset
 from ..evaluation.metrics import angle_error, average_recall, pck, structure_error
 from ..heatmaps import heatmap_peaks, render_heatmaps
-from ..models import HourglassNet, Lifter
+from ..data.lifting import LiftingOptions, LiftingSampler, bank_from_folder
+from ..models import HourglassNet, KeypointLifter, Lifter
+from ..models.serialization import keypoint_lifter_options
 from ..shape_model import Category, get_category
-from .losses import reprojection_loss
+from ..shape_prior import ShapePrior
+from .losses import hypothesis_loss, reprojection_loss
 from ..models.serialization import build_interpreter
 from .engine import DistributedContext, StageResult, init_distributed, load_checkpoint, resolve_device, run_stage
 
@@ -34,6 +37,8 @@ __all__ = [
     "annotated_splits",
     "pretrain_2d",
     "pretrain_3d",
+    "pretrain_lift",
+    "lifting_data",
     "finetune",
     "predict_batches",
 ]
@@ -201,6 +206,78 @@ def pretrain_3d(cfg: Config, category: Category | str, out_dir: str | Path, *, r
         loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="l1", higher_is_better=False,
         seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
         resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+def lifting_data(cfg: Config, category: Category | str) -> tuple[LiftingSampler, LiftingSampler, ShapePrior]:
+    """(training sampler, validation sampler, shape prior) of the keypoint lifter.
+
+    With ``lift.real_shapes`` the training bank holds the real shapes of the training split and the
+    validation sampler draws only real shapes of the held-out split where there is one (KeypointNet
+    chairs); the prior is the training bank's. Without, both draw basis shapes from the ranges."""
+    category = get_category(category)
+    options = cfg.lift.options()
+    bank = val_bank = None
+    if cfg.lift.real_shapes:
+        bank = bank_from_folder(cfg.lift.real_shapes, category, "train")
+        val_bank = bank_from_folder(cfg.lift.real_shapes, category, "test", shares={"keypointnet": 1.0, "pascal3d": 0.0}) if bank is not None else None
+    prior = bank.prior(f"real shapes under {cfg.lift.real_shapes}") if bank is not None else ShapePrior.from_ranges(category)
+    val_options = replace(options, real_fraction=1.0) if val_bank is not None else options
+    return LiftingSampler(category, bank, options), LiftingSampler(category, val_bank or bank, val_options), prior
+
+
+def lifting_metrics(category: Category, codec, hypotheses: Tensor, scores: Tensor, structure: Tensor, azimuth: Tensor) -> dict[str, float]:
+    """Structure and azimuth AR (%) and median azimuth error of the top-scored hypotheses."""
+    best = hypotheses[torch.arange(len(hypotheses)), scores.argmax(-1)]
+    pred = codec.decode(codec.denormalise(best.double()))
+    az, _ = pred.view()
+    s_err = structure_error(pred.project(category)[0].numpy(), structure.double().numpy())
+    a_err = angle_error(az.numpy(), azimuth.double().numpy())
+    return {"structure_ar": average_recall(s_err, 0.5), "azimuth_ar": average_recall(a_err, np.pi), "azimuth_median_deg": float(np.degrees(np.median(a_err)))}
+
+
+def pretrain_lift(cfg: Config, category: Category | str, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None) -> StageResult:
+    """The keypoint lifter on keypoints as real inputs look (self-occlusion, truncation, misses,
+    noise, outliers; real shapes where ``lift.real_shapes`` has them): relaxed winner-takes-all L1
+    over its hypotheses, Adam with a cosine schedule; validation on held-out real shapes, best by
+    structure AR + azimuth AR. The checkpoint carries the shape prior for refinement."""
+    category = get_category(category)
+    device = resolve_device(cfg.train.device)
+    ctx = init_distributed(device)
+    lc = cfg.lift
+    train, val, prior = lifting_data(cfg, category)
+    torch.manual_seed(cfg.seed)
+    net = KeypointLifter(category, **{**keypoint_lifter_options(asdict(cfg.model)), "dropout": lc.dropout_layers}).to(device)
+    model = _wrap(net, ctx, device)
+    val_batch = val.sample(lc.n_val, torch.Generator().manual_seed(cfg.seed * 2 + 2))
+    codec = train.codec
+
+    def loss_fn(model, step, gen):
+        batch = train.sample(lc.batch_size, gen)
+        keypoints, weights = batch.keypoints.to(device), batch.weights.to(device)
+        _, scores, frame = model(keypoints, weights)
+        scale = net.normalising_scale(torch.nan_to_num(keypoints), weights)
+        target = codec.normalise(net.to_frame(batch.params.to(device), scale)).float()
+        loss, _ = hypothesis_loss(frame.float(), scores.float(), target)
+        return loss, {"wta_l1": loss.item()}
+
+    def validate(core):
+        hyps, scores = [], []
+        for i in range(0, len(val_batch.keypoints), 1024):
+            h, s, _ = core(val_batch.keypoints[i : i + 1024].to(device), val_batch.weights[i : i + 1024].to(device))
+            hyps.append(h.float().cpu())
+            scores.append(s.float().cpu())
+        metrics = lifting_metrics(category, codec, torch.cat(hyps), torch.cat(scores), val_batch.structure, val_batch.azimuth)
+        return {**metrics, "lift_ar": metrics["structure_ar"] + metrics["azimuth_ar"]}
+
+    extra = {**_model_info(cfg, category), "shape_prior": prior.to_dict(), "lifter_options": keypoint_lifter_options(asdict(cfg.model))}
+    return run_stage(
+        "pretrain_lift", out_dir, model, model.parameters(),
+        lambda epoch: range(lc.steps_per_epoch)[ctx.rank :: ctx.world_size],
+        loss_fn, validate, epochs=lc.epochs, lr=lc.lr, optimizer="adam", metric="lift_ar", higher_is_better=True,
+        seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=extra, amp=False,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx, steps_per_epoch=lc.steps_per_epoch, lr_schedule="cosine",
     )
 
 

@@ -1,0 +1,164 @@
+"""Lifting 2D keypoints: self-occlusion geometry, the refinement's Jacobian and convergence, the
+shape prior, the keypoint lifter's scale equivariance, the lifting sampler, input validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from interp3d import geometry
+from interp3d.data.lifting import LiftingOptions, LiftingSampler
+from interp3d.data.synthetic import SkeletonSampler
+from interp3d.inference import InputError, check_keypoints
+from interp3d.models.lifter import KeypointLifter
+from interp3d.params import ShapeCamera
+from interp3d.refine import RefineOptions, _Problem, pack_parameters, refine, unpack_parameters
+from interp3d.shape_model import get_category
+from interp3d.shape_prior import ShapePrior
+
+CHAIR = get_category("chair")
+
+
+def _camera(points, az_deg, el_deg, focal=300.0):
+    angles = geometry.view_to_euler(torch.tensor(math.radians(az_deg), dtype=torch.float64), torch.tensor(math.radians(el_deg), dtype=torch.float64))
+    cam = geometry.to_camera_frame(points, geometry.euler_to_matrix(angles), torch.zeros(2, dtype=torch.float64))
+    return cam, torch.tensor(focal, dtype=torch.float64)
+
+
+def _hidden(az, el):
+    y = torch.tensor(CHAIR.mean_shape * 40.0)
+    cam, f = _camera(y, az, el)
+    hidden = geometry.self_occlusion(cam, f, torch.as_tensor(CHAIR.surface_triangles))
+    return {CHAIR.keypoint_names[i] for i in range(CHAIR.num_keypoints) if hidden[i]}
+
+
+def test_self_occlusion_known_views():
+    # level front view: nothing is behind the seat or the backrest
+    assert _hidden(0, 5) == set()
+    # looking down steeply from the front: the seat hides the back feet
+    assert _hidden(0, 50) == {"foot_back_left", "foot_back_right"}
+    # from behind: the backrest hides the front seat corners
+    assert {"seat_front_left", "seat_front_right"} <= _hidden(180, 10)
+    # straight from the side nothing planar lies between camera and keypoints
+    assert _hidden(90, 0) == set()
+
+
+def test_self_occlusion_single_triangle_analytic():
+    tri = torch.tensor([[0, 1, 2]])
+    # a triangle at z = 0 spanning x, y in [-10, 10]; a point behind it (z = +5) on the axis is hidden
+    pts = torch.tensor([[-10.0, -10, 0], [30, -10, 0], [-10, 30, 0], [0, 0, 5], [0, 0, -5], [50, 50, 5]], dtype=torch.float64)
+    hidden = geometry.self_occlusion(pts, torch.tensor(100.0, dtype=torch.float64), tri)
+    assert hidden.tolist() == [False, False, False, True, False, False]
+
+
+def test_refine_jacobian_matches_autodiff():
+    prior = ShapePrior.from_ranges(CHAIR)
+    problem = _Problem(CHAIR, prior, RefineOptions(), torch.float64, "cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat((torch.rand(6, 4, generator=g), torch.full((6, 1), math.log(40.0)), torch.rand(6, 2, generator=g) * 3, torch.randn(6, 2, generator=g) * 20, torch.full((6, 1), math.log(250.0))), 1).double()
+    obs = (torch.randn(6, 10, 2, generator=g) * 50 + 160).double()
+    sw, sigma = torch.rand(6, 10, generator=g).double(), torch.full((6,), 5.0, dtype=torch.float64)
+    jac, res = problem.linearise(x, obs, sw, sigma)
+    ref = torch.func.vmap(torch.func.jacfwd(problem.residuals))(x, obs, sw, sigma)
+    torch.testing.assert_close(res, problem.residuals(x, obs, sw, sigma))
+    torch.testing.assert_close(jac, ref, atol=1e-9, rtol=1e-9)
+
+
+def test_pack_unpack_round_trip():
+    b = SkeletonSampler("chair").sample(20, torch.Generator().manual_seed(1), dtype=torch.float64)
+    back = unpack_parameters(pack_parameters(b.params))
+    torch.testing.assert_close(back.project(CHAIR)[2], b.keypoints)
+
+
+def test_refine_recovers_pose_from_a_wrong_start():
+    b = SkeletonSampler("chair").sample(64, torch.Generator().manual_seed(2), dtype=torch.float64)
+    az, el = b.params.view()
+    prior = ShapePrior.from_ranges(CHAIR)
+    init = ShapeCamera.from_angles(prior.mean_alpha(40.0).expand(64, -1), geometry.view_to_euler(az + 0.6, torch.full_like(el, 0.2)), torch.zeros(64, 2, dtype=torch.float64), torch.full((64,), 300.0, dtype=torch.float64))
+    result = refine(CHAIR, b.keypoints, torch.ones(64, 10, dtype=torch.float64), init, prior, RefineOptions(occlusion_penalty=0.0))
+    err = torch.rad2deg(geometry.wrap_angle(result.params.view()[0] - az).abs())
+    assert float((err < 5).double().mean()) > 0.9
+    # costs of the kept start never exceed those of the plain first start after alignment
+    assert torch.all(result.cost <= result.costs[:, 0] + 1e-9)
+    # missing keypoints may be NaN and do not break the fit
+    kp = b.keypoints.clone()
+    kp[:, 3] = float("nan")
+    w = torch.ones(64, 10, dtype=torch.float64)
+    w[:, 3] = 0
+    again = refine(CHAIR, kp, w, init, prior)
+    assert torch.isfinite(again.cost).all()
+
+
+def test_shape_prior_from_shapes_and_dict_round_trip():
+    rng = np.random.default_rng(0)
+    rel = rng.normal([0.2, 0.1, 0.0, 0.1], [0.3, 0.2, 0.1, 0.05], size=(500, 4))
+    prior = ShapePrior.from_relative_alpha(CHAIR, rel, source="test", shrink=0.0)
+    np.testing.assert_allclose(prior.mean, rel.mean(0), atol=1e-12)
+    np.testing.assert_allclose(prior.covariance, np.cov(rel.T, bias=True) + 1e-6 * np.eye(4), atol=1e-9)
+    again = ShapePrior.from_dict(prior.to_dict())
+    np.testing.assert_allclose(again.covariance, prior.covariance)
+    # Mahalanobis distance of the mean is 0, of mean + 1 sd along a diagonal axis ~ 1 (after whitening)
+    assert float(prior.mahalanobis(torch.tensor(prior.mean))) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        ShapePrior.from_relative_alpha(CHAIR, rel[:, :3])
+
+
+def test_keypoint_lifter_is_scale_equivariant():
+    torch.manual_seed(0)
+    net = KeypointLifter(CHAIR, width=64, blocks=1, hypotheses=2, dropout=0.0).eval()
+    b = SkeletonSampler("chair").sample(8, torch.Generator().manual_seed(3))
+    w = torch.ones(8, 10)
+    centre = CHAIR.plane_size / 2
+    scaled = (b.keypoints - centre) * 1.7 + centre
+    h1, s1, _ = net(b.keypoints, w)
+    h2, s2, _ = net(scaled, w)
+    r1, r2 = net.codec.denormalise(h1.double()), net.codec.denormalise(h2.double())
+    # scaling the plane by s scales alpha, t and f by s and leaves the rotation alone (Eq. 1);
+    # raw vectors: [alpha (5), 1/f, r6, t]
+    torch.testing.assert_close(r2[..., :5], r1[..., :5] * 1.7, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(r2[..., 5], r1[..., 5] / 1.7, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(r2[..., 6:12], r1[..., 6:12], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(r2[..., 12:], r1[..., 12:] * 1.7, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-5)
+    # a missing keypoint (NaN) is not the same input as a present one
+    kp = b.keypoints.clone()
+    kp[:, 0] = float("nan")
+    w0 = w.clone()
+    w0[:, 0] = 0
+    h3, _, _ = net(kp, w0)
+    assert torch.isfinite(h3).all() and not torch.allclose(h3, h1)
+
+
+def test_lifting_sampler_visibility_and_targets():
+    sampler = LiftingSampler(CHAIR, None, LiftingOptions(truncation=0.0, dropout=0.0, noise=0.0, outliers=0.0, roll_deg=0.0, soft_confidence=0.0))
+    batch = sampler.sample(400, torch.Generator().manual_seed(4))
+    # without noise the present keypoints are exactly the projection of the target parameters
+    params = sampler.codec.decode(batch.params.double())
+    proj = params.project(CHAIR)[2].float()
+    present = batch.weights > 0
+    torch.testing.assert_close(batch.keypoints[present], proj[present], atol=1e-3, rtol=0)
+    assert torch.isnan(batch.keypoints[~present]).all()
+    # self-occlusion hides some keypoints in some views, and never leaves fewer than min_visible
+    assert 0 < int((~present).sum()) < present.numel() // 3
+    assert int(present.sum(1).min()) >= 4
+    # determinism
+    again = sampler.sample(400, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(again.keypoints, batch.keypoints, equal_nan=True)
+
+
+def test_check_keypoints_reports_bad_rows():
+    good = SkeletonSampler("chair").sample(1, torch.Generator().manual_seed(5)).keypoints[0].numpy()
+    rows = np.stack([good, good, good, good, good])
+    rows[1, :7] = np.nan  # 3 visible
+    rows[2, 0, 0] = np.inf
+    rows[3] = 5.0  # all identical
+    xy, w, problems = check_keypoints(rows, CHAIR)
+    assert [r for r, _ in problems] == [1, 2, 3]
+    assert "3 visible" in problems[0][1] and "inf" in problems[1][1] and "same position" in problems[2][1]
+    with pytest.raises(InputError, match="10 keypoints"):
+        check_keypoints(rows[:, :8], CHAIR)
+    _, _, problems = check_keypoints(rows[:1], CHAIR, confidence=np.full((1, 10), 1.5))
+    assert problems and "confidences" in problems[0][1]
