@@ -24,7 +24,7 @@ from interp3d.io_utils import load_checkpoint
 from interp3d.models.serialization import build_interpreter, export_interpreter, load_interpreter, pretrained_models
 from interp3d.train.stages import pretrain_lift
 
-OVERRIDES = ["model.lifter=keypoints", "lift.epochs=40", "lift.steps_per_epoch=250"]
+OVERRIDES = ["model.lifter=keypoints", "model.keypoint_lifter_width=1024", "model.lifter_hypotheses=4", "lift.epochs=60", "lift.steps_per_epoch=250"]
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ def test_shipped_chair_model_is_small_and_documented():
     models = pretrained_models()
     assert "chair-cpu-small" in models
     path = models["chair-cpu-small"]
-    assert path.stat().st_size < 10 * 2**20
+    assert path.stat().st_size < 20 * 2**20
     info = read_model_info("chair")["info"]
     assert info["recipe"] == "scripts/train_pretrained.py" and info["test3d_metrics"]["video_curriculum"]["structure"]["average_recall"] > 55
 
@@ -36,3 +36,33 @@ def test_shipped_model_recovers_fresh_rendered_chairs(fresh_chairs):
     assert np.median(azimuth_error) < 15.0
     assert np.median(keypoint_error) < 4.5
     assert np.median(structure) < 0.15
+
+
+def test_shipped_chair_model_lifts_keypoints_with_self_occlusion():
+    """Known answer: exact projections of fresh basis chairs (every azimuth) with the keypoints the
+    seat and backrest hide removed, at an arbitrary image scale, through Predictor.lift."""
+    import math
+
+    import torch
+
+    from interp3d.data.lifting import LiftingOptions, LiftingSampler
+
+    info = read_model_info("chair")["info"]
+    assert info["refine_default"] is True and "shape_prior" in info and info["lifter"]["recipe"] == "scripts/train_lifter.py"
+    sampler = LiftingSampler("chair", None, LiftingOptions(truncation=0.0, dropout=0.0, noise=0.0, outliers=0.0, roll_deg=0.0, soft_confidence=0.0))
+    batch = sampler.sample(200, torch.Generator().manual_seed(31337))
+    image_xy = batch.keypoints.double().numpy() * 1.9 - 40.0
+    predictor = Predictor.load("chair")
+    errors = {}
+    for refine in (False, True):
+        predictor.refine = refine
+        preds = predictor.lift(image_xy)
+        errors[refine] = np.degrees(angle_error(np.radians([p.azimuth_deg for p in preds]), batch.azimuth.double().numpy()))
+    # measured when shipped: median 2.7 deg (module) and 0.9 deg (refined); a broken lifter is far off
+    assert np.median(errors[False]) < 8.0
+    assert np.median(errors[True]) < 3.0
+    assert np.mean(errors[True] < 15) > 0.9
+    # the re-projection of a refined fit lands on the input keypoints (image px)
+    reproj = np.stack([p.reprojected_2d for p in preds])
+    present = np.isfinite(image_xy).all(-1)
+    assert np.median(np.linalg.norm(reproj - image_xy, axis=-1)[present]) < 0.05 * np.ptp(image_xy[present], axis=0).max()

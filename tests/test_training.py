@@ -11,7 +11,7 @@ from interp3d.config import StageConfig, preset
 from interp3d.data.world import WorldOptions, render_world
 from interp3d.train.engine import CheckpointError, load_checkpoint, save_checkpoint
 from interp3d.models.serialization import load_interpreter
-from interp3d.train.stages import finetune, pretrain_2d, pretrain_3d
+from interp3d.train.stages import finetune, pretrain_2d, pretrain_3d, pretrain_lift
 
 
 def tiny_config(**train):
@@ -120,3 +120,30 @@ def test_distributed_data_parallel_on_cpu_with_gloo(tmp_path):
     assert results[0] == results[1]
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def _tiny_lift_config():
+    return tiny_config().override(["model.lifter=keypoints", "model.keypoint_lifter_width=32", "model.keypoint_lifter_blocks=1", "lift.epochs=2", "lift.steps_per_epoch=3", "lift.batch_size=32", "lift.n_val=64"])
+
+
+def test_pretrain_lift_resumes_and_chains_into_finetune_and_export(tiny_world, tmp_path):
+    cfg = _tiny_lift_config()
+    full = pretrain_lift(cfg, "chair", tmp_path / "full", progress=False)
+    with pytest.raises(Killed):
+        pretrain_lift(cfg, "chair", tmp_path / "resumed", progress=False, on_epoch_end=_kill_after_first_epoch)
+    resumed = pretrain_lift(cfg, "chair", tmp_path / "resumed", progress=False)
+    _assert_same_weights(full.out_dir / "last.pt", resumed.out_dir / "last.pt")
+    state = load_checkpoint(full.best_checkpoint, kind="pretrain_lift")
+    assert state["shape_prior"]["category"] == "chair" and {"structure_ar", "azimuth_ar"} <= set(state["metrics"])
+    # the keypoint lifter fine-tunes end to end (soft peak decoding is differentiable) and exports
+    r2 = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "p2d", progress=False)
+    rf = finetune(cfg, "chair", tiny_world, r2.best_checkpoint, full.best_checkpoint, tmp_path / "ft", progress=False)
+    model = load_interpreter(rf.best_checkpoint)
+    assert model.lifts_keypoints
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.hypotheses.shape == (2, 3, 14) and torch.isfinite(out.structure).all()
+    from interp3d.models.serialization import export_interpreter
+
+    path = export_interpreter(model, tmp_path / "m.safetensors")
+    again = load_interpreter(path)
+    torch.testing.assert_close(again.lift_keypoints(out.keypoints_plane, torch.ones(2, 10)).params_normalised, model.lift_keypoints(out.keypoints_plane, torch.ones(2, 10)).params_normalised)

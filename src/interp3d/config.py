@@ -154,8 +154,8 @@ class LiftConfig:
     real_shapes: str = ""  # folder in the layout of ../shared/data (keypointnet_chair/, pascal3d_cad/); "" = ranges only
     real_fraction: float = 0.7
     elevation_deg: tuple[float, ...] = (-10.0, 45.0)
-    truncation: float = 0.15
-    dropout: float = 0.12
+    truncation: float = 0.2
+    dropout: float = 0.15
     noise: float = 0.03
     outliers: float = 0.03
     epochs: int = 30

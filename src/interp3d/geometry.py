@@ -42,6 +42,7 @@ __all__ = [
     "project_structure",
     "rescale_points",
     "self_occlusion",
+    "limb_occlusion",
 ]
 
 
@@ -234,6 +235,34 @@ def self_occlusion(points_cam: Tensor, focal: Tensor, triangles: Tensor, eps: fl
     corner[torch.arange(triangles.shape[0], device=points_cam.device).unsqueeze(1), triangles] = True
     hit = hit & ~corner.T  # (N, T)
     return hit.any(-1)
+
+
+def limb_occlusion(points_cam: Tensor, plane_xy: Tensor, edges: Tensor, radius: Tensor, depth_margin: Tensor | float = 0.0) -> Tensor:
+    """Boolean ``(..., N)``: keypoint n is hidden behind a thick skeleton edge (a leg, a frame bar).
+
+    Each edge ``(E, 2)`` (keypoint indices) is a limb of image-space ``radius`` ``(...)`` px; a keypoint
+    within that distance of the edge's projected segment ``plane_xy`` is hidden when the edge, at the
+    closest point (depth interpolated linearly along it), is nearer the camera than the keypoint by
+    more than ``depth_margin``. Edges that end at the keypoint never hide it.
+    """
+    edges = torch.as_tensor(edges, dtype=torch.long, device=points_cam.device)
+    n = points_cam.shape[-2]
+    if edges.numel() == 0:
+        return torch.zeros(points_cam.shape[:-1], dtype=torch.bool, device=points_cam.device)
+    a, b = plane_xy[..., edges[:, 0], :], plane_xy[..., edges[:, 1], :]  # (..., E, 2)
+    za, zb = points_cam[..., edges[:, 0], 2], points_cam[..., edges[:, 1], 2]  # (..., E)
+    ab = (b - a).unsqueeze(-3)  # (..., 1, E, 2)
+    ap = plane_xy.unsqueeze(-2) - a.unsqueeze(-3)  # (..., N, E, 2)
+    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)  # (..., N, E)
+    dist = (ap - t.unsqueeze(-1) * ab).norm(dim=-1)
+    depth = za.unsqueeze(-2) + t * (zb - za).unsqueeze(-2)
+    margin = torch.as_tensor(depth_margin, dtype=points_cam.dtype, device=points_cam.device)
+    radius = torch.as_tensor(radius, dtype=points_cam.dtype, device=points_cam.device)
+    margin = margin[..., None, None] if margin.dim() else margin
+    hit = (dist < radius[..., None, None]) & (depth < points_cam[..., 2].unsqueeze(-1) - margin)
+    incident = torch.zeros(edges.shape[0], n, dtype=torch.bool, device=points_cam.device)
+    incident[torch.arange(edges.shape[0], device=points_cam.device).unsqueeze(1), edges] = True
+    return (hit & ~incident.T).any(-1)
 
 
 def _check_last_dim(x: Tensor, size: int, name: str) -> None:

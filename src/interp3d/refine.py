@@ -4,12 +4,14 @@ A batched, differentiable Levenberg-Marquardt fit of the category's shape model 
 :func:`interp3d.geometry.project_structure`) to keypoints on the projection plane, for a whole batch
 of objects and several starting hypotheses per object at once (no per-object Python loop):
 
-* **unknowns** per start: relative deformations ``a = alpha_2..K / alpha_1``, ``log alpha_1``,
-  azimuth, elevation, ``t_x, t_y``, ``log f`` (zero roll, as the model);
+* **unknowns** per start: relative deformations ``a = alpha_2..K / alpha_1``, the coefficients
+  ``b`` of the prior's residual bases (shape detail the category basis lacks, learned from real
+  shapes; none for a prior from the ranges), ``log alpha_1``, azimuth, elevation, ``t_x, t_y``,
+  ``log f`` (zero roll, as the model);
 * **data term**: confidence-weighted Cauchy (robust) loss of the 2D residuals, scaled by the
   observed keypoints' RMS radius so it does not depend on image size; missing keypoints weigh 0;
 * **priors** (:class:`interp3d.shape_prior.ShapePrior`): Mahalanobis distance of ``a``, Gaussian
-  on ``log(f / alpha_1)`` and on the elevation;
+  ``b``, Gaussian on ``log(f / alpha_1)`` and on the elevation;
 * **starts**: the given hypotheses (e.g. the 2D-to-3D module's) plus, for the first one, the
   front/back and left/right flips that 2D keypoints cannot tell apart, and optionally a grid of
   azimuths with the prior's mean shape; scale and translation of every start are first aligned to
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,7 +57,9 @@ class RefineOptions:
 
 @dataclass
 class RefineResult:
-    params: ShapeCamera  # (B,) the selected fit
+    params: ShapeCamera  # (B,) the selected fit (category basis and camera)
+    structure: Tensor  # (B, N, 3) its structure, object frame, residual bases included
+    residual: Tensor  # (B, R) coefficients of the prior's residual bases (R may be 0)
     cost: Tensor  # (B,) its selection cost
     costs: Tensor  # (B, H) every start's selection cost
     chosen: Tensor  # (B,) index of the selected start
@@ -71,57 +76,85 @@ def keypoint_radius(keypoints: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]
     return centre, radius
 
 
-def pack_parameters(params: ShapeCamera) -> Tensor:
-    """``(..., K+6)``: [a_2..a_K, log alpha_1, azimuth, elevation, t_x, t_y, log f]."""
+def pack_parameters(params: ShapeCamera, residual: Tensor | int = 0) -> Tensor:
+    """``(..., K+R+6)``: [a_2..a_K, b_1..b_R, log alpha_1, azimuth, elevation, t_x, t_y, log f];
+    ``residual``: the coefficients ``b (..., R)``, or R (zeros)."""
     scale = params.alpha[..., :1].clamp_min(1e-6)
     az, el = params.view()
-    return torch.cat((params.alpha[..., 1:] / scale, scale.log(), az.unsqueeze(-1), el.unsqueeze(-1), params.translation, params.focal.clamp_min(1e-6).log().unsqueeze(-1)), dim=-1)
+    if isinstance(residual, int):
+        residual = params.alpha.new_zeros(params.alpha.shape[:-1] + (residual,))
+    return torch.cat((params.alpha[..., 1:] / scale, residual, scale.log(), az.unsqueeze(-1), el.unsqueeze(-1), params.translation, params.focal.clamp_min(1e-6).log().unsqueeze(-1)), dim=-1)
 
 
-def unpack_parameters(x: Tensor) -> ShapeCamera:
-    k1 = x.shape[-1] - 6
-    scale = x[..., k1].exp().unsqueeze(-1)
+def unpack_parameters(x: Tensor, num_bases: int) -> ShapeCamera:
+    """The category-basis structure and camera of packed parameters (residual coefficients dropped)."""
+    k1, m = num_bases - 1, x.shape[-1] - 6
+    scale = x[..., m].exp().unsqueeze(-1)
     alpha = scale * torch.cat((torch.ones_like(scale), x[..., :k1]), dim=-1)
-    angles = geometry.view_to_euler(x[..., k1 + 1], x[..., k1 + 2])
-    return ShapeCamera(alpha, geometry.euler_to_sincos(angles), x[..., k1 + 3 : k1 + 5], x[..., k1 + 5].exp())
+    angles = geometry.view_to_euler(x[..., m + 1], x[..., m + 2])
+    return ShapeCamera(alpha, geometry.euler_to_sincos(angles), x[..., m + 3 : m + 5], x[..., m + 5].exp())
 
 
 class _Problem:
-    """The residuals of one category's fit; every method is written for a single start so that
-    ``vmap`` batches it and ``jacfwd`` differentiates it."""
+    """The residuals of one category's fit, batched over starts ``(S, D)``."""
 
     def __init__(self, category: Category, prior: ShapePrior, options: RefineOptions, dtype, device):
         self.category = category
         self.options = options
-        self.bases = category.bases(dtype, device)
-        self.prior_mean, self.prior_w = prior.whitening(dtype, device)
+        self.k1 = category.num_bases - 1
+        residual = prior.residual_bases if prior.residual_bases is not None else np.zeros((0, category.num_keypoints, 3))
+        self.r = residual.shape[0]
+        self.m = self.k1 + self.r  # shape coefficients
+        bases = category.bases(dtype, device)
+        self.mean_shape = bases[0]
+        self.deformations = torch.cat((bases[1:], torch.as_tensor(residual, dtype=dtype, device=device)))  # (m, N, 3)
+        mean, w = prior.whitening(dtype, device)
+        self.prior_mean = torch.cat((mean, torch.zeros(self.r, dtype=dtype, device=device)))
+        whiten = torch.zeros(self.m, self.m, dtype=dtype, device=device)
+        whiten[: self.k1, : self.k1] = w
+        if self.r:
+            whiten[self.k1 :, self.k1 :] = torch.diag(1.0 / torch.as_tensor(prior.residual_sd, dtype=dtype, device=device))
+        self.prior_w = whiten * math.sqrt(options.shape_weight)
         self.focal_prior = prior.log_focal_ratio
         self.elevation_prior = prior.elevation
 
-    def project(self, x: Tensor) -> Tensor:
-        p = unpack_parameters(x)
-        return geometry.project_structure(p.alpha, p.rotation(), p.translation, p.focal, self.bases, self.category.plane_size)[2]
+    def structure(self, x: Tensor) -> Tensor:
+        """Object-frame structure ``(S, N, 3)``: ``alpha_1 (S_1 + sum a_k S_k + sum b_r E_r)``."""
+        shape = self.mean_shape + torch.einsum("sk,knd->snd", x[:, : self.m], self.deformations)
+        return x[:, self.m].exp()[:, None, None] * shape
+
+    def camera(self, x: Tensor) -> ShapeCamera:
+        return unpack_parameters(x, self.k1 + 1)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(camera-frame points, plane coordinates), through :func:`geometry.perspective_project`."""
+        p = self.camera(x)
+        cam = geometry.to_camera_frame(self.structure(x), p.rotation(), p.translation)
+        return cam, geometry.perspective_project(cam, p.focal, self.category.plane_size)
 
     def prior_residuals(self, x: Tensor) -> Tensor:
-        o, k1 = self.options, x.shape[-1] - 6
-        shape = ((x[..., :k1] - self.prior_mean) @ self.prior_w.T) * math.sqrt(o.shape_weight)
-        focal = ((x[..., k1 + 5] - x[..., k1] - self.focal_prior[0]) / self.focal_prior[1]) * math.sqrt(o.focal_weight)
-        elevation = ((geometry.wrap_angle(x[..., k1 + 2]) - self.elevation_prior[0]) / self.elevation_prior[1]) * math.sqrt(o.elevation_weight)
+        o, m = self.options, self.m
+        shape = (x[..., :m] - self.prior_mean) @ self.prior_w.T
+        focal = ((x[..., m + 5] - x[..., m] - self.focal_prior[0]) / self.focal_prior[1]) * math.sqrt(o.focal_weight)
+        elevation = ((geometry.wrap_angle(x[..., m + 2]) - self.elevation_prior[0]) / self.elevation_prior[1]) * math.sqrt(o.elevation_weight)
         return torch.cat((shape, focal.unsqueeze(-1), elevation.unsqueeze(-1)), dim=-1)
 
     def residuals(self, x: Tensor, observed: Tensor, sqrt_weight: Tensor, sigma: Tensor) -> Tensor:
-        """IRLS residuals ``(..., 2N + K + 1)``: weighted 2D errors over sigma, then the priors."""
-        err = (self.project(x) - observed) * (sqrt_weight / sigma.unsqueeze(-1)).unsqueeze(-1)
-        return torch.cat((err.flatten(-2), self.prior_residuals(x)), dim=-1)
+        """IRLS residuals ``(S, 2N + m + 2)``: weighted 2D errors over sigma, then the priors."""
+        single = x.dim() == 1  # for torch.func (the tests differentiate one start at a time)
+        if single:
+            x, observed, sqrt_weight, sigma = x[None], observed[None], sqrt_weight[None], sigma[None]
+        err = (self.project(x)[1] - observed) * (sqrt_weight / sigma.unsqueeze(-1)).unsqueeze(-1)
+        out = torch.cat((err.flatten(-2), self.prior_residuals(x)), dim=-1)
+        return out[0] if single else out
 
     def linearise(self, x: Tensor, observed: Tensor, sqrt_weight: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        """(Jacobian ``(S, 2N + K + 1, D)``, residuals ``(S, 2N + K + 1)``) of :meth:`residuals`, analytic."""
-        o, k1 = self.options, x.shape[-1] - 6
-        s = x[:, k1].exp()
-        az, el = x[:, k1 + 1], x[:, k1 + 2]
-        f = x[:, k1 + 5].exp()
-        shape = self.bases[0] + torch.einsum("sk,knd->snd", x[:, :k1], self.bases[1:])  # (S, N, 3) unit scale
-        y = s[:, None, None] * shape
+        """(Jacobian ``(S, 2N + m + 2, D)``, residuals) of :meth:`residuals`, analytic."""
+        o, m = self.options, self.m
+        s = x[:, m].exp()
+        az, el = x[:, m + 1], x[:, m + 2]
+        f = x[:, m + 5].exp()
+        y = self.structure(x)
         t1 = math.pi + el
         c1, s1, c2, s2 = torch.cos(t1), torch.sin(t1), torch.cos(az), torch.sin(az)
         zero, one = torch.zeros_like(c1), torch.ones_like(c1)
@@ -132,73 +165,74 @@ class _Problem:
         rx, ry = mat(one, zero, zero, zero, c1, -s1, zero, s1, c1), mat(c2, zero, s2, zero, one, zero, -s2, zero, c2)
         drx, dry = mat(zero, zero, zero, zero, -s1, -c1, zero, c1, -s1), mat(-s2, zero, c2, zero, zero, zero, -c2, zero, -s2)
         rot = rx @ ry
-        cam = y @ rot.transpose(1, 2)
-        cam = cam + torch.cat((x[:, k1 + 3 : k1 + 5], torch.zeros_like(s[:, None])), dim=-1).unsqueeze(1)
+        rotated = y @ rot.transpose(1, 2)
+        cam = rotated + torch.cat((x[:, m + 3 : m + 5], torch.zeros_like(s[:, None])), dim=-1).unsqueeze(1)
         depth = f[:, None] + cam[..., 2]  # (S, N)
         uv = cam[..., :2] * (f[:, None] / depth).unsqueeze(-1) + self.category.plane_size / 2.0
-        # d(uv)/d(cam): [[f/D, 0, -f X/D^2], [0, f/D, -f Y/D^2]]
-        g = (f[:, None] / depth)  # (S, N)
         dcam = torch.zeros(x.shape[0], y.shape[1], 3, x.shape[-1], dtype=x.dtype, device=x.device)  # d cam / d x
-        dcam[..., :k1] = torch.einsum("sij,knj->snik", rot, self.bases[1:]) * s[:, None, None, None]
-        dcam[..., k1] = cam - torch.cat((x[:, k1 + 3 : k1 + 5], torch.zeros_like(s[:, None])), dim=-1).unsqueeze(1)
-        dcam[..., k1 + 1] = y @ (rx @ dry).transpose(1, 2)
-        dcam[..., k1 + 2] = y @ (drx @ ry).transpose(1, 2)
-        dcam[..., 0, k1 + 3] = 1.0
-        dcam[..., 1, k1 + 4] = 1.0
+        dcam[..., :m] = torch.einsum("sij,knj->snik", rot, self.deformations) * s[:, None, None, None]
+        dcam[..., m] = rotated
+        dcam[..., m + 1] = y @ (rx @ dry).transpose(1, 2)
+        dcam[..., m + 2] = y @ (drx @ ry).transpose(1, 2)
+        dcam[..., 0, m + 3] = 1.0
+        dcam[..., 1, m + 4] = 1.0
+        # d(uv)/d(cam) = [[f/D, 0, -f X/D^2], [0, f/D, -f Y/D^2]]
+        g = f[:, None] / depth
         duv = g[..., None, None] * dcam[..., :2, :] - (g / depth)[..., None, None] * cam[..., :2, None] * dcam[..., 2:3, :]
-        # log f: u - c = f X / (f + Z)  ->  d/dlog f = f * X Z / D^2
-        duv[..., k1 + 5] = duv[..., k1 + 5] + (f[:, None, None] * cam[..., :2] * (cam[..., 2] / depth**2).unsqueeze(-1))
+        # u - c = f X / (f + Z)  ->  d/dlog f = f X Z / D^2
+        duv[..., m + 5] = duv[..., m + 5] + f[:, None, None] * cam[..., :2] * (cam[..., 2] / depth**2).unsqueeze(-1)
         scale = (sqrt_weight / sigma.unsqueeze(-1)).unsqueeze(-1)  # (S, N, 1)
-        err = (uv - observed) * scale
         j_data = (duv * scale.unsqueeze(-1)).flatten(1, 2)  # (S, 2N, D)
-        j_prior = torch.zeros(x.shape[0], k1 + 2, x.shape[-1], dtype=x.dtype, device=x.device)
-        j_prior[:, :k1, :k1] = self.prior_w * math.sqrt(o.shape_weight)
-        j_prior[:, k1, k1 + 5] = math.sqrt(o.focal_weight) / self.focal_prior[1]
-        j_prior[:, k1, k1] = -math.sqrt(o.focal_weight) / self.focal_prior[1]
-        j_prior[:, k1 + 1, k1 + 2] = math.sqrt(o.elevation_weight) / self.elevation_prior[1]
+        j_prior = torch.zeros(x.shape[0], m + 2, x.shape[-1], dtype=x.dtype, device=x.device)
+        j_prior[:, :m, :m] = self.prior_w
+        j_prior[:, m, m + 5] = math.sqrt(o.focal_weight) / self.focal_prior[1]
+        j_prior[:, m, m] = -math.sqrt(o.focal_weight) / self.focal_prior[1]
+        j_prior[:, m + 1, m + 2] = math.sqrt(o.elevation_weight) / self.elevation_prior[1]
+        err = (uv - observed) * scale
         return torch.cat((j_data, j_prior), dim=1), torch.cat((err.flatten(1), self.prior_residuals(x)), dim=-1)
 
     def costs(self, x: Tensor, observed: Tensor, weight: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """(total robust cost ``(S,)``, squared 2D distance per keypoint ``(S, N)``) for a batch of starts."""
-        d2 = ((self.project(x) - observed) ** 2).sum(-1)
+        d2 = ((self.project(x)[1] - observed) ** 2).sum(-1)
         data = (weight * torch.log1p(d2 / sigma.unsqueeze(-1) ** 2)).sum(-1)
         return data + (self.prior_residuals(x) ** 2).sum(-1), d2
 
 
 def _align_scale_translation(problem: _Problem, x: Tensor, observed: Tensor, weight: Tensor) -> Tensor:
     """Move and scale each start so its projection's weighted centroid and radius match the observed ones."""
-    k1 = x.shape[-1] - 6
+    m = problem.m
     c_obs, r_obs = keypoint_radius(observed, weight)
     for _ in range(2):
-        c_pred, r_pred = keypoint_radius(problem.project(x), weight)
+        c_pred, r_pred = keypoint_radius(problem.project(x)[1], weight)
         ratio = (r_obs / r_pred.clamp_min(1e-6)).clamp(0.05, 20.0)
         x = x.clone()
-        x[..., k1] = x[..., k1] + ratio.log()
-        x[..., k1 + 5] = x[..., k1 + 5] + ratio.log()  # same perspective strength
-        x[..., k1 + 3 : k1 + 5] = x[..., k1 + 3 : k1 + 5] * ratio.unsqueeze(-1)
-        c_pred, _ = keypoint_radius(problem.project(x), weight)
-        x[..., k1 + 3 : k1 + 5] = x[..., k1 + 3 : k1 + 5] + (c_obs - c_pred)
+        x[..., m] = x[..., m] + ratio.log()
+        x[..., m + 5] = x[..., m + 5] + ratio.log()  # same perspective strength
+        x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] * ratio.unsqueeze(-1)
+        c_pred, _ = keypoint_radius(problem.project(x)[1], weight)
+        x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] + (c_obs - c_pred)
     return x
 
 
-def _starts(x0: Tensor, prior: ShapePrior, options: RefineOptions) -> Tensor:
+def _starts(x0: Tensor, problem: _Problem, prior: ShapePrior, options: RefineOptions) -> Tensor:
     """``(B, H, D)`` starts from the given hypotheses ``(B, H0, D)``."""
-    k1 = x0.shape[-1] - 6
+    m, k1 = problem.m, problem.k1
     extra = []
     if options.flips:
         first = x0[:, 0]
         for transform in (lambda az: az + math.pi, lambda az: -az, lambda az: math.pi - az):
             flipped = first.clone()
-            flipped[:, k1 + 1] = geometry.wrap_angle(transform(first[:, k1 + 1]), 0.0)
+            flipped[:, m + 1] = geometry.wrap_angle(transform(first[:, m + 1]), 0.0)
             extra.append(flipped)
     if options.azimuth_grid > 0:
         mean = torch.as_tensor(prior.mean, dtype=x0.dtype, device=x0.device)
         for i in range(options.azimuth_grid):
             grid = x0[:, 0].clone()
+            grid[:, :m] = 0.0
             grid[:, :k1] = mean
-            grid[:, k1 + 1] = 2 * math.pi * i / options.azimuth_grid
-            grid[:, k1 + 2] = prior.elevation[0]
-            grid[:, k1 + 5] = grid[:, k1] + prior.log_focal_ratio[0]
+            grid[:, m + 1] = 2 * math.pi * i / options.azimuth_grid
+            grid[:, m + 2] = prior.elevation[0]
+            grid[:, m + 5] = grid[:, m] + prior.log_focal_ratio[0]
             extra.append(grid)
     return torch.cat((x0, torch.stack(extra, dim=1)), dim=1) if extra else x0
 
@@ -216,6 +250,8 @@ def refine(
     ``(B,)`` or ``(B, H0)``. Runs in float64 on the keypoints' device."""
     category = get_category(category)
     prior = prior if prior is not None else ShapePrior.from_ranges(category)
+    if prior.category != category.name:
+        raise ValueError(f"a {prior.category} shape prior cannot refine {category.name} keypoints")
     if keypoints.dim() != 3 or keypoints.shape[1:] != (category.num_keypoints, 2):
         raise ValueError(f"{category.name}: keypoints must have shape (B, {category.num_keypoints}, 2), got {tuple(keypoints.shape)}")
     if weights.shape != keypoints.shape[:2]:
@@ -226,9 +262,9 @@ def refine(
     if init.alpha.dim() == 2:
         init = ShapeCamera(*(v.unsqueeze(1) for v in (init.alpha, init.r6, init.translation, init.focal)))
     problem = _Problem(category, prior, options, dtype, device)
-    x0 = pack_parameters(init.to(dtype=dtype, device=device))
+    x0 = pack_parameters(init.to(dtype=dtype, device=device), problem.r)
     b, d = x0.shape[0], x0.shape[-1]
-    starts = _starts(x0, prior, options)
+    starts = _starts(x0, problem, prior, options)
     h = starts.shape[1]
 
     obs = observed.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, -1, 2)
@@ -246,8 +282,7 @@ def refine(
         jtj = jac.transpose(1, 2) @ jac
         grad = (jac.transpose(1, 2) @ res.unsqueeze(-1)).squeeze(-1)
         damped = jtj + lam[:, None, None] * (torch.diagonal(jtj, dim1=1, dim2=2).unsqueeze(-1) * eye + 1e-9 * eye)
-        step = torch.linalg.solve(damped, -grad.unsqueeze(-1)).squeeze(-1)
-        step = torch.nan_to_num(step)
+        step = torch.nan_to_num(torch.linalg.solve(damped, -grad.unsqueeze(-1)).squeeze(-1))
         candidate = x + step
         new_cost, new_d2 = problem.costs(candidate, obs, w, sigma)
         better = torch.isfinite(new_cost) & (new_cost < cost)
@@ -256,16 +291,18 @@ def refine(
         d2 = torch.where(better.unsqueeze(-1), new_d2, d2)
         lam = torch.where(better, lam * 0.3, lam * 5.0).clamp(1e-9, 1e9)
 
-    fitted = unpack_parameters(x)
     selection = cost
     if options.occlusion_penalty > 0 and category.surface_triangles.size:
-        _, points_cam, _ = fitted.project(category)
-        hidden = geometry.self_occlusion(points_cam, fitted.focal, torch.as_tensor(category.surface_triangles, device=device))
+        points_cam, _ = problem.project(x)
+        hidden = geometry.self_occlusion(points_cam, problem.camera(x).focal, torch.as_tensor(category.surface_triangles, device=device))
         selection = selection + options.occlusion_penalty * (w * hidden.to(dtype)).sum(-1)
     selection = selection.reshape(b, h)
     chosen = selection.argmin(dim=1)
     flat = torch.arange(b, device=device) * h + chosen
-    best = fitted.index(flat)
+    best = x[flat]
     wsum = weights.sum(-1).clamp_min(1e-9)
     rms = torch.sqrt((weights * d2[flat]).sum(-1) / wsum)
-    return RefineResult(best, selection.gather(1, chosen.unsqueeze(1)).squeeze(1), selection, chosen, rms)
+    return RefineResult(
+        problem.camera(best), problem.structure(best), best[:, problem.k1 : problem.m],
+        selection.gather(1, chosen.unsqueeze(1)).squeeze(1), selection, chosen, rms,
+    )

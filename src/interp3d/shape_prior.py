@@ -5,6 +5,9 @@ The shape part is a Gaussian over the *relative* deformation coefficients
 either from the category's synthetic sampling ranges (a uniform box's mean and variance) or from
 real shapes: 3D keypoints of real objects fitted with the category's basis
 (:func:`interp3d.shape_fit.fit_shape`), see :func:`interp3d.data.lifting.real_shape_bank`.
+A prior from real shapes can also carry **residual bases**: the principal components of what the
+category basis cannot express in those shapes (after each shape's basis fit, at unit scale), with
+their standard deviations, so refinement can add that detail where the 2D keypoints support it.
 The camera part is a Gaussian over ``log(f / alpha_1)`` (how strong the perspective is) and over
 the elevation, both from the sampling ranges: 2D keypoints alone pin them down only weakly.
 
@@ -14,7 +17,7 @@ A prior is plain data (``to_dict``/``from_dict``) and travels in exported model 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,6 +38,8 @@ class ShapePrior:
     log_focal_ratio: tuple[float, float]  # mean, sd of log(f / alpha_1)
     elevation: tuple[float, float]  # mean, sd in radians
     source: str = "ranges"
+    residual_bases: np.ndarray | None = None  # (R, N, 3) orthonormal directions, unit-scale model frame
+    residual_sd: np.ndarray | None = None  # (R,)
 
     def __post_init__(self):
         k1 = get_category(self.category).num_bases - 1
@@ -45,6 +50,19 @@ class ShapePrior:
             raise ValueError(f"{self.category}: shape prior has non-finite values")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "covariance", cov)
+        if (self.residual_bases is None) != (self.residual_sd is None):
+            raise ValueError(f"{self.category}: residual bases and their standard deviations come together")
+        if self.residual_bases is not None:
+            n = get_category(self.category).num_keypoints
+            bases, sd = np.asarray(self.residual_bases, np.float64), np.asarray(self.residual_sd, np.float64)
+            if bases.ndim != 3 or bases.shape[1:] != (n, 3) or sd.shape != (bases.shape[0],) or not (sd > 0).all():
+                raise ValueError(f"{self.category}: residual bases must be (R, {n}, 3) with R positive standard deviations")
+            object.__setattr__(self, "residual_bases", bases)
+            object.__setattr__(self, "residual_sd", sd)
+
+    @property
+    def num_residual(self) -> int:
+        return 0 if self.residual_bases is None else int(self.residual_bases.shape[0])
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -78,6 +96,20 @@ class ShapePrior:
         focal, elevation = _camera_moments(category)
         return cls(category.name, mean, cov, focal, elevation, source)
 
+    def with_residuals(self, residuals: np.ndarray, components: int, weights: np.ndarray | None = None) -> "ShapePrior":
+        """This prior plus the first ``components`` principal directions of ``residuals (M, N, 3)``
+        (real shapes minus their basis fits, unit scale; rows with NaN are skipped)."""
+        res = np.asarray(residuals, np.float64)
+        ok = np.isfinite(res).all(axis=(1, 2))
+        if components <= 0 or ok.sum() <= components:
+            return self
+        w = np.ones(len(res)) if weights is None else np.asarray(weights, np.float64)
+        w = w[ok] / w[ok].sum()
+        flat = res[ok].reshape(ok.sum(), -1) * np.sqrt(w)[:, None]  # weighted second moment (residuals have ~0 mean)
+        _, sv, vt = np.linalg.svd(flat, full_matrices=False)
+        n = res.shape[1]
+        return replace(self, residual_bases=vt[:components].reshape(components, n, 3), residual_sd=np.maximum(sv[:components], 1e-4), source=self.source + f" + {components} residual bases")
+
     # -- use -----------------------------------------------------------------------------------
     def whitening(self, dtype=torch.float64, device=None) -> tuple[Tensor, Tensor]:
         """(mean (K-1,), W (K-1, K-1)) with ``|W (a - mean)|^2`` the Mahalanobis distance."""
@@ -103,6 +135,7 @@ class ShapePrior:
             "log_focal_ratio": list(self.log_focal_ratio),
             "elevation": list(self.elevation),
             "source": self.source,
+            **({} if self.residual_bases is None else {"residual_bases": self.residual_bases.round(6).tolist(), "residual_sd": self.residual_sd.tolist()}),
         }
 
     @classmethod
@@ -111,6 +144,8 @@ class ShapePrior:
             return cls(
                 str(data["category"]), np.asarray(data["mean"], np.float64), np.asarray(data["covariance"], np.float64),
                 tuple(map(float, data["log_focal_ratio"])), tuple(map(float, data["elevation"])), str(data.get("source", "")),
+                None if "residual_bases" not in data else np.asarray(data["residual_bases"], np.float64),
+                None if "residual_sd" not in data else np.asarray(data["residual_sd"], np.float64),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a shape prior ({exc}): {data!r}"[:300]) from exc

@@ -55,8 +55,15 @@ class RealShapeBank:
     def __len__(self) -> int:
         return len(self.names)
 
-    def prior(self, source: str = "real shapes") -> ShapePrior:
-        return ShapePrior.from_relative_alpha(self.category, self.relative_alpha, self.weights, source=source)
+    def prior(self, source: str = "real shapes", residual_components: int = 6) -> ShapePrior:
+        """Gaussian over the shapes' fitted coefficients plus ``residual_components`` residual bases."""
+        prior = ShapePrior.from_relative_alpha(self.category, self.relative_alpha, self.weights, source=source)
+        return prior.with_residuals(self.residuals(), residual_components, self.weights)
+
+    def residuals(self) -> np.ndarray:
+        """(M, N, 3) real keypoints minus their basis fits, unit scale (NaN where a shape lacks a keypoint)."""
+        coefficients = np.concatenate((np.ones((len(self), 1)), self.relative_alpha), axis=1)
+        return self.keypoints - np.einsum("mk,knd->mnd", coefficients, self.category.bases_array)
 
     @classmethod
     def concat(cls, banks: list["RealShapeBank"], shares: list[float]) -> "RealShapeBank":
@@ -102,10 +109,11 @@ class LiftingOptions:
     real_fraction: float = 0.7  # share of samples whose 3D keypoints come from the real-shape bank
     elevation_deg: tuple[float, float] | None = (-10.0, 45.0)  # None: the category's range
     shape_jitter: float = 0.05  # sd of the anisotropic scale jitter of real shapes
-    roll_deg: float = 4.0  # sd of an in-plane rotation of the 2D input (cameras are not level)
+    roll_deg: float = 6.0  # sd of an in-plane rotation of the 2D input (cameras are not level)
     self_occlusion: bool = True
-    truncation: float = 0.15  # probability that an image border cuts the object
-    dropout: float = 0.12  # probability that a remaining keypoint is missed
+    limb_radius: tuple[float, float] = (0.0, 0.15)  # per-sample range of the legs' and bars' image radius (fraction of the 2D RMS radius)
+    truncation: float = 0.2  # probability that an image border cuts the object
+    dropout: float = 0.15  # mean probability that a remaining keypoint is missed (per sample uniform in [0, 2 dropout])
     noise: float = 0.03  # sd of 2D noise as a fraction of the object's 2D RMS radius
     outliers: float = 0.03  # probability that a kept keypoint is replaced by a wrong location
     soft_confidence: float = 0.5  # share of samples whose kept keypoints get confidences in (0.3, 1]
@@ -140,6 +148,7 @@ class LiftingSampler:
         self._bank_rel = None if bank is None else torch.as_tensor(bank.relative_alpha, dtype=torch.float64)
         self._bank_w = None if bank is None else torch.as_tensor(bank.weights, dtype=torch.float64)
         self._triangles = torch.as_tensor(self.category.surface_triangles)
+        self._edges = torch.as_tensor(self.category.edges, dtype=torch.long).reshape(-1, 2)
 
     def sample(self, n: int, generator: torch.Generator) -> LiftingBatch:
         o, cat = self.options, self.category
@@ -169,6 +178,11 @@ class LiftingSampler:
         if o.self_occlusion and self._triangles.numel():
             visible &= ~geometry.self_occlusion(points_cam, params.focal, self._triangles)
         centre, radius = keypoint_radius(keypoints, torch.ones(n, cat.num_keypoints, dtype=torch.float64))
+        if o.limb_radius[1] > 0 and cat.edges:
+            lo, hi = o.limb_radius
+            limb = radius * (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64))
+            size3d = params.alpha[:, 0]  # object scale: the depth margin keeps a keypoint from hiding behind its own neighbourhood
+            visible &= ~geometry.limb_occlusion(points_cam, keypoints, self._edges, limb, 0.05 * size3d)
         if o.truncation > 0:
             cut = torch.rand(n, generator=generator, dtype=torch.float64) < o.truncation
             side = torch.randint(0, 4, (n,), generator=generator)
@@ -181,7 +195,8 @@ class LiftingSampler:
             outside = (coord - border.unsqueeze(1)) * sign.unsqueeze(1) > 0
             visible &= ~(outside & cut.unsqueeze(1))
         if o.dropout > 0:
-            visible &= torch.rand(visible.shape, generator=generator, dtype=torch.float64) >= o.dropout
+            rate = 2 * o.dropout * torch.rand(n, 1, generator=generator, dtype=torch.float64)
+            visible &= torch.rand(visible.shape, generator=generator, dtype=torch.float64) >= rate
         # at least min_visible keypoints: restore the nearest-to-camera hidden ones where too few remain
         short = visible.sum(1) < o.min_visible
         if bool(short.any()):

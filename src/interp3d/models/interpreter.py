@@ -153,18 +153,23 @@ class Interpreter(nn.Module):
         init = self.hypotheses_of(lifted).to(dtype=torch.float64, device="cpu")
         result = refine(self.category, keypoints.detach().double().cpu(), weights.detach().double().cpu(), init, prior, options)
         device = lifted.structure.device
-        return self.project(result.params.to(dtype=torch.float32, device=device)), result
+        return self.project(result.params.to(dtype=torch.float32, device=device), structure=result.structure.float().to(device)), result
 
     def decode(self, normalised: Tensor) -> Lifted:
         """Decode the lifter's normalised parameter vectors ``(B, P)`` and project them."""
         params = self.codec.decode(self.codec.denormalise(normalised.float()))
         return self.project(params, normalised)
 
-    def project(self, params: ShapeCamera, normalised: Tensor | None = None) -> Lifted:
-        """Project structure-and-camera parameters (the projection layer)."""
-        structure, points_cam, plane = geometry.project_structure(
-            params.alpha, params.rotation(), params.translation, params.focal, self.bases.to(params.alpha), self.category.plane_size
-        )
+    def project(self, params: ShapeCamera, normalised: Tensor | None = None, structure: Tensor | None = None) -> Lifted:
+        """Project structure-and-camera parameters (the projection layer); ``structure`` replaces the
+        basis structure of ``params`` (e.g. a refinement's, with residual detail)."""
+        if structure is None:
+            structure, points_cam, plane = geometry.project_structure(
+                params.alpha, params.rotation(), params.translation, params.focal, self.bases.to(params.alpha), self.category.plane_size
+            )
+        else:
+            points_cam = geometry.to_camera_frame(structure, params.rotation(), params.translation)
+            plane = geometry.perspective_project(points_cam, params.focal, self.category.plane_size)
         keypoints = geometry.rescale_points(plane, self.category.plane_size, self.heatmap_size)
         if normalised is None:
             normalised = self.codec.normalise(self.codec.encode(params))

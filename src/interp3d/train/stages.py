@@ -23,7 +23,7 @@ from ..data.synthetic import SyntheticSkeletonDataset
 from ..data.world import WorldDataset
 from ..evaluation.metrics import angle_error, average_recall, pck, structure_error
 from ..heatmaps import heatmap_peaks, render_heatmaps
-from ..data.lifting import LiftingOptions, LiftingSampler, bank_from_folder
+from ..data.lifting import LiftingSampler, bank_from_folder
 from ..models import HourglassNet, KeypointLifter, Lifter
 from ..models.serialization import keypoint_lifter_options
 from ..shape_model import Category, get_category
@@ -286,7 +286,8 @@ def finetune(
     cfg: Config, category: Category | str, world_root: str | Path, hourglass_ckpt: str | Path, lifter_ckpt: str | Path, out_dir: str | Path,
     *, resume: bool = True, progress: bool = True, on_epoch_end=None,
 ) -> StageResult:
-    """Whole interpreter on 2D-annotated images with L_kp (the baseline); validation re-projection PCK."""
+    """Whole interpreter on 2D-annotated images with L_kp (the baseline); validation re-projection PCK.
+    ``lifter_ckpt`` is a pretrain-3d checkpoint, or pretrain-lift with ``model.lifter=keypoints``."""
     category = get_category(category)
     device = resolve_device(cfg.train.device)
     ctx = init_distributed(device)
@@ -296,7 +297,8 @@ def finetune(
     model_cfg = asdict(cfg.model)
     net = build_interpreter(category, model_cfg, hm)
     net.hourglass.load_state_dict(load_checkpoint(hourglass_ckpt, kind="pretrain_2d")["model"])
-    net.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_3d")["model"])
+    # model.lifter = keypoints fine-tunes a pretrain-lift checkpoint, the heatmap lifter a pretrain-3d one
+    net.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_lift" if net.lifts_keypoints else "pretrain_3d")["model"])
     mf = _memory_format(cfg)
     net = net.to(device, memory_format=mf)
     freeze = cfg.train.finetune_freeze_hourglass
