@@ -22,7 +22,7 @@ import torch
 from interp3d.config import preset
 from interp3d.io_utils import load_checkpoint
 from interp3d.models.serialization import build_interpreter, export_interpreter, load_interpreter, pretrained_models
-from interp3d.train.stages import pretrain_lift
+from interp3d.train.stages import lifting_data, pretrain_lift
 
 OVERRIDES = ["model.lifter=keypoints", "model.keypoint_lifter_width=1024", "model.lifter_hypotheses=4", "lift.epochs=60", "lift.steps_per_epoch=250"]
 
@@ -57,7 +57,8 @@ def main() -> None:
             "real_shapes": "KeypointNet chairs (training split, 4/5) + PASCAL3D+ CAD chairs" if args.real_shapes else "category ranges only",
             "validation": state["metrics"], "git": json.loads((args.out / "run.json").read_text()).get("git"),
         },
-        "shape_prior": state["shape_prior"],
+        # recomputed (deterministic) so that an older run's checkpoint gets today's prior (residual bases)
+        "shape_prior": lifting_data(cfg, args.category)[2].to_dict(),
         "refine_default": True,
     })
     if args.benchmark and args.benchmark.is_file():

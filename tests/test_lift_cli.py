@@ -34,7 +34,7 @@ def _json_file(path, kp, extra_rows=()):
 
 def test_lift_json_with_bad_rows(tmp_path, keypoints):
     kp, _ = keypoints
-    bad = [{"id": "short", "keypoints": [[1, 2]] * 8}, {"id": "few", "keypoints": [[1.0, 2.0], [3.0, 9.0], [5.0, 1.0]] + [None] * 7}]
+    bad = [{"id": "short", "keypoints": [[1, 2]] * 8}, {"id": "few", "keypoints": [[1.0, 2.0], [3.0, 9.0]] + [None] * 8}]
     f = _json_file(tmp_path / "kp.json", kp, bad)
     result = CliRunner().invoke(app, ["lift", str(f), "--out", str(tmp_path / "out"), "--figures", "1"])
     assert result.exit_code == 1, result.output

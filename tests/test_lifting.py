@@ -54,11 +54,14 @@ def test_self_occlusion_single_triangle_analytic():
     assert hidden.tolist() == [False, False, False, True, False, False]
 
 
-def test_refine_jacobian_matches_autodiff():
+@pytest.mark.parametrize("residuals", [0, 3])
+def test_refine_jacobian_matches_autodiff(residuals):
     prior = ShapePrior.from_ranges(CHAIR)
+    if residuals:
+        prior = prior.with_residuals(np.random.default_rng(1).normal(size=(50, 10, 3)), residuals)
     problem = _Problem(CHAIR, prior, RefineOptions(), torch.float64, "cpu")
     g = torch.Generator().manual_seed(0)
-    x = torch.cat((torch.rand(6, 4, generator=g), torch.full((6, 1), math.log(40.0)), torch.rand(6, 2, generator=g) * 3, torch.randn(6, 2, generator=g) * 20, torch.full((6, 1), math.log(250.0))), 1).double()
+    x = torch.cat((torch.rand(6, 4 + residuals, generator=g), torch.full((6, 1), math.log(40.0)), torch.rand(6, 2, generator=g) * 3, torch.randn(6, 2, generator=g) * 20, torch.full((6, 1), math.log(250.0)), torch.randn(6, 1, generator=g) * 0.2), 1).double()
     obs = (torch.randn(6, 10, 2, generator=g) * 50 + 160).double()
     sw, sigma = torch.rand(6, 10, generator=g).double(), torch.full((6,), 5.0, dtype=torch.float64)
     jac, res = problem.linearise(x, obs, sw, sigma)
@@ -152,12 +155,12 @@ def test_lifting_sampler_visibility_and_targets():
 def test_check_keypoints_reports_bad_rows():
     good = SkeletonSampler("chair").sample(1, torch.Generator().manual_seed(5)).keypoints[0].numpy()
     rows = np.stack([good, good, good, good, good])
-    rows[1, :7] = np.nan  # 3 visible
+    rows[1, :8] = np.nan  # 2 visible
     rows[2, 0, 0] = np.inf
     rows[3] = 5.0  # all identical
     xy, w, problems = check_keypoints(rows, CHAIR)
     assert [r for r, _ in problems] == [1, 2, 3]
-    assert "3 visible" in problems[0][1] and "inf" in problems[1][1] and "same position" in problems[2][1]
+    assert "2 visible" in problems[0][1] and "inf" in problems[1][1] and "same position" in problems[2][1]
     with pytest.raises(InputError, match="10 keypoints"):
         check_keypoints(rows[:, :8], CHAIR)
     _, _, problems = check_keypoints(rows[:1], CHAIR, confidence=np.full((1, 10), 1.5))

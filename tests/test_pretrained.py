@@ -58,9 +58,10 @@ def test_shipped_chair_model_lifts_keypoints_with_self_occlusion():
         predictor.refine = refine
         preds = predictor.lift(image_xy)
         errors[refine] = np.degrees(angle_error(np.radians([p.azimuth_deg for p in preds]), batch.azimuth.double().numpy()))
-    # measured when shipped: median 2.7 deg (module) and 0.9 deg (refined); a broken lifter is far off
-    assert np.median(errors[False]) < 8.0
-    assert np.median(errors[True]) < 3.0
+    # measured when shipped: median 3.6 deg (module) and 3.1 deg (refined; the real-shape prior pulls
+    # these basis shapes a little); a broken lifter or a wrong frame is tens of degrees off
+    assert np.median(errors[False]) < 6.0
+    assert np.median(errors[True]) < 4.5
     assert np.mean(errors[True] < 15) > 0.9
     # the re-projection of a refined fit lands on the input keypoints (image px)
     reproj = np.stack([p.reprojected_2d for p in preds])

@@ -43,6 +43,7 @@ __all__ = [
     "rescale_points",
     "self_occlusion",
     "limb_occlusion",
+    "roll_camera",
 ]
 
 
@@ -158,6 +159,14 @@ def to_camera_frame(points: Tensor, rotation: Tensor, translation: Tensor) -> Te
     _check_last_dim(translation, 2, "translation")
     t3 = torch.cat((translation, torch.zeros_like(translation[..., :1])), dim=-1)
     return points @ rotation.transpose(-1, -2) + t3.unsqueeze(-2)
+
+
+def roll_camera(points_cam: Tensor, roll: Tensor) -> Tensor:
+    """Camera-frame points ``(..., N, 3)`` after the camera rolls by ``roll (...)`` rad about its optical
+    axis: ``Rz(roll) X``. Their projection is the image rotated about the plane centre by ``roll``."""
+    c, s = torch.cos(roll).unsqueeze(-1), torch.sin(roll).unsqueeze(-1)
+    x, y = points_cam[..., 0], points_cam[..., 1]
+    return torch.stack((c * x - s * y, s * x + c * y, points_cam[..., 2]), dim=-1)
 
 
 def perspective_project(points_cam: Tensor, focal: Tensor, plane_size: float) -> Tensor:

@@ -34,9 +34,9 @@ from .shape_prior import ShapePrior
 
 __all__ = ["Predictor", "Prediction", "InputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_rgb", "check_keypoints", "MIN_VISIBLE_KEYPOINTS"]
 
-# The camera has 6 unknowns (azimuth, elevation, scale, 2D position, focal length) and the shape a few
-# more; with the shape prior, 4 points (8 numbers) fix a pose, fewer do not.
-MIN_VISIBLE_KEYPOINTS = 4
+# The pose has 5 unknowns that perspective barely couples to the rest (azimuth, elevation, scale,
+# 2D position); with the shape and perspective priors 3 points (6 numbers) fix them, 2 do not.
+MIN_VISIBLE_KEYPOINTS = 3
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -100,6 +100,17 @@ def load_rgb(path: str | Path) -> np.ndarray:
     if min(rgb.shape[:2]) < MIN_SIDE:
         raise InputError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]} px; at least {MIN_SIDE} px a side is needed")
     return rgb
+
+
+def _camera_rotation(lifted) -> torch.Tensor:
+    """(B, 3, 3) object-to-camera rotation, a refined fit's camera roll included: Rz(roll) R."""
+    rot = lifted.params.rotation().float().cpu()
+    if lifted.roll is None:
+        return rot
+    c, s = torch.cos(lifted.roll.float().cpu()), torch.sin(lifted.roll.float().cpu())
+    z, o = torch.zeros_like(c), torch.ones_like(c)
+    rz = torch.stack((c, -s, z, s, c, z, z, z, o), dim=-1).reshape(-1, 3, 3)
+    return rz @ rot
 
 
 def _to_cpu(lifted):
@@ -242,7 +253,7 @@ class Predictor:
                 out, refined = self.refine_lifted(out, kp_plane, weights)
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()
-        rot = out.params.rotation().cpu()
+        rot = _camera_rotation(out)
         preds = []
         for i, affine in enumerate(affines):
             def to_image(xy):
@@ -308,7 +319,7 @@ class Predictor:
                 if self.refine:
                     lifted, result = self.refine_lifted(lifted, kp, w)
             az, el = lifted.params.view()
-            rot = lifted.params.rotation()
+            rot = _camera_rotation(lifted)
             for j in range(kp.shape[0]):
                 i = start + j
                 inv = 1.0 / float(to_plane[i])
@@ -317,6 +328,7 @@ class Predictor:
                 if result is not None:
                     extra["reprojection_rms_px"] = float(result.reprojection_rms[j]) * inv
                     extra["refine_cost"] = float(result.cost[j])
+                    extra["roll_deg"] = float(math.degrees(result.roll[j]))
                 preds.append(
                     Prediction(
                         source=sources[i], category=cat.name, keypoint_names=list(cat.keypoint_names),

@@ -31,6 +31,7 @@ class Lifted:
     keypoints: Tensor  # (B, N, 2) heatmap px
     hypotheses: Tensor | None = None  # (B, H, P) normalised, keypoint lifter only
     scores: Tensor | None = None  # (B, H) logits of the hypotheses
+    roll: Tensor | None = None  # (B,) in-plane camera roll of a refined fit (the network predicts none)
 
 
 @dataclass
@@ -153,17 +154,23 @@ class Interpreter(nn.Module):
         init = self.hypotheses_of(lifted).to(dtype=torch.float64, device="cpu")
         result = refine(self.category, keypoints.detach().double().cpu(), weights.detach().double().cpu(), init, prior, options)
         device = lifted.structure.device
-        return self.project(result.params.to(dtype=torch.float32, device=device), structure=result.structure.float().to(device)), result
+        params = result.params.to(dtype=torch.float32, device=device)
+        return self.project(params, structure=result.structure.float().to(device), roll=result.roll.float().to(device)), result
 
     def decode(self, normalised: Tensor) -> Lifted:
         """Decode the lifter's normalised parameter vectors ``(B, P)`` and project them."""
         params = self.codec.decode(self.codec.denormalise(normalised.float()))
         return self.project(params, normalised)
 
-    def project(self, params: ShapeCamera, normalised: Tensor | None = None, structure: Tensor | None = None) -> Lifted:
+    def project(self, params: ShapeCamera, normalised: Tensor | None = None, structure: Tensor | None = None, roll: Tensor | None = None) -> Lifted:
         """Project structure-and-camera parameters (the projection layer); ``structure`` replaces the
-        basis structure of ``params`` (e.g. a refinement's, with residual detail)."""
-        if structure is None:
+        basis structure of ``params`` (e.g. a refinement's, with residual detail), ``roll`` adds an
+        in-plane camera roll (:func:`geometry.roll_camera`)."""
+        if roll is not None:
+            structure = structure if structure is not None else geometry.structure_from_alpha(params.alpha, self.bases.to(params.alpha))
+            points_cam = geometry.roll_camera(geometry.to_camera_frame(structure, params.rotation(), params.translation), roll)
+            plane = geometry.perspective_project(points_cam, params.focal, self.category.plane_size)
+        elif structure is None:
             structure, points_cam, plane = geometry.project_structure(
                 params.alpha, params.rotation(), params.translation, params.focal, self.bases.to(params.alpha), self.category.plane_size
             )
@@ -173,7 +180,7 @@ class Interpreter(nn.Module):
         keypoints = geometry.rescale_points(plane, self.category.plane_size, self.heatmap_size)
         if normalised is None:
             normalised = self.codec.normalise(self.codec.encode(params))
-        return Lifted(normalised, params, structure, points_cam, plane, keypoints)
+        return Lifted(normalised, params, structure, points_cam, plane, keypoints, roll=roll)
 
     def forward(self, images: Tensor) -> InterpreterOutput:
         all_heatmaps = self.hourglass(images)

@@ -222,9 +222,13 @@ def lifting_data(cfg: Config, category: Category | str) -> tuple[LiftingSampler,
     if cfg.lift.real_shapes:
         bank = bank_from_folder(cfg.lift.real_shapes, category, "train")
         val_bank = bank_from_folder(cfg.lift.real_shapes, category, "test", shares={"keypointnet": 1.0, "pascal3d": 0.0}) if bank is not None else None
-    prior = bank.prior(f"real shapes under {cfg.lift.real_shapes}") if bank is not None else ShapePrior.from_ranges(category)
+    prior = bank.prior("real shapes: " + " + ".join(sorted(set(_source_of(n) for n in bank.names)))) if bank is not None else ShapePrior.from_ranges(category)
     val_options = replace(options, real_fraction=1.0) if val_bank is not None else options
     return LiftingSampler(category, bank, options), LiftingSampler(category, val_bank or bank, val_options), prior
+
+
+def _source_of(name: str) -> str:
+    return "PASCAL3D+ CAD" if name.rstrip("0123456789") in ("chair", "sofa", "diningtable") else "KeypointNet (train split)"
 
 
 def lifting_metrics(category: Category, codec, hypotheses: Tensor, scores: Tensor, structure: Tensor, azimuth: Tensor) -> dict[str, float]:
