@@ -9,15 +9,17 @@ Proxy data (nothing here trained on it unless said):
   random misses, 4 % detector noise and 2 % outliers.
 * ``pascal3d_cad``: the 10 PASCAL3D+ CAD chairs the same way (they are in the training bank: a check
   of fit, not of generalisation).
-* ``test3d``: the rendered IKEA-like test world's exact 2D keypoints and renderer visibility (if a
-  rendered ``test3d`` folder is given with ``--test3d``).
+* ``rendered_world`` (``--test3d FOLDER``): a rendered world's exact 2D keypoints and the renderer's
+  visibility (depth test against the real meshes, occluders). The README's figures use
+  ``world render -k test3d --real-shapes ../shared/data/pascal3d_cad --n 300 --seed 77``: the
+  PASCAL3D+ CAD chairs' own meshes hide the keypoints, as in photographs.
 
 Predictors: the mean chair seen from the front (trivial); the classic fit (3D-INN basis, weak
 perspective, 24 starts, scipy least squares, robust loss, L2 prior on the coefficients);
 the shipped model's 2D-to-3D module alone (``Predictor.lift`` with refinement off); the module plus
 batched refinement (the default); refinement alone from an azimuth grid (no network).
 
-    python benchmarks/lifting.py [--data ../shared/data] [--n 600] [--model chair] [--test3d runs/.../test3d]
+    python benchmarks/lifting.py [--data ../shared/data] [--n 800] [--classic 200] [--model chair] [--test3d runs/world/p3d_test3d]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from interp3d import geometry
 from interp3d.data.lifting import LiftingOptions, LiftingSampler, load_real_shapes, real_shape_bank
 from interp3d.evaluation.metrics import angle_error, average_recall, structure_error
 from interp3d.inference import Predictor
-from interp3d.io_utils import atomic_write_json
+from interp3d.io_utils import atomic_write_json, atomic_write_text
 from interp3d.params import ShapeCamera
 from interp3d.refine import RefineOptions, refine
 from interp3d.shape_model import get_category
@@ -182,11 +184,37 @@ def speed(predictor, category, data: Path, n: int = 4000) -> dict:
     }
 
 
+def markdown(out: dict) -> str:
+    """The results as Markdown tables: one per data set, methods by rows, visible-count buckets by columns."""
+    lines = []
+    for name, block in out.items():
+        if not isinstance(block, dict) or "results" not in block:
+            continue
+        rows = block["results"]
+        buckets = [b for b in next(iter(rows.values()))]
+        lines += [f"### {name}", "", "structure AR / azimuth AR / median azimuth error (deg); n per column from the first row", ""]
+        first = next(iter(rows.values()))
+        lines.append("| method | " + " | ".join(f"{b} (n={first[b]['n']})" for b in buckets) + " |")
+        lines.append("|---" * (len(buckets) + 1) + "|")
+        for method, r in rows.items():
+            cells = [f"{r[b]['structure_ar']:.1f} / {r[b]['azimuth_ar']:.1f} / {r[b]['azimuth_median_deg']:.1f}" if b in r else "-" for b in buckets]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    sp = out.get("speed")
+    if sp:
+        lines += [
+            "### speed (2 CPU threads, one run)", "",
+            f"batched refinement {sp['refinement_objects_per_s']:.0f} objects/s, whole Predictor.lift {sp['lift_with_refinement_objects_per_s']:.0f} objects/s, "
+            f"per-object scipy classic fit {sp['scipy_classic_fit_objects_per_s']:.1f} objects/s: refinement / scipy = {sp['refinement_over_scipy']:.0f}x", "",
+        ]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
     parser.add_argument("--model", default="chair")
-    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--n", type=int, default=800)
     parser.add_argument("--classic", type=int, default=200, help="objects per set for the (slow) classic fit")
     parser.add_argument("--test3d", type=Path, help="a rendered test3d world folder to add")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "lifting.json")
@@ -209,11 +237,12 @@ def main(argv=None) -> int:
         kp = a["keypoints"].astype(np.float64)
         vis = a["visible"].astype(bool)
         ok = vis.sum(1) >= 4
-        out["test3d"] = evaluate_set("test3d (renderer visibility)", np.where(vis[ok, :, None], kp[ok], np.nan), vis[ok].astype(np.float64), a["structure"][ok].astype(np.float64), a["azimuth"][ok].astype(np.float64), predictor, category, args.classic)
+        out["rendered_world"] = evaluate_set(f"rendered world {args.test3d.name} (renderer visibility)", np.where(vis[ok, :, None], kp[ok], np.nan), vis[ok].astype(np.float64), a["structure"][ok].astype(np.float64), a["azimuth"][ok].astype(np.float64), predictor, category, args.classic)
     out["speed"] = speed(predictor, category, args.data)
     print("\nspeed:", json.dumps(out["speed"]))
     atomic_write_json(args.out, out)
-    print(f"written {args.out}")
+    atomic_write_text(args.out.with_suffix(".md"), markdown(out))
+    print(f"written {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

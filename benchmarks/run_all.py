@@ -18,6 +18,7 @@ import json
 import math
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -382,6 +383,20 @@ def bench_loading(device, quick: bool) -> dict:
     return out
 
 
+def bench_lifting(device, quick: bool) -> dict:
+    """Batched test-time refinement and Predictor.lift vs the per-object scipy fit (benchmarks/lifting.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import lifting
+
+    from interp3d.inference import Predictor
+    from interp3d.shape_model import get_category
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not data.is_dir():
+        return {"skipped": f"{data} not found (real shapes for the proxy keypoints)"}
+    return lifting.speed(Predictor.load("chair", device), get_category("chair"), data, n=1000 if quick else 4000)
+
+
 def bench_memory(device) -> dict:
     """Measured in a fresh process so that earlier benchmarks do not mask the peak."""
     import subprocess
@@ -426,14 +441,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference exports loading memory (merged into the existing results)")
+    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference exports loading lifting memory (merged into the existing results)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     previous = RESULTS / f"benchmarks{suffix}.json"
     results = json.loads(previous.read_text()) if args.only and previous.is_file() else {}
     results |= {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}}
-    wanted = args.only or ["synthetic", "renderer", "training", "inference", "exports", "loading", "memory"]
+    wanted = args.only or ["synthetic", "renderer", "training", "inference", "exports", "loading", "lifting", "memory"]
     for name in wanted:
         start = time.perf_counter()
         if name == "synthetic":
@@ -448,6 +463,8 @@ def main(argv=None) -> int:
             results[name] = bench_exports(device, args.quick)
         elif name == "loading":
             results[name] = bench_loading(device, args.quick)
+        elif name == "lifting":
+            results[name] = bench_lifting(device, args.quick)
         elif name == "memory":
             results[name] = bench_memory(device)
         print(f"{name}: {time.perf_counter() - start:.0f}s", flush=True)

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--export", action="store_true", help="write the package's pretrained file with the new lifter")
     parser.add_argument("--base", default=None, help="model whose hourglass to keep (default: the shipped model of the category)")
     parser.add_argument("--benchmark", type=Path, help="benchmarks/lifting.py result to record in the header")
+    parser.add_argument("--test3d", type=Path, help="rendered test3d world: record the exported model's image metrics (refinement off and on)")
     args = parser.parse_args()
     overrides = OVERRIDES + ([f"lift.real_shapes={args.real_shapes.resolve()}"] if args.real_shapes else [])
     cfg = preset("cpu-small").override(overrides)
@@ -68,6 +69,17 @@ def main() -> None:
     target = pretrained_models().get(f"{args.category}-cpu-small") or Path(__file__).resolve().parents[1] / "src" / "interp3d" / "pretrained" / f"{args.category}-cpu-small.safetensors"
     with torch.no_grad():
         export_interpreter(model, target, half=True, info=info)
+    if args.test3d:
+        from interp3d.evaluation.evaluate import evaluate_interpreter
+
+        exported = load_interpreter(target)  # as users get it (float16 weights)
+        keys = ("structure", "azimuth", "elevation", "pck_heatmap", "pck_reprojection")
+        info["test3d_metrics"] = dict(info.get("test3d_metrics", {}))
+        for label, refine in (("keypoint_lifter", False), ("keypoint_lifter_refined", True)):
+            metrics = evaluate_interpreter(exported, args.test3d, refine=refine)
+            info["test3d_metrics"][label] = {k: metrics[k] for k in keys}
+        with torch.no_grad():
+            export_interpreter(model, target, half=True, info=info)
     print(f"exported -> {target}")
 
 

@@ -379,6 +379,14 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print the full 
         for label, m in info.get("test3d_metrics", {}).items():
             typer.echo(f"  {label}: structure AR {m['structure']['average_recall']:.1f} %, azimuth AR {m['azimuth']['average_recall']:.1f} % "
                        f"(median {m['azimuth']['median_deg']:.1f} deg) on the rendered test3d world")
+        if mc.get("lifter") == "keypoints":
+            lifter = info.get("lifter", {})
+            typer.echo(f"  2D-to-3D module: keypoint lifter ({mc.get('keypoint_lifter_width')} wide, {mc.get('lifter_hypotheses')} hypotheses; "
+                       f"{lifter.get('real_shapes', '?')}), refinement {'on' if info.get('refine_default') else 'off'} by default")
+        for data, block in info.get("lifting_benchmark", {}).items():
+            best = (block or {}).get("results", {}).get("module + refinement")
+            if best:
+                typer.echo(f"  lifting {data}: structure AR {best['structure_ar']:.1f} %, azimuth AR {best['azimuth_ar']:.1f} % (median {best['azimuth_median_deg']:.1f} deg), module + refinement")
 
 
 @app.command()
