@@ -200,3 +200,19 @@ def test_residual_bases_let_refinement_fit_real_detail():
     # the coefficient is found, shrunk toward the prior's 0 as a posterior mode should be
     coefficient = float(detailed.residual[0, 0]) * float((rich.residual_bases[0] * direction).sum())
     assert 0.2 < coefficient < 0.42
+
+
+def test_anchored_prior_keeps_the_start_shape():
+    """anchor=1 with a tiny spread pins the shape to each start's own (the network's) shape; anchor=0
+    lets the data move it."""
+    b = SkeletonSampler("chair").sample(8, torch.Generator().manual_seed(9), dtype=torch.float64)
+    prior = ShapePrior.from_ranges(CHAIR)
+    start_alpha = prior.mean_alpha(40.0).expand(8, -1).clone()
+    start_alpha[:, 1] += 8.0  # a wrong leg length
+    init = ShapeCamera(start_alpha, b.params.r6, b.params.translation, b.params.focal)
+    w = torch.ones(8, 10, dtype=torch.float64)
+    pinned = refine(CHAIR, b.keypoints, w, init, prior, RefineOptions(anchor=1.0, anchor_scale=1e-4, flips=False))
+    free = refine(CHAIR, b.keypoints, w, init, prior, RefineOptions(anchor=0.0, flips=False))
+    rel = lambda p: p.alpha[:, 1:] / p.alpha[:, :1]
+    torch.testing.assert_close(rel(pinned.params).double(), rel(init), atol=1e-3, rtol=0)
+    assert (rel(free.params).double() - rel(b.params)).abs().mean() < (rel(init) - rel(b.params)).abs().mean()

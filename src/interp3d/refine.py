@@ -57,6 +57,8 @@ class RefineOptions:
     azimuth_grid: int = 0  # extra starts at this many evenly spaced azimuths (prior mean shape)
     damping: float = 1e-3  # initial LM damping (relative to the diagonal)
     precision: str = "float32"  # or "float64": float32 is 2.7x faster on CPU and moves poses by < 0.01 deg (measured)
+    anchor: float = 0.5  # 0..1: move each start's shape-prior mean from the population mean toward its own shape (the network's estimate)
+    anchor_scale: float = 1.0  # the anchored prior's standard deviations, as a multiple of the population's
     roll_sd_deg: float = 0.0  # prior sd (deg) of an in-plane camera roll (photos are not level); 0 = no roll. benchmarks/lifting.py: roll helps structure, costs azimuth
 
 
@@ -123,6 +125,7 @@ class _Problem:
         if self.r:
             whiten[self.k1 :, self.k1 :] = torch.diag(1.0 / torch.as_tensor(prior.residual_sd, dtype=dtype, device=device))
         self.prior_w = whiten * math.sqrt(options.shape_weight)
+        self.start_mean = None  # (S, m) per-start prior means (RefineOptions.anchor)
         self.focal_prior = prior.log_focal_ratio
         self.elevation_prior = prior.elevation
         self.fit_roll = options.roll_sd_deg > 0
@@ -146,7 +149,8 @@ class _Problem:
 
     def prior_residuals(self, x: Tensor) -> Tensor:
         o, m = self.options, self.m
-        shape = (x[..., :m] - self.prior_mean) @ self.prior_w.T
+        mean = self.prior_mean if self.start_mean is None else self.start_mean
+        shape = (x[..., :m] - mean) @ self.prior_w.T
         focal = ((x[..., m + 5] - x[..., m] - self.focal_prior[0]) / self.focal_prior[1]) * math.sqrt(o.focal_weight)
         elevation = ((geometry.wrap_angle(x[..., m + 2]) - self.elevation_prior[0]) / self.elevation_prior[1]) * math.sqrt(o.elevation_weight)
         roll = x[..., m + 6] * self.roll_precision
@@ -299,6 +303,9 @@ def refine(
     _, radius = keypoint_radius(observed, weights)
     sigma = (options.robust_scale * radius.clamp_min(1e-3)).unsqueeze(1).expand(b, h).reshape(-1)
     x = _align_scale_translation(problem, starts.reshape(b * h, d), obs, w)
+    if options.anchor > 0:
+        problem.start_mean = (1 - options.anchor) * problem.prior_mean + options.anchor * torch.cat((x[:, : problem.k1], torch.zeros_like(x[:, problem.k1 : problem.m])), dim=1)
+        problem.prior_w = problem.prior_w / options.anchor_scale
 
     cost, d2 = problem.costs(x, obs, w, sigma)
     lam = torch.full((b * h,), options.damping, dtype=dtype, device=device)
@@ -311,6 +318,8 @@ def refine(
         keep = selection.topk(options.keep_starts, dim=1, largest=False).indices  # (B, k)
         flat = (torch.arange(b, device=device).unsqueeze(1) * h + keep).reshape(-1)
         x, cost, d2, lam, obs, w, sigma = (v[flat] for v in (x, cost, d2, lam, obs, w, sigma))
+        if problem.start_mean is not None:
+            problem.start_mean = problem.start_mean[flat]
         h, starts_index = options.keep_starts, keep
         x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, options.iterations - explore)
         selection = _selection_cost(problem, category, x, cost, w).reshape(b, h)
