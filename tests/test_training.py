@@ -147,3 +147,17 @@ def test_pretrain_lift_resumes_and_chains_into_finetune_and_export(tiny_world, t
     path = export_interpreter(model, tmp_path / "m.safetensors")
     again = load_interpreter(path)
     torch.testing.assert_close(again.lift_keypoints(out.keypoints_plane, torch.ones(2, 10)).params_normalised, model.lift_keypoints(out.keypoints_plane, torch.ones(2, 10)).params_normalised)
+
+
+def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_world, tmp_path):
+    cfg = tiny_config()
+    first = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)
+    state = load_checkpoint(first.out_dir / "last.pt")
+    assert state["complete"] and "optimizer" not in state and state["history"] == first.history
+    again = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)  # nothing left to do
+    assert again.history == first.history and again.best_epoch == first.best_epoch
+    from dataclasses import replace
+
+    longer = replace(cfg, train=replace(cfg.train, pretrain_3d=StageConfig(epochs=3, batch_size=32, lr=1e-3)))
+    extended = pretrain_3d(longer, "chair", tmp_path / "p3d", progress=False)  # a fresh optimizer for the extra epoch
+    assert [h["epoch"] for h in extended.history] == [1, 2, 3]

@@ -134,7 +134,8 @@ def run_stage(
     ``lr_schedule``: ``constant`` or ``cosine`` (per epoch, from ``lr`` to ~0; a function of the
     epoch alone, so a resumed run follows the same schedule).
 
-    Writes ``last.pt`` (full state, for ``resume``) and ``best.pt`` (best ``metric``) in ``out_dir``,
+    Writes ``last.pt`` (full state, for ``resume``; slimmed to weights and history once the last epoch
+    is done, so a finished run folder holds no optimizer state) and ``best.pt`` (best ``metric``) in ``out_dir``,
     TensorBoard scalars in ``out_dir/tb``, ``history.json`` and ``run.json``.
     """
     from tqdm import tqdm
@@ -158,8 +159,11 @@ def run_stage(
     if resume and last.is_file():
         state = load_checkpoint(last, map_location=device, kind=name)
         core.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if "optimizer" in state:
+            optimiser.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+        elif state["epoch"] + 1 < epochs and dist_ctx.is_main:  # a finished run's slim last.pt, extended to more epochs
+            print(f"[{name}] {last} is a finished run without optimizer state; the extra epochs start a fresh optimizer")
         start_epoch, best, best_epoch, history, step = state["epoch"] + 1, state["best"], state["best_epoch"], state["history"], state["step"]
         if dist_ctx.is_main:
             print(f"[{name}] resuming after epoch {state['epoch'] + 1} from {last}")
@@ -231,4 +235,10 @@ def run_stage(
             on_epoch_end(epoch)
     if writer is not None:
         writer.close()
+    if dist_ctx.is_main and start_epoch < epochs and last.is_file():
+        # finished: keep what resuming and reporting need, drop the optimizer state (1-2x the weights)
+        state = load_checkpoint(last, map_location="cpu", kind=name)
+        state.pop("optimizer", None)
+        state.pop("scaler", None)
+        save_checkpoint(last, {**state, "complete": True})
     return StageResult(out_dir, best, best_epoch, history, next((h for h in history if h["epoch"] == best_epoch), {}))
