@@ -118,10 +118,22 @@ def test_videos_share_structure_and_move_smoothly(worlds):
         VideoDataset(worlds["video"], clip_length=9)
 
 
-def test_annotated2d_has_restricted_pose_coverage(worlds):
-    az = WorldDataset(worlds["annotated2d"]).annotations["azimuth"]
+def test_annotated2d_restricted_views_stay_within_the_cut(tmp_path):
+    root = render_world(tmp_path / "cut", "chair", WorldOptions(kind="annotated2d", count=8, annotated_views="restricted", **SMALL), seed=1, progress=False)
+    az = WorldDataset(root).annotations["azimuth"]
     wrapped = np.angle(np.exp(1j * az))
     assert np.abs(wrapped).max() <= math.radians(45) + 1e-6
+
+
+def test_annotated2d_default_views_are_the_keypoint5_views(worlds):
+    from interp3d.data.world import keypoint5_view
+
+    a = WorldDataset(worlds["annotated2d"]).annotations
+    expected = [keypoint5_view("chair", np.random.default_rng([1, 0, i, 5])) for i in range(len(a["azimuth"]))]
+    np.testing.assert_allclose(a["azimuth"], [e[0] for e in expected], atol=1e-5)
+    np.testing.assert_allclose(a["elevation"], [e[1] for e in expected], atol=1e-5)
+    with pytest.raises(ValueError, match="annotated_views"):
+        WorldOptions(kind="annotated2d", annotated_views="sideways")
 
 
 def test_rendering_is_deterministic_and_resumes_after_a_kill(tmp_path):
@@ -184,3 +196,28 @@ def test_real_pascal3d_chairs_render_with_exact_keypoints(shared_data, tmp_path)
     cam = torch.from_numpy(a["structure"]).double() @ params.rotation().transpose(1, 2) + torch.nn.functional.pad(params.translation, (0, 1))[:, None]
     uv = geometry.perspective_project(cam, params.focal, 320).numpy() * 64 / 320
     assert np.allclose(uv, a["keypoints"], atol=1e-3)
+
+
+@pytest.mark.parametrize("category, within45, back", [("chair", 74.7, 4.0), ("sofa", 95.0, 0.2), ("swivelchair", 58.0, 16.0)])
+def test_keypoint5_views_follow_the_measured_distribution(category, within45, back):
+    import math
+
+    from interp3d.data.world import KEYPOINT5_VIEWS, keypoint5_view
+
+    rng = np.random.default_rng(0)
+    views = np.degrees(np.array([keypoint5_view(category, rng) for _ in range(20000)]))
+    away = np.minimum(views[:, 0], 360 - views[:, 0])  # degrees from the front
+    assert 100 * np.mean(away <= 45) == pytest.approx(within45, abs=1.5)
+    assert 100 * np.mean(away > 135) == pytest.approx(back, abs=1.0)
+    assert np.median(views[:, 1]) == pytest.approx(KEYPOINT5_VIEWS[category]["elevation"][1], abs=0.7)
+    assert np.mean(views[:, 0] < 180) == pytest.approx(0.5, abs=0.02)  # symmetric left/right
+
+
+def test_keypoint5_table_views_sit_near_a_side():
+    from interp3d.data.world import keypoint5_view
+
+    rng = np.random.default_rng(1)
+    az = np.degrees([keypoint5_view("table", rng)[0] for _ in range(5000)])
+    to_side = np.abs((az + 45) % 90 - 45)
+    assert to_side.max() <= 45 + 1e-6 and 100 * np.mean(to_side <= 15) == pytest.approx(28.3, abs=2.0)
+    assert np.histogram((az + 45) % 360, bins=4, range=(0, 360))[0].min() > 1000  # every side

@@ -54,6 +54,7 @@ class WorldConfig:
     n_videos: int = 90
     video_length: int = 36
     n_test3d: int = 200
+    annotated_views: str = "keypoint5"  # "keypoint5": the measured views of the real photos; "restricted": |azimuth| <= annotated_azimuth_deg
     annotated_azimuth_deg: float = 45.0
     supersample: int = 2
 
@@ -64,6 +65,7 @@ class WorldConfig:
             count=count,
             image_size=self.image_size,
             video_length=self.video_length,
+            annotated_views=self.annotated_views,
             annotated_azimuth_deg=self.annotated_azimuth_deg,
             supersample=self.supersample,
         )

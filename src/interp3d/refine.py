@@ -69,7 +69,7 @@ class RefineResult:
     residual: Tensor  # (B, R) coefficients of the prior's residual bases (R may be 0)
     roll: Tensor  # (B,) in-plane camera roll, radians (0 with roll_sd_deg = 0)
     cost: Tensor  # (B,) its selection cost
-    costs: Tensor  # (B, H) every start's selection cost
+    costs: Tensor  # (B, H') selection costs of the starts run to the end (H' = keep_starts when starts were pruned)
     chosen: Tensor  # (B,) index of the selected start
     reprojection_rms: Tensor  # (B,) weighted RMS 2D residual of the selected fit, plane px
 

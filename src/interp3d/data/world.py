@@ -2,9 +2,12 @@
 
 Three kinds:
 
-* ``annotated2d`` (Keypoint-5-like): light clutter, *restricted pose coverage* (azimuth within
-  ``annotated_azimuth_deg`` of the front, the lower part of the elevation range): the paper's limited
-  2D-annotated data. Training code uses its images and 2D keypoints.
+* ``annotated2d`` (Keypoint-5-like): light clutter and the *views of the real Keypoint-5 photos*
+  (``annotated_views="keypoint5"``, the default: azimuth and elevation drawn per category from the
+  distribution measured on Keypoint-5's own 2D keypoints, :data:`KEYPOINT5_VIEWS`: mostly front and
+  three-quarter views from 10-30 deg above, a tail of side and a few back views for chairs) or the
+  older hard cut (``"restricted"``: azimuth within ``annotated_azimuth_deg`` of the front, the lower
+  part of the elevation range). Training code uses its images and 2D keypoints.
 * ``video`` (object videos): sequences of J frames along smooth camera orbits with hand-held wobble
   over the full pose range; one object, focal length and scene per video. Training code sees only
   ``videos.json`` (frame paths + category); ``annotations.npz`` is ground truth for evaluation.
@@ -79,7 +82,8 @@ class WorldOptions:
     count: int = 100  # images, or videos for the video kind
     image_size: int = 256
     video_length: int = 36
-    annotated_azimuth_deg: float = 45.0  # annotated2d: |azimuth| <= this (restricted coverage)
+    annotated_views: str = "keypoint5"  # annotated2d: "keypoint5" (measured view distribution) or "restricted" (hard cut below)
+    annotated_azimuth_deg: float = 45.0  # annotated2d, restricted: |azimuth| <= this
     annotated_elevation_fraction: float = 0.5  # annotated2d: lower part of the elevation range
     video_sweep_deg: tuple[float, float] = (60.0, 180.0)  # total azimuth sweep of a video
     chunk: int = 25  # items per committed chunk (resume granularity)
@@ -89,6 +93,8 @@ class WorldOptions:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown world kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.annotated_views not in ("keypoint5", "restricted"):
+            raise ValueError(f"annotated_views must be 'keypoint5' or 'restricted', got {self.annotated_views!r}")
         if self.count <= 0 or self.video_length <= 0 or self.image_size < 16:
             raise ValueError(f"count, video_length must be positive and image_size >= 16, got {self.count}, {self.video_length}, {self.image_size}")
 
@@ -101,6 +107,59 @@ def _scene_options(kind: str):
     if kind == "video":
         return SceneOptions(floor=0.8, distractors=(0, 2), clutter_boxes=(0, 2), occluders=(0, 0), blur=1.0, noise=4.0)
     return SceneOptions(floor=0.8, distractors=(1, 3), clutter_boxes=(1, 3), occluders=(1, 2), blur=1.2, noise=6.0, colour_gain=0.15)
+
+
+# Viewpoints of the real Keypoint-5 photos, estimated from their 2D keypoints (shared reference
+# keypoint5_views.md: weak-perspective fits of 434 chairs, 400 sofas, 45 swivel chairs, 152 tables;
+# 10-20 deg per-instance error). "azimuth_bins": shares (%) of 30-degree bins centred on -150 ... 180
+# (symmetrised here: left/right is the photographer's habit and training mirrors images anyway);
+# "azimuth_bands": shares of |azimuth| bands in deg where only those were measured; "nearest_side":
+# tables, shares of the angle to the nearest side. Elevation quantiles (10 / 50 / 90 %) in deg.
+# Bed has no measurement: it takes the chair's azimuths and the sofa's elevations (both are
+# photographed in rooms from standing height).
+KEYPOINT5_VIEWS: dict[str, dict] = {
+    "chair": {"azimuth_bins": [2.3, 1.4, 3.2, 6.9, 20.3, 25.6, 28.8, 6.7, 1.8, 1.4, 1.2, 0.5], "elevation": (11.0, 19.0, 33.0)},
+    "sofa": {"azimuth_bins": [0, 0, 0, 1.2, 18.0, 53.8, 23.2, 3.0, 0.2, 0.2, 0.2, 0], "elevation": (7.5, 13.0, 25.0)},
+    "swivelchair": {"azimuth_bands": [((0, 45), 58.0), ((45, 90), 15.0), ((90, 135), 11.0), ((135, 180), 16.0)], "elevation": (8.0, 19.0, 41.0)},
+    "table": {"nearest_side": [((0, 15), 28.0), ((15, 30), 30.0), ((30, 45), 41.0)], "elevation": (6.0, 14.0, 30.0)},
+    "bed": {"azimuth_bins": [2.3, 1.4, 3.2, 6.9, 20.3, 25.6, 28.8, 6.7, 1.8, 1.4, 1.2, 0.5], "elevation": (7.5, 13.0, 25.0)},
+}
+
+
+def keypoint5_view(category: Category | str, rng: np.random.Generator) -> tuple[float, float]:
+    """One (azimuth, elevation) in radians from the category's measured Keypoint-5 view distribution."""
+    name = get_category(category).name
+    if name not in KEYPOINT5_VIEWS:
+        raise ValueError(f"no Keypoint-5 view distribution for {name!r}; have {sorted(KEYPOINT5_VIEWS)} (use annotated_views='restricted')")
+    spec = KEYPOINT5_VIEWS[name]
+    if "azimuth_bins" in spec:
+        shares = np.asarray(spec["azimuth_bins"], np.float64)
+        shares = (shares + shares[::-1][np.r_[1:12, 0]]) / 2  # mirror: bin centred on c <-> -c (180 maps to itself)
+        centre = -150.0 + 30.0 * rng.choice(12, p=shares / shares.sum())
+        azimuth = centre + rng.uniform(-15.0, 15.0)
+    else:
+        bands = spec.get("azimuth_bands") or spec["nearest_side"]
+        weights = np.array([w for _, w in bands], np.float64)
+        lo, hi = bands[rng.choice(len(bands), p=weights / weights.sum())][0]
+        azimuth = rng.uniform(lo, hi) * rng.choice((-1.0, 1.0))
+        if "nearest_side" in spec:
+            azimuth += 90.0 * rng.integers(4)
+    q10, q50, q90 = spec["elevation"]
+    # piecewise-linear quantile function through the measured quantiles, tails as wide as the next step
+    u = rng.uniform()
+    knots_u = [0.0, 0.1, 0.5, 0.9, 1.0]
+    knots_v = [max(0.0, q10 - (q50 - q10) / 4), q10, q50, q90, q90 + (q90 - q50) / 4]
+    elevation = float(np.interp(u, knots_u, knots_v))
+    return math.radians(azimuth % 360.0), math.radians(elevation)
+
+
+def _annotated_ranges(category: Category, options: WorldOptions, seed: int, index: int):
+    """Sampling ranges of one annotated2d item: a single Keypoint-5 view, or the restricted box."""
+    if options.annotated_views == "restricted":
+        return _restricted_ranges(category, options)
+    # its own generator, so the rest of the item (shape, scene) is what it was with the other views
+    az, el = keypoint5_view(category, np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 5]))
+    return replace(category.ranges, azimuth=(az, az), elevation=(el, el))
 
 
 def _restricted_ranges(category: Category, options: WorldOptions):
@@ -177,7 +236,7 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
 
     rng = _item_rng(seed, options.kind, index)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    ranges = _restricted_ranges(category, options) if options.kind == "annotated2d" else None
+    ranges = _annotated_ranges(category, options, seed, index) if options.kind == "annotated2d" else None
     base = SkeletonSampler(category, ranges=ranges).sample(1, gen, dtype=torch.float64)
     structure, alpha, mesh = base.structure[0].numpy(), base.params.alpha[0].numpy(), None
     if options.real_shapes:
