@@ -40,9 +40,7 @@ def test_shipped_model_recovers_fresh_rendered_chairs(fresh_chairs):
 
 def test_shipped_chair_model_lifts_keypoints_with_self_occlusion():
     """Known answer: exact projections of fresh basis chairs (every azimuth) with the keypoints the
-    seat and backrest hide removed, at an arbitrary image scale, through Predictor.lift."""
-    import math
-
+    seat, backrest and legs hide removed, at an arbitrary image scale, through Predictor.lift."""
     import torch
 
     from interp3d.data.lifting import LiftingOptions, LiftingSampler
