@@ -25,3 +25,11 @@ def test_bad_category_and_override_give_clear_errors(tmp_path):
     assert result.exit_code == 2 and "unknown category 'stool'" in result.output
     result = runner.invoke(app, ["config", "show", "--set", "synthetic.bogus=1"])
     assert result.exit_code == 2 and "unknown key 'bogus'" in result.output
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "interp3d", "categories"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "swivelchair" in proc.stdout, proc.stderr[-2000:]
