@@ -38,7 +38,7 @@ from scipy.optimize import least_squares
 from interp3d import geometry
 from interp3d.data.lifting import LiftingOptions, LiftingSampler, load_real_shapes, real_shape_bank
 from interp3d.evaluation.metrics import angle_error, average_recall, structure_error
-from interp3d.inference import Predictor
+from interp3d.inference import Predictor, keypoints_to_plane
 from interp3d.io_utils import atomic_write_json, atomic_write_text
 from interp3d.params import ShapeCamera
 from interp3d.refine import RefineOptions, refine
@@ -99,7 +99,7 @@ def _row(s_err, a_err) -> dict:
 def evaluate_set(name, keypoints, weights, structure, azimuth, predictor, category, with_classic: int) -> dict:
     visible_count = (weights > 0).sum(1)
     results, timings = {}, {}
-    mean_shape = np.broadcast_to(predictor.prior.mean_alpha(1.0).numpy() @ category.bases_array.reshape(category.num_bases, -1), (len(keypoints), category.num_keypoints * 3)).reshape(len(keypoints), -1, 3)
+    mean_shape = np.broadcast_to(geometry.structure_from_alpha(predictor.prior.mean_alpha(1.0), category.bases(torch.float64)).numpy(), structure.shape)
     results["mean chair, front"] = summarise(mean_shape, structure, np.zeros(len(keypoints)), azimuth, visible_count)
     for label, refine_on in (("2D-to-3D module", False), ("module + refinement", True)):
         predictor.refine = refine_on
@@ -133,12 +133,9 @@ def evaluate_set(name, keypoints, weights, structure, azimuth, predictor, catego
 
 
 def _to_plane(keypoints, weights, category):
-    xy, w = torch.from_numpy(np.nan_to_num(keypoints)), torch.from_numpy(weights)
-    from interp3d.refine import keypoint_radius
-
-    centre, radius = keypoint_radius(xy, (w > 0).double())
-    plane = (xy - centre.unsqueeze(1)) * (0.25 * category.plane_size / radius).view(-1, 1, 1) + category.plane_size / 2
-    return plane, w
+    """The plane keypoints and weights ``Predictor.lift`` gives the network and the refinement."""
+    w = torch.from_numpy(weights)
+    return keypoints_to_plane(torch.from_numpy(keypoints), w, category)[0], w
 
 
 def _grid_init(n, prior, category, count: int = 8) -> ShapeCamera:

@@ -200,8 +200,6 @@ def test_real_pascal3d_chairs_render_with_exact_keypoints(shared_data, tmp_path)
 
 @pytest.mark.parametrize("category, within45, back", [("chair", 74.7, 4.0), ("sofa", 95.0, 0.2), ("swivelchair", 58.0, 16.0)])
 def test_keypoint5_views_follow_the_measured_distribution(category, within45, back):
-    import math
-
     from interp3d.data.world import KEYPOINT5_VIEWS, keypoint5_view
 
     rng = np.random.default_rng(0)

@@ -492,7 +492,7 @@ def lift(
         _fail(str(exc))
     if records.category is not None and records.category != cat.name:
         _fail(f"{file}: holds {records.category!r} keypoints but the model is a {cat.name} model (use --category / --model)")
-    problems = [(oid, msg) for oid, msg in records.problems]
+    problems = list(records.problems)
     try:
         _, _, row_problems = check_keypoints(records.keypoints, cat, records.visible, records.confidence)
     except InputError as exc:

@@ -44,6 +44,7 @@ __all__ = [
     "self_occlusion",
     "limb_occlusion",
     "roll_camera",
+    "keypoint_radius",
 ]
 
 
@@ -272,6 +273,16 @@ def limb_occlusion(points_cam: Tensor, plane_xy: Tensor, edges: Tensor, radius: 
     incident = torch.zeros(edges.shape[0], n, dtype=torch.bool, device=points_cam.device)
     incident[torch.arange(edges.shape[0], device=points_cam.device).unsqueeze(1), edges] = True
     return (hit & ~incident.T).any(-1)
+
+
+def keypoint_radius(keypoints: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(weighted centroid ``(..., 2)``, weighted RMS radius ``(...)``) of 2D keypoints; weight-0 rows may be NaN."""
+    w = weights.clamp_min(0)
+    xy = torch.nan_to_num(keypoints)
+    total = w.sum(-1).clamp_min(1e-9)
+    centre = (w.unsqueeze(-1) * xy).sum(-2) / total.unsqueeze(-1)
+    radius = torch.sqrt((w * ((xy - centre.unsqueeze(-2)) ** 2).sum(-1)).sum(-1) / total)
+    return centre, radius
 
 
 def _check_last_dim(x: Tensor, size: int, name: str) -> None:

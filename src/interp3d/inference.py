@@ -26,13 +26,13 @@ from PIL import Image, UnidentifiedImageError
 
 from . import geometry
 from .heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
-from .models import Interpreter
+from .models import Interpreter, KeypointLifter
 from .params import ShapeCamera
-from .refine import RefineOptions, keypoint_radius
+from .refine import RefineOptions
 from .shape_model import Category
 from .shape_prior import ShapePrior
 
-__all__ = ["Predictor", "Prediction", "InputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_rgb", "check_keypoints", "MIN_VISIBLE_KEYPOINTS"]
+__all__ = ["Predictor", "Prediction", "InputError", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_rgb", "check_keypoints", "keypoints_to_plane", "MIN_VISIBLE_KEYPOINTS"]
 
 # The pose has 5 unknowns that perspective barely couples to the rest (azimuth, elevation, scale,
 # 2D position); with the shape and perspective priors 3 points (6 numbers) fix them, 2 do not.
@@ -107,10 +107,9 @@ def _camera_rotation(lifted) -> torch.Tensor:
     rot = lifted.params.rotation().float().cpu()
     if lifted.roll is None:
         return rot
-    c, s = torch.cos(lifted.roll.float().cpu()), torch.sin(lifted.roll.float().cpu())
-    z, o = torch.zeros_like(c), torch.ones_like(c)
-    rz = torch.stack((c, -s, z, s, c, z, z, z, o), dim=-1).reshape(-1, 3, 3)
-    return rz @ rot
+    roll = lifted.roll.float().cpu()
+    zero = torch.zeros_like(roll)
+    return geometry.euler_to_matrix(torch.stack((zero, zero, roll), dim=-1)) @ rot  # Rx(0) Ry(0) Rz(roll)
 
 
 def _to_cpu(lifted):
@@ -185,6 +184,17 @@ def check_keypoints(keypoints, category: Category, visible=None, confidence=None
             problems.append((row, "all visible keypoints are at the same position"))
     problems.sort()
     return np.where(np.isfinite(xy), xy, np.nan), weights, problems
+
+
+def keypoints_to_plane(keypoints: torch.Tensor, weights: torch.Tensor, category: Category) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image-px keypoints ``(B, N, 2)`` onto the projection plane by a similarity: the present
+    keypoints' centroid to the plane centre and their RMS radius to the keypoint lifter's own.
+    Returns (plane keypoints, NaN where missing; centroids ``(B, 2)``; scales ``(B,)`` image -> plane)."""
+    present = (weights > 0).to(keypoints.dtype)
+    centre, radius = geometry.keypoint_radius(keypoints, present)
+    to_plane = KeypointLifter.RADIUS_FRACTION * category.plane_size / radius.clamp_min(1e-9)
+    plane = (torch.nan_to_num(keypoints) - centre.unsqueeze(1)) * to_plane.view(-1, 1, 1) + category.plane_size / 2.0
+    return torch.where(present.unsqueeze(-1) > 0, plane, torch.full_like(plane, float("nan"))), centre, to_plane
 
 
 class Predictor:
@@ -297,12 +307,8 @@ class Predictor:
             raise InputError("; ".join(f"row {r}: {m}" for r, m in problems))
         b = xy.shape[0]
         sources = [f"<keypoints {i}>" for i in range(b)] if sources is None else list(sources)
-        xy_t, w_t = torch.from_numpy(xy), torch.from_numpy(weights)
-        present = (w_t > 0).double()
-        centre, radius = keypoint_radius(xy_t, present)
-        to_plane = (0.25 * cat.plane_size / radius.clamp_min(1e-9))  # the keypoint lifter's own radius: (B,)
-        plane_xy = (torch.nan_to_num(xy_t) - centre.unsqueeze(1)) * to_plane.view(-1, 1, 1) + cat.plane_size / 2.0
-        plane_xy = torch.where(present.unsqueeze(-1) > 0, plane_xy, torch.full_like(plane_xy, float("nan")))
+        w_t = torch.from_numpy(weights)
+        plane_xy, centre, to_plane = keypoints_to_plane(torch.from_numpy(xy), w_t, cat)
         preds: list[Prediction] = []
         chunk = 4096
         for start in range(0, b, chunk):

@@ -40,7 +40,7 @@ from .params import ShapeCamera
 from .shape_model import Category, get_category
 from .shape_prior import ShapePrior
 
-__all__ = ["RefineOptions", "RefineResult", "refine", "pack_parameters", "unpack_parameters", "keypoint_radius"]
+__all__ = ["RefineOptions", "RefineResult", "refine", "pack_parameters", "unpack_parameters"]
 
 
 @dataclass(frozen=True)
@@ -74,24 +74,14 @@ class RefineResult:
     reprojection_rms: Tensor  # (B,) weighted RMS 2D residual of the selected fit, plane px
 
 
-def keypoint_radius(keypoints: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-    """(weighted centroid ``(..., 2)``, weighted RMS radius ``(...)``) of 2D keypoints; weight-0 rows may be NaN."""
-    w = weights.clamp_min(0)
-    xy = torch.nan_to_num(keypoints)
-    total = w.sum(-1).clamp_min(1e-9)
-    centre = (w.unsqueeze(-1) * xy).sum(-2) / total.unsqueeze(-1)
-    radius = torch.sqrt((w * ((xy - centre.unsqueeze(-2)) ** 2).sum(-1)).sum(-1) / total)
-    return centre, radius
-
-
-def pack_parameters(params: ShapeCamera, residual: Tensor | int = 0, roll: Tensor | None = None) -> Tensor:
+def pack_parameters(params: ShapeCamera, residual: Tensor | int = 0) -> Tensor:
     """``(..., K+R+7)``: [a_2..a_K, b_1..b_R, log alpha_1, azimuth, elevation, t_x, t_y, log f, roll];
-    ``residual``: the coefficients ``b (..., R)``, or R (zeros); ``roll``: camera roll (default 0)."""
+    ``residual``: the coefficients ``b (..., R)``, or R (zeros); the camera roll starts at 0."""
     scale = params.alpha[..., :1].clamp_min(1e-6)
     az, el = params.view()
     if isinstance(residual, int):
         residual = params.alpha.new_zeros(params.alpha.shape[:-1] + (residual,))
-    roll = params.alpha.new_zeros(params.alpha.shape[:-1]) if roll is None else roll
+    roll = params.alpha.new_zeros(params.alpha.shape[:-1])
     return torch.cat((params.alpha[..., 1:] / scale, residual, scale.log(), az.unsqueeze(-1), el.unsqueeze(-1), params.translation, params.focal.clamp_min(1e-6).log().unsqueeze(-1), roll.unsqueeze(-1)), dim=-1)
 
 
@@ -124,8 +114,9 @@ class _Problem:
         whiten[: self.k1, : self.k1] = w
         if self.r:
             whiten[self.k1 :, self.k1 :] = torch.diag(1.0 / torch.as_tensor(prior.residual_sd, dtype=dtype, device=device))
-        self.prior_w = whiten * math.sqrt(options.shape_weight)
-        self.start_mean = None  # (S, m) per-start prior means (RefineOptions.anchor)
+        # an anchored prior (RefineOptions.anchor) has its own spread around each start's shape
+        self.prior_w = whiten * math.sqrt(options.shape_weight) / (options.anchor_scale if options.anchor > 0 else 1.0)
+        self.start_mean = None  # (S, m) per-start prior means (RefineOptions.anchor), set once the starts are known
         self.focal_prior = prior.log_focal_ratio
         self.elevation_prior = prior.elevation
         self.fit_roll = options.roll_sd_deg > 0
@@ -230,15 +221,15 @@ class _Problem:
 def _align_scale_translation(problem: _Problem, x: Tensor, observed: Tensor, weight: Tensor) -> Tensor:
     """Move and scale each start so its projection's weighted centroid and radius match the observed ones."""
     m = problem.m
-    c_obs, r_obs = keypoint_radius(observed, weight)
+    c_obs, r_obs = geometry.keypoint_radius(observed, weight)
     for _ in range(2):
-        c_pred, r_pred = keypoint_radius(problem.project(x)[1], weight)
+        c_pred, r_pred = geometry.keypoint_radius(problem.project(x)[1], weight)
         ratio = (r_obs / r_pred.clamp_min(1e-6)).clamp(0.05, 20.0)
         x = x.clone()
         x[..., m] = x[..., m] + ratio.log()
         x[..., m + 5] = x[..., m + 5] + ratio.log()  # same perspective strength
         x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] * ratio.unsqueeze(-1)
-        c_pred, _ = keypoint_radius(problem.project(x)[1], weight)
+        c_pred, _ = geometry.keypoint_radius(problem.project(x)[1], weight)
         x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] + (c_obs - c_pred)
     return x
 
@@ -300,12 +291,11 @@ def refine(
 
     obs = observed.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, -1, 2)
     w = weights.unsqueeze(1).expand(b, h, -1).reshape(b * h, -1)
-    _, radius = keypoint_radius(observed, weights)
+    _, radius = geometry.keypoint_radius(observed, weights)
     sigma = (options.robust_scale * radius.clamp_min(1e-3)).unsqueeze(1).expand(b, h).reshape(-1)
     x = _align_scale_translation(problem, starts.reshape(b * h, d), obs, w)
     if options.anchor > 0:
         problem.start_mean = (1 - options.anchor) * problem.prior_mean + options.anchor * torch.cat((x[:, : problem.k1], torch.zeros_like(x[:, problem.k1 : problem.m])), dim=1)
-        problem.prior_w = problem.prior_w / options.anchor_scale
 
     cost, d2 = problem.costs(x, obs, w, sigma)
     lam = torch.full((b * h,), options.damping, dtype=dtype, device=device)

@@ -73,7 +73,7 @@ class ShapePrior:
         lo = np.array([a[0] for a in r.alpha], np.float64)
         hi = np.array([a[1] for a in r.alpha], np.float64)
         sd = np.maximum((hi - lo) * _UNIFORM_SD, 1e-3)
-        return cls(category.name, (lo + hi) / 2, np.diag(sd**2), _camera_moments(category)[0], _camera_moments(category)[1], "ranges")
+        return cls(category.name, (lo + hi) / 2, np.diag(sd**2), *_camera_moments(category), "ranges")
 
     @classmethod
     def from_relative_alpha(cls, category: Category | str, relative_alpha: np.ndarray, weights: np.ndarray | None = None, source: str = "shapes", shrink: float = 0.05) -> "ShapePrior":

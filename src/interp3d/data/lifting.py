@@ -31,7 +31,6 @@ from torch import Tensor
 
 from .. import geometry
 from ..params import ParamCodec, ShapeCamera
-from ..refine import keypoint_radius
 from ..shape_fit import fit_shape
 from ..shape_model import Category, get_category
 from ..shape_prior import ShapePrior
@@ -62,8 +61,8 @@ class RealShapeBank:
 
     def residuals(self) -> np.ndarray:
         """(M, N, 3) real keypoints minus their basis fits, unit scale (NaN where a shape lacks a keypoint)."""
-        coefficients = np.concatenate((np.ones((len(self), 1)), self.relative_alpha), axis=1)
-        return self.keypoints - np.einsum("mk,knd->mnd", coefficients, self.category.bases_array)
+        coefficients = torch.from_numpy(np.concatenate((np.ones((len(self), 1)), self.relative_alpha), axis=1))
+        return self.keypoints - geometry.structure_from_alpha(coefficients, self.category.bases(torch.float64)).numpy()
 
     @classmethod
     def concat(cls, banks: list["RealShapeBank"], shares: list[float]) -> "RealShapeBank":
@@ -161,14 +160,14 @@ class LiftingSampler:
             scale = params.alpha[real, :1]
             jitter = 1.0 + o.shape_jitter * torch.randn(len(idx), 1, 3, generator=generator, dtype=torch.float64)
             pts = self._bank_points[idx] * jitter
-            mean_fit = geometry.structure_from_alpha(torch.cat((torch.ones(len(idx), 1, dtype=torch.float64), self._bank_rel[idx]), 1), cat.bases(torch.float64))
+            unit_alpha = torch.cat((torch.ones(len(idx), 1, dtype=torch.float64), self._bank_rel[idx]), 1)
+            mean_fit = geometry.structure_from_alpha(unit_alpha, cat.bases(torch.float64))
             pts = torch.where(torch.isfinite(pts), pts, mean_fit)  # a keypoint the shape lacks: its basis fit
             structure = structure.clone()
             structure[real] = scale.unsqueeze(-1) * pts
             alpha = params.alpha.clone()
-            # the fit of the jittered shape ~ the shape's fit with the jitter applied to the width basis only;
-            # keep the unjittered fit as the target (jitter is small, and it is what the module should report)
-            alpha[real] = scale * torch.cat((torch.ones(len(idx), 1, dtype=torch.float64), self._bank_rel[idx]), 1)
+            # the target is the shape's own basis fit, not a fit of the jittered copy (the jitter is small)
+            alpha[real] = scale * unit_alpha
             params = ShapeCamera(alpha, params.r6, params.translation, params.focal)
         rotation = params.rotation()
         points_cam = geometry.to_camera_frame(structure, rotation, params.translation)
@@ -177,7 +176,7 @@ class LiftingSampler:
         visible = torch.ones(n, cat.num_keypoints, dtype=torch.bool)
         if o.self_occlusion and self._triangles.numel():
             visible &= ~geometry.self_occlusion(points_cam, params.focal, self._triangles)
-        centre, radius = keypoint_radius(keypoints, torch.ones(n, cat.num_keypoints, dtype=torch.float64))
+        centre, radius = geometry.keypoint_radius(keypoints, torch.ones(n, cat.num_keypoints, dtype=torch.float64))
         if o.limb_radius[1] > 0 and cat.edges:
             lo, hi = o.limb_radius
             limb = radius * (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64))

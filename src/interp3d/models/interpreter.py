@@ -111,7 +111,7 @@ class Interpreter(nn.Module):
         if not self.lifts_keypoints:
             return self.lifter(heatmaps)
         hypotheses, scores, _ = self.lifter(*self.heatmap_keypoints(heatmaps))
-        return hypotheses[torch.arange(len(hypotheses), device=hypotheses.device), scores.argmax(-1)]
+        return KeypointLifter.best(hypotheses, scores)
 
     def lift(self, heatmaps: Tensor) -> Lifted:
         """Run the 2D-to-3D module and the projection layer on heatmaps ``(B, N, H, W)``."""
@@ -125,8 +125,7 @@ class Interpreter(nn.Module):
         if not self.lifts_keypoints:
             raise TypeError("this interpreter's 2D-to-3D module reads heatmaps; use lift(heatmaps)")
         hypotheses, scores, _ = self.lifter(keypoints, weights)
-        best = hypotheses[torch.arange(len(hypotheses), device=hypotheses.device), scores.argmax(-1)]
-        lifted = self.decode(best)
+        lifted = self.decode(KeypointLifter.best(hypotheses, scores))
         lifted.hypotheses, lifted.scores = hypotheses, scores
         return lifted
 
@@ -147,12 +146,11 @@ class Interpreter(nn.Module):
         return self.codec.decode(self.codec.denormalise(hyps.double()))
 
     def refine(self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions = RefineOptions()) -> tuple[Lifted, RefineResult]:
-        """Test-time refinement (:func:`interp3d.refine.refine`, on the CPU in float64) of a prediction
-        against plane-px keypoints ``(B, N, 2)`` with weights ``(B, N)``, from all its hypotheses;
-        returns the refined prediction, projected, and the fit's report."""
+        """Test-time refinement (:func:`interp3d.refine.refine`, on the CPU in ``options.precision``) of
+        a prediction against plane-px keypoints ``(B, N, 2)`` with weights ``(B, N)``, from all its
+        hypotheses; returns the refined prediction, projected, and the fit's report."""
         prior = prior if prior is not None else self.shape_prior
-        init = self.hypotheses_of(lifted).to(dtype=torch.float64, device="cpu")
-        result = refine(self.category, keypoints.detach().double().cpu(), weights.detach().double().cpu(), init, prior, options)
+        result = refine(self.category, keypoints.detach().cpu(), weights.detach().cpu(), self.hypotheses_of(lifted), prior, options)
         device = lifted.structure.device
         params = result.params.to(dtype=torch.float32, device=device)
         return self.project(params, structure=result.structure.float().to(device), roll=result.roll.float().to(device)), result
@@ -166,17 +164,12 @@ class Interpreter(nn.Module):
         """Project structure-and-camera parameters (the projection layer); ``structure`` replaces the
         basis structure of ``params`` (e.g. a refinement's, with residual detail), ``roll`` adds an
         in-plane camera roll (:func:`geometry.roll_camera`)."""
+        if structure is None:
+            structure = geometry.structure_from_alpha(params.alpha, self.bases.to(params.alpha))
+        points_cam = geometry.to_camera_frame(structure, params.rotation(), params.translation)
         if roll is not None:
-            structure = structure if structure is not None else geometry.structure_from_alpha(params.alpha, self.bases.to(params.alpha))
-            points_cam = geometry.roll_camera(geometry.to_camera_frame(structure, params.rotation(), params.translation), roll)
-            plane = geometry.perspective_project(points_cam, params.focal, self.category.plane_size)
-        elif structure is None:
-            structure, points_cam, plane = geometry.project_structure(
-                params.alpha, params.rotation(), params.translation, params.focal, self.bases.to(params.alpha), self.category.plane_size
-            )
-        else:
-            points_cam = geometry.to_camera_frame(structure, params.rotation(), params.translation)
-            plane = geometry.perspective_project(points_cam, params.focal, self.category.plane_size)
+            points_cam = geometry.roll_camera(points_cam, roll)
+        plane = geometry.perspective_project(points_cam, params.focal, self.category.plane_size)
         keypoints = geometry.rescale_points(plane, self.category.plane_size, self.heatmap_size)
         if normalised is None:
             normalised = self.codec.normalise(self.codec.encode(params))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import geometry
+
 __all__ = ["Lifter", "KeypointLifter"]
 
 
@@ -85,13 +87,13 @@ class KeypointLifter(nn.Module):
 
     def normalising_scale(self, keypoints: Tensor, weights: Tensor) -> Tensor:
         """``(B,)`` factor that brings the present keypoints to the fixed RMS radius about the plane centre."""
-        present = (weights > 0).to(keypoints.dtype)
-        centre = self.category.plane_size / 2.0
-        xy = torch.where(present.unsqueeze(-1) > 0, keypoints - centre, torch.zeros_like(keypoints))
-        count = present.sum(-1).clamp_min(1.0)
-        mean = xy.sum(-2) / count.unsqueeze(-1)
-        var = (present * ((xy - mean.unsqueeze(-2)) ** 2).sum(-1)).sum(-1) / count
-        return self.RADIUS_FRACTION * self.category.plane_size / var.clamp_min(1e-6).sqrt()
+        _, radius = geometry.keypoint_radius(keypoints, (weights > 0).to(keypoints.dtype))
+        return self.RADIUS_FRACTION * self.category.plane_size / radius.clamp_min(1e-3)
+
+    @staticmethod
+    def best(hypotheses: Tensor, scores: Tensor) -> Tensor:
+        """The top-scored hypothesis ``(B, P)`` of ``hypotheses (B, H, P)``."""
+        return hypotheses[torch.arange(len(hypotheses), device=hypotheses.device), scores.argmax(-1)]
 
     def to_frame(self, raw: Tensor, scale: Tensor) -> Tensor:
         """Raw parameter vectors ``(..., P)`` of the plane frame -> the frame scaled by ``scale`` ``(B,)``."""

@@ -140,16 +140,9 @@ class _Networks(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def lifter_forward(self, heatmaps):
-        return self.model.lifter_forward(heatmaps)
-
-    @property
-    def hourglass(self):
-        return self.model.hourglass
-
     def forward(self, images):
-        heatmaps = self.hourglass(images)[-1]
-        return heatmaps, self.lifter_forward(heatmaps)
+        heatmaps = self.model.hourglass(images)[-1]
+        return heatmaps, self.model.lifter_forward(heatmaps)
 
 
 def export_onnx(model: Interpreter, path: str | Path) -> Path:

@@ -219,13 +219,12 @@ def run_stage(
         if improved:
             best, best_epoch = value, epoch + 1
         if dist_ctx.is_main:
-            save_checkpoint(
-                last,
-                {
-                    "kind": name, "model": core.state_dict(), "optimizer": optimiser.state_dict(), "scaler": scaler.state_dict(),
-                    "epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "history": history, **(checkpoint_extra or {}),
-                },
-            )
+            state = {"kind": name, "model": core.state_dict(), "epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "history": history, **(checkpoint_extra or {})}
+            if epoch + 1 < epochs:
+                state.update(optimizer=optimiser.state_dict(), scaler=scaler.state_dict())
+            else:  # finished: resuming and reporting need no optimizer state (1-2x the weights)
+                state["complete"] = True
+            save_checkpoint(last, state)
             atomic_write_json(out_dir / "history.json", history)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "step"))
             print(f"[{name}] epoch {epoch + 1}/{epochs}: {shown}{' *' if improved else ''}", flush=True)
@@ -235,10 +234,4 @@ def run_stage(
             on_epoch_end(epoch)
     if writer is not None:
         writer.close()
-    if dist_ctx.is_main and start_epoch < epochs and last.is_file():
-        # finished: keep what resuming and reporting need, drop the optimizer state (1-2x the weights)
-        state = load_checkpoint(last, map_location="cpu", kind=name)
-        state.pop("optimizer", None)
-        state.pop("scaler", None)
-        save_checkpoint(last, {**state, "complete": True})
     return StageResult(out_dir, best, best_epoch, history, next((h for h in history if h["epoch"] == best_epoch), {}))

@@ -164,16 +164,9 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
 
 # ---------------------------------------------------------------------------------------------
 def _decoded_metrics(category: Category, codec, pred_norm: Tensor, true_params: Tensor) -> dict[str, float]:
-    pred = codec.decode(codec.denormalise(pred_norm.double()))
     true = codec.decode(true_params.double())
-    s_pred = pred.project(category)[0].numpy()
-    s_true = true.project(category)[0].numpy()
-    az_pred, _ = pred.view()
-    az_true, _ = true.view()
-    return {
-        "structure_ar": average_recall(structure_error(s_pred, s_true), 0.5),
-        "azimuth_ar": average_recall(angle_error(az_pred.numpy(), az_true.numpy()), np.pi),
-    }
+    metrics = pose_structure_metrics(category, codec, pred_norm, true.project(category)[0], true.view()[0])
+    return {k: metrics[k] for k in ("structure_ar", "azimuth_ar")}
 
 
 def pretrain_3d(cfg: Config, category: Category | str, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None) -> StageResult:
@@ -231,10 +224,10 @@ def _source_of(name: str) -> str:
     return "PASCAL3D+ CAD" if name.rstrip("0123456789") in ("chair", "sofa", "diningtable") else "KeypointNet (train split)"
 
 
-def lifting_metrics(category: Category, codec, hypotheses: Tensor, scores: Tensor, structure: Tensor, azimuth: Tensor) -> dict[str, float]:
-    """Structure and azimuth AR (%) and median azimuth error of the top-scored hypotheses."""
-    best = hypotheses[torch.arange(len(hypotheses)), scores.argmax(-1)]
-    pred = codec.decode(codec.denormalise(best.double()))
+def pose_structure_metrics(category: Category, codec, pred_norm: Tensor, structure: Tensor, azimuth: Tensor) -> dict[str, float]:
+    """Structure and azimuth AR (%) and median azimuth error of normalised parameter predictions
+    ``(B, P)`` against true structures ``(B, N, 3)`` and azimuths ``(B,)``."""
+    pred = codec.decode(codec.denormalise(pred_norm.double()))
     az, _ = pred.view()
     s_err = structure_error(pred.project(category)[0].numpy(), structure.double().numpy())
     a_err = angle_error(az.numpy(), azimuth.double().numpy())
@@ -272,7 +265,7 @@ def pretrain_lift(cfg: Config, category: Category | str, out_dir: str | Path, *,
             h, s, _ = core(val_batch.keypoints[i : i + 1024].to(device), val_batch.weights[i : i + 1024].to(device))
             hyps.append(h.float().cpu())
             scores.append(s.float().cpu())
-        metrics = lifting_metrics(category, codec, torch.cat(hyps), torch.cat(scores), val_batch.structure, val_batch.azimuth)
+        metrics = pose_structure_metrics(category, codec, KeypointLifter.best(torch.cat(hyps), torch.cat(scores)), val_batch.structure, val_batch.azimuth)
         return {**metrics, "lift_ar": metrics["structure_ar"] + metrics["azimuth_ar"]}
 
     extra = {**_model_info(cfg, category), "shape_prior": prior.to_dict(), "lifter_options": keypoint_lifter_options(asdict(cfg.model))}
