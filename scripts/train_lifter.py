@@ -49,7 +49,7 @@ def main() -> None:
     model_config = {**base.model_config, **{k: v for k, v in asdict(cfg.model).items() if k in ("lifter", "keypoint_lifter_width", "keypoint_lifter_blocks", "lifter_hypotheses")}}
     model_config["heatmap_sigma"] = base.heatmap_sigma
     model = build_interpreter(base.category, model_config, base.heatmap_size)
-    model.hourglass.load_state_dict(base.hourglass.state_dict())
+    model.keypoint_net.load_state_dict(base.keypoint_net.state_dict())
     model.lifter.load_state_dict(state["model"])
     info = dict(base.info)
     info.update({

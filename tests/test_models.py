@@ -38,7 +38,7 @@ def test_interpreter_projection_layer_reproduces_geometry():
     assert torch.allclose(out.structure.double(), y, rtol=1e-4, atol=1e-3)
     assert torch.allclose(out.keypoints.double(), uv * 32 / 240, rtol=1e-4, atol=1e-3)
     out.keypoints.sum().backward()
-    assert model.hourglass.stem[0].weight.grad is not None and model.lifter.net[0].weight.grad.abs().sum() > 0
+    assert model.keypoint_net.stem[0].weight.grad is not None and model.lifter.net[0].weight.grad.abs().sum() > 0
 
 
 def test_lifter_decodes_ground_truth_parameters_exactly():

@@ -76,6 +76,10 @@ class ModelConfig:
     """Network sizes. The heatmap side is ``synthetic.heatmap_size`` (one value for both modules)."""
 
     image_size: int = 256
+    # the 2D module: "hourglass" (the paper's, from scratch) or "efficientnet_lite0" (ImageNet-pretrained
+    # encoder + light FPN decoder; features/depth/stacks are the hourglass's, decoder_channels the FPN's)
+    backbone: str = "hourglass"
+    decoder_channels: int = 96
     features: int = 256
     depth: int = 4
     stacks: int = 1

@@ -1,4 +1,4 @@
-"""The 3D interpreter: hourglass -> heatmaps -> lifter -> (alpha, r, t, f) -> projection layer."""
+"""The 3D interpreter: 2D module (hourglass or pretrained encoder) -> heatmaps -> lifter -> (alpha, r, t, f) -> projection layer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..params import ParamCodec, ShapeCamera
 from ..refine import RefineOptions, RefineResult, refine
 from ..shape_prior import ShapePrior
 from ..shape_model import Category, get_category
-from .hourglass import HourglassNet
+from .keypoint_net import build_keypoint_net
 from .lifter import KeypointLifter, Lifter
 
 __all__ = ["Interpreter", "InterpreterOutput", "Lifted"]
@@ -46,15 +46,16 @@ class Interpreter(nn.Module):
     # a heatmap peak below this value counts as a missing keypoint for the keypoint lifter
     PEAK_THRESHOLD = 0.2
 
-    def __init__(self, category: Category | str, hourglass: HourglassNet, lifter: Lifter | KeypointLifter, image_size: int, heatmap_size: int):
+    def __init__(self, category: Category | str, keypoint_net: nn.Module, lifter: Lifter | KeypointLifter, image_size: int, heatmap_size: int):
         super().__init__()
         self.category = get_category(category)
         self.codec = ParamCodec(self.category)
-        self.hourglass = hourglass
+        self.keypoint_net = keypoint_net  # images -> list of heatmaps (models.keypoint_net)
         self.lifter = lifter
         self.image_size = image_size
         self.heatmap_size = heatmap_size
         self.register_buffer("bases", self.category.bases(torch.float32), persistent=False)
+        self._register_load_state_dict_pre_hook(_rename_hourglass_keys)
 
     @classmethod
     def load(cls, path_or_name: str | Path, device: str | torch.device = "cpu") -> "Interpreter":
@@ -68,18 +69,20 @@ class Interpreter(nn.Module):
     def build(
         cls, category: Category | str, image_size: int = 256, heatmap_size: int = 64, features: int = 256, depth: int = 4, stacks: int = 1,
         lifter_widths=(2048, 512, 128), dropout: float = 0.0, lifter: str = "heatmap", keypoint_lifter: dict | None = None,
+        backbone: str = "hourglass", decoder_channels: int = 96, pretrained_encoder: bool = False,
     ) -> "Interpreter":
         """``lifter``: ``heatmap`` (3D-INN's FC module on flattened heatmaps) or ``keypoints``
-        (:class:`KeypointLifter` on heatmap peaks and confidences; options in ``keypoint_lifter``)."""
+        (:class:`KeypointLifter` on heatmap peaks and confidences; options in ``keypoint_lifter``).
+        ``backbone``: the 2D module (:data:`interp3d.models.keypoint_net.BACKBONES`)."""
         category = get_category(category)
-        hourglass = HourglassNet(category.num_keypoints, features, depth, stacks, stride=HourglassNet.stride_for(image_size, heatmap_size))
+        keypoint_net = build_keypoint_net(category.num_keypoints, image_size, heatmap_size, backbone, features, depth, stacks, decoder_channels, pretrained_encoder)
         if lifter == "heatmap":
             module = Lifter(category.num_keypoints, heatmap_size, category.num_params, tuple(lifter_widths), dropout)
         elif lifter == "keypoints":
             module = KeypointLifter(category, **(keypoint_lifter or {}))
         else:
             raise ValueError(f"lifter must be 'heatmap' or 'keypoints', got {lifter!r}")
-        return cls(category, hourglass, module, image_size, heatmap_size)
+        return cls(category, keypoint_net, module, image_size, heatmap_size)
 
     @property
     def lifts_keypoints(self) -> bool:
@@ -176,7 +179,14 @@ class Interpreter(nn.Module):
         return Lifted(normalised, params, structure, points_cam, plane, keypoints, roll=roll)
 
     def forward(self, images: Tensor) -> InterpreterOutput:
-        all_heatmaps = self.hourglass(images)
+        all_heatmaps = self.keypoint_net(images)
         heatmaps = all_heatmaps[-1]
         lifted = self.lift(heatmaps)
         return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=all_heatmaps)
+
+
+def _rename_hourglass_keys(state_dict, prefix, *args, **kwargs):
+    """Files written before the 2D module had a choice of backbone name it ``hourglass``."""
+    old = prefix + "hourglass."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "keypoint_net." + key[len(old):]] = state_dict.pop(key)

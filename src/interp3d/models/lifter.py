@@ -93,7 +93,8 @@ class KeypointLifter(nn.Module):
     @staticmethod
     def best(hypotheses: Tensor, scores: Tensor) -> Tensor:
         """The top-scored hypothesis ``(B, P)`` of ``hypotheses (B, H, P)``."""
-        return hypotheses[torch.arange(len(hypotheses), device=hypotheses.device), scores.argmax(-1)]
+        index = scores.argmax(-1)[:, None, None].expand(-1, 1, hypotheses.shape[-1])
+        return hypotheses.gather(1, index).squeeze(1)  # (gather, not arange(B) indexing: keeps the batch dynamic in export)
 
     def to_frame(self, raw: Tensor, scale: Tensor) -> Tensor:
         """Raw parameter vectors ``(..., P)`` of the plane frame -> the frame scaled by ``scale`` ``(B,)``."""
@@ -103,7 +104,7 @@ class KeypointLifter(nn.Module):
     def forward(self, keypoints: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(hypotheses ``(B, H, P)`` normalised plane-frame parameters, scores ``(B, H)`` logits,
         hypotheses in the normalised frame ``(B, H, P)``, the training target's space)."""
-        if keypoints.dim() != 3 or keypoints.shape[1:] != (self.category.num_keypoints, 2) or weights.shape != keypoints.shape[:2]:
+        if keypoints.dim() != 3 or keypoints.shape[1:] != (self.category.num_keypoints, 2) or weights.shape[1:] != keypoints.shape[1:2]:
             raise ValueError(f"{self.category.name}: keypoint lifter expects keypoints (B, {self.category.num_keypoints}, 2) and weights (B, {self.category.num_keypoints}), got {tuple(keypoints.shape)} and {tuple(weights.shape)}")
         weights = torch.where(torch.isfinite(keypoints).all(-1), weights.clamp(0, 1), torch.zeros_like(weights))
         keypoints = torch.where(weights.unsqueeze(-1) > 0, keypoints, torch.full_like(keypoints, self.category.plane_size / 2.0))

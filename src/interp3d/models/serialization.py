@@ -34,6 +34,7 @@ def build_interpreter(category: Category | str, model_config: dict, heatmap_size
     model = Interpreter.build(
         category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc.get("dropout", 0.0),
         lifter=mc.get("lifter", "heatmap"), keypoint_lifter=keypoint_lifter_options(mc),
+        backbone=mc.get("backbone", "hourglass"), decoder_channels=mc.get("decoder_channels", 96),
     )
     model.model_config = dict(mc)
     # the Gaussian width the heatmap lifter was trained on (synthetic.sigma); older files lack it:
@@ -134,14 +135,14 @@ def load_interpreter(path_or_name: str | Path, device: str | torch.device = "cpu
 
 
 class _Networks(torch.nn.Module):
-    """The learned part (hourglass + 2D-to-3D module); decoding and projection stay in torch."""
+    """The learned part (2D module + 2D-to-3D module); decoding and projection stay in torch."""
 
     def __init__(self, model: Interpreter):
         super().__init__()
         self.model = model
 
     def forward(self, images):
-        heatmaps = self.model.hourglass(images)[-1]
+        heatmaps = self.model.keypoint_net(images)[-1]
         return heatmaps, self.model.lifter_forward(heatmaps)
 
 

@@ -24,7 +24,7 @@ from ..data.world import WorldDataset
 from ..evaluation.metrics import angle_error, average_recall, pck, structure_error
 from ..heatmaps import heatmap_peaks, render_heatmaps
 from ..data.lifting import LiftingSampler, bank_from_folder
-from ..models import HourglassNet, KeypointLifter, Lifter
+from ..models import KeypointLifter, Lifter, build_keypoint_net
 from ..models.serialization import keypoint_lifter_options
 from ..shape_model import Category, get_category
 from ..shape_prior import ShapePrior
@@ -125,7 +125,8 @@ def _model_info(cfg: Config, category: Category) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None) -> StageResult:
-    """Hourglass on 2D-annotated images: MSE to Gaussian heatmaps; validation PCK (best kept)."""
+    """The 2D module (``model.backbone``; a pretrained encoder starts from its ImageNet weights) on
+    2D-annotated images: MSE to Gaussian heatmaps; validation PCK (best kept)."""
     category = get_category(category)
     device = resolve_device(cfg.train.device)
     ctx = init_distributed(device)
@@ -133,7 +134,8 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
     size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
     train, val = annotated_splits(cfg, category, world_root)
     torch.manual_seed(cfg.seed)
-    net = HourglassNet(category.num_keypoints, cfg.model.features, cfg.model.depth, cfg.model.stacks, stride=HourglassNet.stride_for(size, hm))
+    mc = cfg.model
+    net = build_keypoint_net(category.num_keypoints, size, hm, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, pretrained=True)
     net = net.to(device, memory_format=_memory_format(cfg))
     model = _wrap(net, ctx, device)
     mf = _memory_format(cfg)
@@ -293,14 +295,14 @@ def finetune(
     train, val = annotated_splits(cfg, category, world_root)
     model_cfg = asdict(cfg.model)
     net = build_interpreter(category, model_cfg, hm)
-    net.hourglass.load_state_dict(load_checkpoint(hourglass_ckpt, kind="pretrain_2d")["model"])
+    net.keypoint_net.load_state_dict(load_checkpoint(hourglass_ckpt, kind="pretrain_2d")["model"])
     # model.lifter = keypoints fine-tunes a pretrain-lift checkpoint, the heatmap lifter a pretrain-3d one
     net.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_lift" if net.lifts_keypoints else "pretrain_3d")["model"])
     mf = _memory_format(cfg)
     net = net.to(device, memory_format=mf)
     freeze = cfg.train.finetune_freeze_hourglass
     if freeze:
-        net.hourglass.requires_grad_(False)
+        net.keypoint_net.requires_grad_(False)
     model = _wrap(net, ctx, device)
     params = net.lifter.parameters() if freeze else net.parameters()
 
@@ -308,7 +310,7 @@ def finetune(
         images, keypoints, visible = train.batch(idx, device)
         images, keypoints, visible = augment_batch(images, keypoints, visible, category.flip_permutation, gen, cfg.train.augment_rotation_deg, cfg.train.augment_colour, cfg.train.augment_flip)
         if freeze:  # a frozen hourglass keeps its BatchNorm statistics too
-            net.hourglass.eval()
+            net.keypoint_net.eval()
         out = model(images.contiguous(memory_format=mf))
         gt = geometry.rescale_points(keypoints, size, hm)
         loss = reprojection_loss(out.keypoints.float(), gt, visible)

@@ -105,9 +105,9 @@ def train_video(
         net.load_state_dict(load_checkpoint(start)["model"])
         net = net.to(device)
         if vc.freeze_hourglass:
-            net.hourglass.requires_grad_(False).eval()
-            cache_frames = torch.cat([o[-1].float().cpu() for o in predict_batches(net.hourglass, flat_frames, device)])
-            cache_images = torch.cat([o[-1].float().cpu() for o in predict_batches(net.hourglass, images.images, device)])
+            net.keypoint_net.requires_grad_(False).eval()
+            cache_frames = torch.cat([o[-1].float().cpu() for o in predict_batches(net.keypoint_net, flat_frames, device)])
+            cache_images = torch.cat([o[-1].float().cpu() for o in predict_batches(net.keypoint_net, images.images, device)])
         clips = videos.clips(length)
         steps = max(1, len(clips) // vc.clips_per_batch)
         latents: dict[str, Tensor] = {}
@@ -116,7 +116,7 @@ def train_video(
             if vc.freeze_hourglass:
                 return (cache_frames if source == "frames" else cache_images)[idx].to(device)
             data = flat_frames if source == "frames" else images.images
-            return net.hourglass(data[idx].to(device).float().div_(255.0))[-1]
+            return net.keypoint_net(data[idx].to(device).float().div_(255.0))[-1]
 
         def batches(epoch: int, clips=clips):
             # latent step (network fixed): per-clip mean early on, then the median
@@ -129,7 +129,7 @@ def train_video(
             # back to training mode for the network step; a frozen hourglass keeps its BatchNorm statistics
             net.train()
             if vc.freeze_hourglass:
-                net.hourglass.eval()
+                net.keypoint_net.eval()
             g = torch.Generator().manual_seed(cfg.seed * 31 + epoch)
             clip_order = torch.randperm(len(clips), generator=g)
             image_order = torch.randperm(len(images), generator=g)
