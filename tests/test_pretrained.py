@@ -1,4 +1,4 @@
-"""The chair model shipped in the package: present, documented, and right on fresh rendered chairs."""
+"""The models shipped in the package: present, documented, and right on fresh rendered objects."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ def test_shipped_chair_model_is_small_and_documented():
     assert "chair-cpu-small" in models
     path = models["chair-cpu-small"]
     assert path.stat().st_size < 20 * 2**20
-    info = read_model_info("chair")["info"]
+    info = read_model_info("chair-cpu-small")["info"]
     assert info["recipe"] == "scripts/train_pretrained.py" and info["test3d_metrics"]["video_curriculum"]["structure"]["average_recall"] > 55
 
 
@@ -27,7 +27,7 @@ def fresh_chairs(tmp_path_factory):
 
 def test_shipped_model_recovers_fresh_rendered_chairs(fresh_chairs):
     ds = fresh_chairs
-    preds = Predictor.load("chair").predict([ds.load_image(i) for i in range(len(ds))])
+    preds = Predictor.load("chair-cpu-small").predict([ds.load_image(i) for i in range(len(ds))])
     a = ds.annotations
     azimuth_error = np.degrees(angle_error(np.radians([p.azimuth_deg for p in preds]), a["azimuth"]))
     keypoint_error = np.linalg.norm(np.stack([p.keypoints_2d for p in preds]) - a["keypoints"], axis=-1)[a["visible"]]
@@ -45,12 +45,12 @@ def test_shipped_chair_model_lifts_keypoints_with_self_occlusion():
 
     from interp3d.data.lifting import LiftingOptions, LiftingSampler
 
-    info = read_model_info("chair")["info"]
+    info = read_model_info("chair-cpu-small")["info"]
     assert info["refine_default"] is True and "shape_prior" in info and info["lifter"]["recipe"] == "scripts/train_lifter.py"
     sampler = LiftingSampler("chair", None, LiftingOptions(truncation=0.0, dropout=0.0, noise=0.0, outliers=0.0, roll_deg=0.0, soft_confidence=0.0))
     batch = sampler.sample(200, torch.Generator().manual_seed(31337))
     image_xy = batch.keypoints.double().numpy() * 1.9 - 40.0
-    predictor = Predictor.load("chair")
+    predictor = Predictor.load("chair-cpu-small")
     errors = {}
     for refine in (False, True):
         predictor.refine = refine

@@ -372,10 +372,15 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print the full 
             continue
         info = header.get("info", {})
         mc = header["model_config"]
-        typer.echo(f"{name}: {header['category']}, {mc['image_size']} px input, {header['heatmap_size']}^2 heatmaps, "
+        typer.echo(f"{name}: {header['category']}, {mc.get('backbone', 'hourglass')} 2D module, {mc['image_size']} px input, {header['heatmap_size']}^2 heatmaps, "
                    f"{path.stat().st_size / 2**20:.1f} MB ({path})")
         if info.get("trained_on"):
             typer.echo(f"  trained on: {info['trained_on']}")
+        for what, text in info.get("data", {}).items():
+            if isinstance(text, str):
+                typer.echo(f"  {what}: {text}")
+        if info.get("recipe"):
+            typer.echo(f"  recipe: {info['recipe']} (preset {info.get('preset', '?')}, seed {info.get('seed', '?')})")
         for label, m in info.get("test3d_metrics", {}).items():
             typer.echo(f"  {label}: structure AR {m['structure']['average_recall']:.1f} %, azimuth AR {m['azimuth']['average_recall']:.1f} % "
                        f"(median {m['azimuth']['median_deg']:.1f} deg) on the rendered test3d world")
@@ -389,10 +394,33 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print the full 
                 typer.echo(f"  lifting {data}: structure AR {best['structure_ar']:.1f} %, azimuth AR {best['azimuth_ar']:.1f} % (median {best['azimuth_median_deg']:.1f} deg), module + refinement")
 
 
+def _load_predictor(model: str | None, category: str | None, **options):
+    """The Predictor of ``model`` (default: the shipped model of ``category``, else the chair's); fails
+    cleanly on a bad file, an unknown category or a model of another category."""
+    from .inference import Predictor
+    from .shape_model import get_category
+    from .train.engine import CheckpointError
+
+    wanted = None
+    if category is not None:
+        try:
+            wanted = get_category(category)
+        except KeyError as exc:
+            _fail(exc.args[0])
+    try:
+        predictor = Predictor.load(model or (wanted.name if wanted else "chair"), **options)
+    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as exc:
+        _fail(str(exc))
+    if wanted is not None and predictor.model.category.name != wanted.name:
+        _fail(f"model {model!r} is a {predictor.model.category.name} model, not {wanted.name}")
+    return predictor
+
+
 @app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or videos (mp4, avi, ...).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="A checkpoint (.pt), an exported model (.safetensors) or a shipped model's name (see `interp3d models`).")] = "chair",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A checkpoint (.pt), an exported model (.safetensors) or a shipped model's name (see `interp3d models`); default: the category's shipped model.")] = None,
+    category: Annotated[Optional[str], typer.Option("--category", "-c", help="Object category (chair, swivelchair, table, bed, sofa): picks its shipped model.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a JSON and a figure per input.")] = Path("predictions"),
     box: Annotated[Optional[str], typer.Option(help="Crop box x0,y0,x1,y1 in input pixels.")] = None,
     smooth: Annotated[bool, typer.Option(help="Videos / frame folders: median structure and smoothed pose over time.")] = False,
@@ -415,10 +443,7 @@ def predict(
             assert len(crop) == 4
         except (ValueError, AssertionError):
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
-    try:
-        predictor = Predictor.load(model, device, backend=backend, refine=refine)
-    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as exc:
-        _fail(str(exc))
+    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine)
     category = predictor.model.category
     files: list[Path] = []
     for item in inputs:

@@ -57,10 +57,20 @@ class WorldConfig:
     annotated_views: str = "keypoint5"  # "keypoint5": the measured views of the real photos; "restricted": |azimuth| <= annotated_azimuth_deg
     annotated_azimuth_deg: float = 45.0
     supersample: int = 2
+    # the realistic world of the product models (data.world.WorldOptions): the whole view sphere,
+    # photographic backgrounds and textures (scripts/fetch_photo_material.sh), JPEG, CAD targets
+    view_sphere: str = "category"
+    backgrounds: str = ""
+    textures: str = ""
+    jpeg: float = 0.0
+    real_shapes: str = ""  # folder of PASCAL3D+ CAD JSON models (chair, table have complete ones)
+    real_shape_fraction: float = 1.0
 
     def options(self, kind: str) -> WorldOptions:
         count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]
         return WorldOptions(
+            view_sphere=self.view_sphere, backgrounds=self.backgrounds, textures=self.textures, jpeg=self.jpeg,
+            real_shapes=self.real_shapes, real_shape_fraction=self.real_shape_fraction,
             kind=kind,
             count=count,
             image_size=self.image_size,
@@ -106,6 +116,7 @@ class StageConfig:
     max_steps_per_epoch: int = 0  # 0 = a full pass over the data
     num_workers: int = 0
     amp: bool = False  # mixed precision (CUDA only)
+    lr_schedule: str = "constant"  # or "cosine" (per epoch, to ~0 at the end)
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,9 @@ class TrainConfig:
     augment_rotation_deg: float = 15.0
     augment_colour: float = 0.4  # per-channel gain in [1 - c, 1 + c]
     augment_flip: bool = True
+    augment_scale: float = 0.0  # zoom in [1 - s, 1 + s] (0 = the paper's recipe)
+    augment_shift: float = 0.0  # translation up to this fraction of the side (truncates at the border)
+    augment_occlude: float = 0.0  # probability of an occluding rectangle cut from another image
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     finetune_freeze_hourglass: bool = False
     finetune_heatmap_weight: float = 0.0  # optional MSE on heatmaps during fine-tuning (0 = Eq. 2 only)
@@ -313,7 +327,32 @@ def _cpu_small() -> Config:
     )
 
 
-PRESETS = {"paper": _paper, "cpu-small": _cpu_small}
+def _product() -> Config:
+    """The shipped models' recipe on 2 CPU cores (scripts/train_product.py): cpu-small sizes with the
+    ImageNet-pretrained EfficientNet-Lite0 2D module, the keypoint lifter, the whole view sphere and
+    strong augmentation. The photo material folders are machine paths the recipe sets
+    (``world.backgrounds``, ``world.textures``)."""
+    base = _cpu_small()
+    return replace(
+        base,
+        preset="product",
+        world=replace(base.world, n_annotated2d=3000, n_test3d=300, view_sphere="full", jpeg=0.3),
+        model=replace(base.model, backbone="efficientnet_lite0", decoder_channels=96, lifter="keypoints", keypoint_lifter_width=512, lifter_hypotheses=4),
+        train=replace(
+            base.train,
+            pretrain_2d=StageConfig(epochs=8, optimizer="adam", batch_size=32, lr=1e-3, lr_schedule="cosine"),
+            val_fraction=0.1,
+            augment_rotation_deg=20.0,
+            augment_colour=0.3,
+            augment_scale=0.25,
+            augment_shift=0.08,
+            augment_occlude=0.3,
+        ),
+        lift=replace(base.lift, epochs=40, steps_per_epoch=250),
+    )
+
+
+PRESETS = {"paper": _paper, "cpu-small": _cpu_small, "product": _product}
 
 
 def preset(name: str) -> Config:

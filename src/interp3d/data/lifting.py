@@ -250,9 +250,20 @@ def load_real_shapes(root: str | Path, category: Category | str, split: str = "t
         found["keypointnet"] = [s for s in load_keypointnet(kpn) if split == "all" or _keypointnet_split(s.name) == split]
     if category.name in PASCAL3D_ANCHORS:
         files = sorted((root / "pascal3d_cad").glob(f"{PASCAL3D_CLASS[category.name]}[0-9]*.json"))
-        if files:
-            found["pascal3d"] = [load_pascal3d_json(f, category) for f in files]
+        found["pascal3d"] = [shape for shape in map(lambda f: _pascal3d_or_none(f, category), files) if shape is not None]
     return {k: v for k, v in found.items() if v}
+
+
+def _pascal3d_or_none(path: Path, category: Category):
+    """A CAD model's shape, or None for a model annotated with another anchor set (e.g. a round table)."""
+    from .real_shapes import load_pascal3d_json
+
+    try:
+        return load_pascal3d_json(path, category)
+    except ValueError as exc:
+        if "none of the" in str(exc):
+            return None
+        raise
 
 
 def bank_from_folder(root: str | Path, category: Category | str, split: str = "train", shares: dict[str, float] | None = None) -> RealShapeBank | None:

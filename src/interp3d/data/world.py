@@ -47,7 +47,7 @@ from ..params import ParamCodec
 from ..shape_model import Category, get_category
 from .synthetic import SkeletonSampler
 
-__all__ = ["WorldOptions", "render_world", "WorldDataset", "VideoDataset", "WorldFormatError", "KINDS", "FORMAT", "ANNOTATION_FIELDS"]
+__all__ = ["WorldOptions", "render_world", "full_view_ranges", "cad_targets", "WorldDataset", "VideoDataset", "WorldFormatError", "KINDS", "FORMAT", "ANNOTATION_FIELDS"]
 
 FORMAT = "interp3d.world/1"
 KINDS = ("annotated2d", "video", "test3d")
@@ -88,25 +88,54 @@ class WorldOptions:
     video_sweep_deg: tuple[float, float] = (60.0, 180.0)  # total azimuth sweep of a video
     chunk: int = 25  # items per committed chunk (resume granularity)
     supersample: int = 2
-    real_shapes: str = ""  # test3d: a folder of PASCAL3D+ CAD JSON models to render instead of procedural furniture
+    real_shapes: str = ""  # a folder of PASCAL3D+ CAD JSON models to render instead of procedural furniture
+    real_shape_fraction: float = 1.0  # with real_shapes: the share of items whose target is a CAD model
+    # "category": video and test3d use the skeleton's 3D-INN ranges, annotated2d annotated_views;
+    # "full": every kind sees every azimuth (tables half a turn) and elevations of at least 0..40 deg
+    view_sphere: str = "category"
+    # photographic material (render.photos folders; scripts/fetch_photo_material.sh): "" = procedural
+    backgrounds: str = ""
+    textures: str = ""
+    jpeg: float = 0.0  # probability of JPEG compression of an image
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown world kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.annotated_views not in ("keypoint5", "restricted"):
             raise ValueError(f"annotated_views must be 'keypoint5' or 'restricted', got {self.annotated_views!r}")
+        if self.view_sphere not in ("category", "full"):
+            raise ValueError(f"view_sphere must be 'category' or 'full', got {self.view_sphere!r}")
+        if not 0.0 <= self.real_shape_fraction <= 1.0 or not 0.0 <= self.jpeg <= 1.0:
+            raise ValueError(f"real_shape_fraction and jpeg are probabilities, got {self.real_shape_fraction}, {self.jpeg}")
+        for name in ("backgrounds", "textures", "real_shapes"):
+            folder = getattr(self, name)
+            if folder and not Path(folder).is_dir():
+                raise ValueError(f"{name}: folder {folder} not found")
         if self.count <= 0 or self.video_length <= 0 or self.image_size < 16:
             raise ValueError(f"count, video_length must be positive and image_size >= 16, got {self.count}, {self.video_length}, {self.image_size}")
 
 
-def _scene_options(kind: str):
+def _scene_options(options: WorldOptions):
     from ..render.scene import SceneOptions
 
-    if kind == "annotated2d":
-        return SceneOptions(floor=0.7, distractors=(0, 1), clutter_boxes=(0, 1), occluders=(0, 0), blur=0.6, noise=3.0)
-    if kind == "video":
-        return SceneOptions(floor=0.8, distractors=(0, 2), clutter_boxes=(0, 2), occluders=(0, 0), blur=1.0, noise=4.0)
-    return SceneOptions(floor=0.8, distractors=(1, 3), clutter_boxes=(1, 3), occluders=(1, 2), blur=1.2, noise=6.0, colour_gain=0.15)
+    photo = dict(
+        backgrounds=options.backgrounds, textures=options.textures, jpeg=options.jpeg,
+        background_split="test" if options.kind == "test3d" else "train",  # test3d shows backgrounds no training image has
+    )
+    if options.kind == "annotated2d":
+        return SceneOptions(floor=0.7, distractors=(0, 1), clutter_boxes=(0, 1), occluders=(0, 0), blur=0.6, noise=3.0, **photo)
+    if options.kind == "video":
+        return SceneOptions(floor=0.8, distractors=(0, 2), clutter_boxes=(0, 2), occluders=(0, 0), blur=1.0, noise=4.0, **photo)
+    return SceneOptions(floor=0.8, distractors=(1, 3), clutter_boxes=(1, 3), occluders=(1, 2), blur=1.2, noise=6.0, colour_gain=0.15, **photo)
+
+
+def full_view_ranges(category: Category):
+    """The category's sampling ranges over the whole view sphere: every azimuth (tables half a turn,
+    their rectangular top repeats after it), elevations widened to at least 0..40 deg."""
+    r = category.ranges
+    azimuth = (-math.pi / 2, math.pi / 2) if category.name == "table" else (0.0, 2 * math.pi)
+    elevation = (min(r.elevation[0], 0.0), max(r.elevation[1], math.radians(40.0)))
+    return replace(r, azimuth=azimuth, elevation=elevation)
 
 
 # Viewpoints of the real Keypoint-5 photos, estimated from their 2D keypoints (shared reference
@@ -181,7 +210,7 @@ def _camera_trajectory(category: Category, base, rng: np.random.Generator, lengt
     """Smooth orbit: azimuth sweep with easing, slow elevation drift, hand-held translation wobble."""
     from ..render.scene import Camera
 
-    r = category.ranges
+    r = full_view_ranges(category) if options.view_sphere == "full" else category.ranges
     az0 = float(base.angles[0, 1])
     el0 = float(base.angles[0, 0]) - math.pi
     sweep = math.radians(rng.uniform(*options.video_sweep_deg)) * rng.choice([-1.0, 1.0])
@@ -236,12 +265,15 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
 
     rng = _item_rng(seed, options.kind, index)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    ranges = _annotated_ranges(category, options, seed, index) if options.kind == "annotated2d" else None
+    if options.view_sphere == "full":
+        ranges = full_view_ranges(category)
+    else:
+        ranges = _annotated_ranges(category, options, seed, index) if options.kind == "annotated2d" else None
     base = SkeletonSampler(category, ranges=ranges).sample(1, gen, dtype=torch.float64)
     structure, alpha, mesh = base.structure[0].numpy(), base.params.alpha[0].numpy(), None
-    if options.real_shapes:
+    if options.real_shapes and (options.real_shape_fraction >= 1.0 or np.random.default_rng([seed, _KIND_ID[options.kind], index, 17]).random() < options.real_shape_fraction):
         structure, alpha, mesh = _real_target(category, options.real_shapes, index, float(alpha[0]), rng)
-    spec = sample_scene(category, structure, alpha, rng, _scene_options(options.kind), target_mesh=mesh)
+    spec = sample_scene(category, structure, alpha, rng, _scene_options(options), target_mesh=mesh)
     if options.kind == "video":
         cameras = _camera_trajectory(category, base, rng, options.video_length, options)
         names = [f"frames/{index:04d}/{j:03d}.png" for j in range(len(cameras))]
@@ -262,28 +294,36 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
 _REAL_CACHE: dict[tuple[str, str], list] = {}
 
 
-def _real_target(category: Category, folder: str, index: int, scale: float, rng: np.random.Generator):
-    """A real CAD model (complete keypoints only) scaled so its fitted alpha_1 equals ``scale``."""
-    from ..render.mesh import Mesh, random_material
+def cad_targets(category: Category | str, folder: str | Path) -> list:
+    """The PASCAL3D+ CAD models of ``folder`` that carry all of the category's keypoints, each with
+    its basis fit (cached per process); empty when there are none (e.g. sofas, round tables)."""
     from ..shape_fit import fit_shape
     from .real_shapes import PASCAL3D_CLASS, load_pascal3d_json
 
-    key = (folder, category.name)
+    category = get_category(category)
+    key = (str(folder), category.name)
     if key not in _REAL_CACHE:
-        prefix = PASCAL3D_CLASS.get(category.name, category.name)
-        paths = sorted(Path(folder).glob(f"{prefix}[0-9]*.json"))
+        prefix = PASCAL3D_CLASS.get(category.name)
         shapes = []
-        for path in paths:
+        for path in sorted(Path(folder).glob(f"{prefix}[0-9]*.json")) if prefix else []:
             try:
                 shape = load_pascal3d_json(path, category)
             except ValueError:
                 continue  # a model with other anchors (e.g. a round table)
             if shape.present.all():
                 shapes.append((shape, fit_shape(shape.keypoints, category)))
-        if not shapes:
-            raise WorldFormatError(f"{folder}: no PASCAL3D+ {prefix} model with all {category.num_keypoints} keypoints")
         _REAL_CACHE[key] = shapes
-    shape, fit = _REAL_CACHE[key][index % len(_REAL_CACHE[key])]
+    return _REAL_CACHE[key]
+
+
+def _real_target(category: Category, folder: str, index: int, scale: float, rng: np.random.Generator):
+    """A real CAD model (complete keypoints only) scaled so its fitted alpha_1 equals ``scale``."""
+    from ..render.mesh import Mesh, random_material
+
+    shapes = cad_targets(category, folder)
+    if not shapes:
+        raise WorldFormatError(f"{folder}: no PASCAL3D+ {category.name} model with all {category.num_keypoints} keypoints")
+    shape, fit = shapes[index % len(shapes)]
     factor = scale / fit.alpha[0]
     centre = shape.keypoints.mean(axis=0) * np.array([1.0, 0.0, 1.0])  # centre on the floor footprint
     structure = (shape.keypoints - centre) * factor

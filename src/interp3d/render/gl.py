@@ -85,6 +85,8 @@ _FRAGMENT = """
 uniform vec3 light_dir;
 uniform float ambient;
 uniform float diffuse;
+uniform sampler2D atlas;   // photo texture tiles stacked vertically (pattern >= PHOTO_PATTERN)
+uniform float n_tiles;
 in vec3 v_normal;
 in vec3 v_rgb;
 flat in vec2 v_pattern;
@@ -107,7 +109,14 @@ void main() {
     float s = v_pattern.y;
     vec3 p = v_local * s;
     float shade = 1.0;
-    if (pattern == 1) {          // wood grain
+    vec3 albedo = v_rgb;
+    if (pattern >= 5) {          // photo texture tile (pattern - 5), box-mapped along the face's local normal
+        vec3 ln = abs(cross(dFdx(v_local), dFdy(v_local)));
+        vec2 uv = (ln.x >= ln.y && ln.x >= ln.z) ? p.zy : ((ln.y >= ln.z) ? p.xz : p.xy);
+        float tile = min(float(pattern - 5), n_tiles - 1.0);
+        vec2 st = vec2(fract(uv.x), (tile + 0.02 + 0.96 * fract(uv.y)) / n_tiles);
+        albedo = v_rgb * texture(atlas, st).rgb;
+    } else if (pattern == 1) {          // wood grain
         float g = sin((p.x + p.y * 0.3) * 25.0 + 6.0 * vnoise(p * 3.0));
         shade = 0.85 + 0.15 * g;
     } else if (pattern == 2) {   // fabric weave
@@ -123,7 +132,7 @@ void main() {
     }
     vec3 n = normalize(v_normal);
     float lambert = abs(dot(n, -light_dir));
-    vec3 colour = v_rgb * shade * (ambient + diffuse * lambert);
+    vec3 colour = albedo * shade * (ambient + diffuse * lambert);
     out_colour = vec4(clamp(colour, 0.0, 1.0), 1.0);
     out_aux = vec2(v_depth, v_id);
 }
@@ -153,6 +162,23 @@ class Renderer:
         self._aux = self.ctx.texture((full, full), 2, dtype="f4")
         self._depth = self.ctx.depth_renderbuffer((full, full))
         self.fbo = self.ctx.framebuffer(color_attachments=[self._colour, self._aux], depth_attachment=self._depth)
+        self._atlas = None
+        self.set_texture_tiles(np.full((1, 4, 4, 3), 255, np.uint8))
+
+    def set_texture_tiles(self, tiles: np.ndarray) -> None:
+        """Photo texture tiles ``(T, s, s, 3)`` uint8 for materials of pattern ``photo`` (tile index in the material)."""
+        tiles = np.ascontiguousarray(tiles, dtype=np.uint8)
+        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.shape[1] != tiles.shape[2]:
+            raise ValueError(f"texture tiles must be (T, s, s, 3) uint8, got {tiles.shape}")
+        with self.ctx:
+            if self._atlas is None or self._atlas.size != (tiles.shape[2], tiles.shape[0] * tiles.shape[1]):
+                if self._atlas is not None:
+                    self._atlas.release()
+                self._atlas = self.ctx.texture((tiles.shape[2], tiles.shape[0] * tiles.shape[1]), 3)
+                self._atlas.repeat_x = self._atlas.repeat_y = False
+            # rows are stored bottom-up in GL; tile t spans t/T..(t+1)/T of the texture's v
+            self._atlas.write(tiles.reshape(-1, tiles.shape[2], 3).tobytes())
+            self.n_tiles = tiles.shape[0]
 
     def render(
         self,
@@ -206,6 +232,9 @@ class Renderer:
             self.program["light_dir"].value = tuple((light / np.linalg.norm(light)).tolist())
             self.program["ambient"].value = float(ambient)
             self.program["diffuse"].value = float(diffuse)
+            self._atlas.use(location=0)
+            self.program["atlas"].value = 0
+            self.program["n_tiles"].value = float(self.n_tiles)
             self.ctx.enable(moderngl.DEPTH_TEST)
             self.ctx.disable(moderngl.CULL_FACE)
             vao.render(moderngl.TRIANGLES)

@@ -15,10 +15,12 @@ import numpy as np
 
 from ..shape_model import Category, get_category
 
-__all__ = ["Mesh", "Material", "hexahedron", "beam", "slab", "build_furniture", "box", "MATERIAL_PATTERNS"]
+__all__ = ["Mesh", "Material", "PHOTO_PATTERN", "hexahedron", "beam", "slab", "build_furniture", "box", "MATERIAL_PATTERNS"]
 
-# Fragment-shader patterns (see gl.py): 0 plain, 1 wood grain, 2 fabric weave, 3 checker/planks, 4 noise.
+# Fragment-shader patterns (see gl.py): 0 plain, 1 wood grain, 2 fabric weave, 3 checker/planks, 4 noise;
+# PHOTO_PATTERN + t samples photo texture tile t (Renderer.set_texture_tiles), tinted by the colour.
 MATERIAL_PATTERNS = {"plain": 0, "wood": 1, "fabric": 2, "planks": 3, "noise": 4}
+PHOTO_PATTERN = 5
 
 
 @dataclass
@@ -27,8 +29,11 @@ class Material:
     pattern: str = "plain"
     scale: float = 1.0  # pattern frequency, per object-frame unit
 
+    tile: int = 0  # pattern "photo": which texture tile
+
     def packed(self) -> np.ndarray:
-        return np.array([*self.colour, MATERIAL_PATTERNS[self.pattern], self.scale], dtype=np.float32)
+        code = PHOTO_PATTERN + self.tile if self.pattern == "photo" else MATERIAL_PATTERNS[self.pattern]
+        return np.array([*self.colour, code, self.scale], dtype=np.float32)
 
 
 @dataclass

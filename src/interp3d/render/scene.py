@@ -16,9 +16,9 @@ from PIL import Image, ImageFilter
 from .. import geometry
 from ..shape_model import Category, get_category
 from .gl import SceneObject, get_renderer
-from .mesh import Material, Mesh, box, build_furniture, random_material
+from .mesh import MATERIAL_PATTERNS, Material, Mesh, box, build_furniture, random_material
 
-__all__ = ["SceneOptions", "SceneSpec", "Camera", "RenderedView", "sample_scene", "render_view", "procedural_background"]
+__all__ = ["SceneOptions", "SceneSpec", "Camera", "RenderedView", "sample_scene", "render_view", "procedural_background", "scene_background", "texture_tiles"]
 
 TARGET_ID, FLOOR_ID, FIRST_DISTRACTOR_ID, FIRST_OCCLUDER_ID = 1, 2, 3, 100
 
@@ -34,6 +34,14 @@ class SceneOptions:
     blur: float = 0.5  # max Gaussian blur radius, px
     noise: float = 3.0  # max pixel noise sd, grey levels
     colour_gain: float = 0.1  # per-channel gain in [1 - g, 1 + g]
+    jpeg: float = 0.0  # probability of JPEG compression (quality 30-90)
+    # photographic material (render.photos.PhotoLibrary folders; "" = procedural only)
+    backgrounds: str = ""
+    background_split: str = "train"  # which split of the folders (test3d: "test")
+    photo_background: float = 0.85  # probability of a photo crop instead of the procedural backdrop
+    textures: str = ""
+    photo_materials: float = 0.5  # probability that a material of the scene becomes a photo texture
+    texture_tiles: int = 8
 
 
 @dataclass
@@ -60,6 +68,7 @@ class SceneSpec:
     background_seed: int
     light: tuple[np.ndarray, float, float]
     options: SceneOptions = field(default_factory=SceneOptions)
+    texture_seed: int = 0
 
 
 @dataclass
@@ -133,7 +142,51 @@ def sample_scene(
     occluders = [np.concatenate([rng.uniform(0.1, 0.9, 2), [rng.uniform(0.3, 0.85), rng.uniform(0.25, 0.6)], rng.uniform(0.1, 0.9, 3)]) for _ in range(_count(rng, options.occluders))]
     light_dir = np.array([rng.uniform(-1, 1), rng.uniform(0.2, 1.0), rng.uniform(0.3, 1.0)])
     light = (light_dir, float(rng.uniform(0.3, 0.55)), float(rng.uniform(0.45, 0.8)))
-    return SceneSpec(category, np.asarray(structure, float), np.asarray(alpha, float), target, extras, occluders, int(rng.integers(2**31)), light, options)
+    spec = SceneSpec(category, np.asarray(structure, float), np.asarray(alpha, float), target, extras, occluders, int(rng.integers(2**31)), light, options)
+    if options.textures:  # drawn last, so scenes without photo material are what they always were
+        spec.texture_seed = int(rng.integers(2**31))
+        spec.target = _photo_materials(spec.target, rng, options)
+        spec.extras = [(_photo_materials(m, rng, options), r, t, i) for m, r, t, i in spec.extras]
+    return spec
+
+
+def _photo_materials(mesh: Mesh, rng: np.random.Generator, options: SceneOptions) -> Mesh:
+    """Turn each distinct material of ``mesh`` into a photo texture tile with probability
+    ``options.photo_materials`` (a light random tint, the pattern frequency kept)."""
+    if not len(mesh.faces):
+        return mesh
+    materials = mesh.materials.copy()
+    rows, inverse = np.unique(materials, axis=0, return_inverse=True)
+    for k, row in enumerate(rows):
+        if rng.random() >= options.photo_materials:
+            continue
+        tint = 1.0 - 0.35 * rng.random() * rng.dirichlet(np.ones(3))
+        scale = row[4] if row[3] in (MATERIAL_PATTERNS["wood"], MATERIAL_PATTERNS["fabric"], MATERIAL_PATTERNS["noise"]) and row[4] > 0 else 1.0
+        packed = Material(tuple(tint * rng.uniform(0.75, 1.0)), "photo", float(scale) * rng.uniform(0.3, 0.8), int(rng.integers(options.texture_tiles))).packed()
+        materials[inverse.reshape(-1) == k] = packed
+    return Mesh(mesh.vertices, mesh.faces, materials)
+
+
+def texture_tiles(options: SceneOptions, seed: int, size: int = 128) -> np.ndarray:
+    """The scene's photo texture tiles ``(T, size, size, 3)``: crops of the texture library."""
+    from .photos import photo_library
+
+    library = photo_library(options.textures, options.background_split)
+    rng = np.random.default_rng([seed, 11])
+    return np.stack([library.crop(size, rng, min_fraction=0.1) for _ in range(options.texture_tiles)])
+
+
+def scene_background(options: SceneOptions, size: int, seed: int) -> np.ndarray:
+    """The backdrop of a scene: a crop of a photograph (where the options name a library, with
+    probability ``photo_background``) or the procedural wall."""
+    if options.backgrounds:
+        from .photos import photo_library
+
+        rng = np.random.default_rng([seed, 13])
+        if rng.random() < options.photo_background:
+            photo = photo_library(options.backgrounds, options.background_split).crop(size, rng).astype(np.float32)
+            return np.clip(photo * rng.uniform(0.6, 1.15) + rng.uniform(-20, 20, 3), 0, 255).astype(np.uint8)
+    return procedural_background(size, seed)
 
 
 def procedural_background(size: int, seed: int) -> np.ndarray:
@@ -198,9 +251,12 @@ def render_view(spec: SceneSpec, camera: Camera, image_size: int = 256, rng: np.
         objects.append(SceneObject(mesh, rotation @ rot, rotation @ offset + t3, object_id))
     objects += _occluder_objects(spec, camera, points_cam, bbox_plane)
     light_dir, ambient, diffuse = spec.light
-    result = get_renderer(image_size, supersample).render(objects, focal, plane, light_dir, ambient, diffuse)
+    renderer = get_renderer(image_size, supersample)
+    if spec.options.textures:
+        renderer.set_texture_tiles(texture_tiles(spec.options, spec.texture_seed))
+    result = renderer.render(objects, focal, plane, light_dir, ambient, diffuse)
 
-    background = procedural_background(image_size, spec.background_seed).astype(np.float32)
+    background = scene_background(spec.options, image_size, spec.background_seed).astype(np.float32)
     a = result.alpha[..., None]
     image = result.colour.astype(np.float32) * a + background * (1 - a)
 
@@ -233,8 +289,15 @@ def render_view(spec: SceneSpec, camera: Camera, image_size: int = 256, rng: np.
     image = np.asarray(pil, dtype=np.float32)
     if opts.noise > 0:
         image = image + rng.normal(0, rng.uniform(0, opts.noise), image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if opts.jpeg > 0 and rng.random() < opts.jpeg:
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(30, 91)))
+        image = np.asarray(Image.open(buffer).convert("RGB"))
     return RenderedView(
-        image=np.clip(image, 0, 255).astype(np.uint8),
+        image=image,
         mask=mask,
         keypoints=keypoints,
         visible=visible,

@@ -119,6 +119,15 @@ def predict_batches(fn: Callable[[Tensor], Tensor], images: Tensor, device: torc
     return outs
 
 
+def augment(cfg: Config, category: Category, images: Tensor, keypoints: Tensor, visible: Tensor, gen: torch.Generator):
+    """The training augmentation of annotated images as the config asks (``train.augment_*``)."""
+    t = cfg.train
+    return augment_batch(
+        images, keypoints, visible, category.flip_permutation, gen, t.augment_rotation_deg, t.augment_colour, t.augment_flip,
+        scale=t.augment_scale, shift=t.augment_shift, occlude=t.augment_occlude,
+    )
+
+
 def _model_info(cfg: Config, category: Category) -> dict:
     return {"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": cfg.synthetic.heatmap_size}
 
@@ -142,7 +151,7 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
-        images, keypoints, visible = augment_batch(images, keypoints, visible, category.flip_permutation, gen, cfg.train.augment_rotation_deg, cfg.train.augment_colour, cfg.train.augment_flip)
+        images, keypoints, visible = augment(cfg, category, images, keypoints, visible, gen)
         target = render_heatmaps(geometry.rescale_points(keypoints, size, hm), hm, cfg.synthetic.sigma, visible=visible)
         preds = model(images.contiguous(memory_format=mf))
         loss = sum(F.mse_loss(p.float(), target) for p in preds)
@@ -160,7 +169,7 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
         lambda epoch: _epoch_batches(len(train), stage.batch_size, cfg.seed, epoch, ctx, stage.max_steps_per_epoch),
         loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="pck", higher_is_better=True,
         seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
-        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx, lr_schedule=stage.lr_schedule,
     )
 
 
@@ -308,7 +317,7 @@ def finetune(
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
-        images, keypoints, visible = augment_batch(images, keypoints, visible, category.flip_permutation, gen, cfg.train.augment_rotation_deg, cfg.train.augment_colour, cfg.train.augment_flip)
+        images, keypoints, visible = augment(cfg, category, images, keypoints, visible, gen)
         if freeze:  # a frozen hourglass keeps its BatchNorm statistics too
             net.keypoint_net.eval()
         out = model(images.contiguous(memory_format=mf))
@@ -338,5 +347,5 @@ def finetune(
         lambda epoch: _epoch_batches(len(train), stage.batch_size, cfg.seed, epoch, ctx, stage.max_steps_per_epoch),
         loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="pck_reprojection", higher_is_better=True,
         seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
-        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx, lr_schedule=stage.lr_schedule,
     )

@@ -1,0 +1,110 @@
+"""Predicted viewpoints on real photographs against labels by eye (benchmarks/real_photos/labels.json).
+
+    .venv/bin/python benchmarks/real_photos.py [--photos ../shared/data/photos] [--models chair chair-cpu-small ...]
+
+For every labelled photo, the shipped model of its category (or each ``--models`` entry of that
+category) predicts with its default refinement; reported per category and model: the share of
+azimuths within 45 deg of the label (tables modulo 180 deg), the median error, and the same for a
+constant "front" guess. Writes ``benchmarks/results/real_photos.{json,md}`` and a figure of the
+predictions (``real_photos.png``). With 24 photos and one annotator, this is a sanity check, not a
+benchmark: the photos' labels are subjective to 15-30 deg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def azimuth_error_deg(pred: np.ndarray, label: np.ndarray, period: float = 360.0) -> np.ndarray:
+    d = np.abs((np.asarray(pred) - np.asarray(label)) % period)
+    return np.minimum(d, period - d)
+
+
+def period_of(category: str) -> float:
+    return 180.0 if category == "table" else 360.0  # a rectangular table top repeats after half a turn
+
+
+def main() -> None:
+    from interp3d.inference import Predictor, load_rgb
+    from interp3d.models.serialization import pretrained_models, read_model_info
+    from interp3d.shape_model import get_category
+    from interp3d.viz import draw_skeleton, save_figure
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=HERE.parents[1] / "shared" / "data" / "photos")
+    parser.add_argument("--labels", type=Path, default=HERE / "real_photos" / "labels.json")
+    parser.add_argument("--models", nargs="*", help="shipped model names or files (default: each category's shipped model)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    labels = json.loads(args.labels.read_text())["photos"]
+    shipped = pretrained_models()
+    names = args.models or sorted({c for c in (p["category"] for p in labels) if c in shipped})
+    by_category: dict[str, list[str]] = {}
+    for name in names:
+        by_category.setdefault(read_model_info(name)["category"], []).append(name)
+
+    rows, figure_items = [], []
+    for name_list in by_category.values():
+        for name in name_list:
+            predictor = Predictor.load(name)
+            category = predictor.model.category.name
+            for item in (p for p in labels if p["category"] == category):
+                image = load_rgb(args.photos / item["path"])
+                (pred,) = predictor.predict(image)
+                err = float(azimuth_error_deg(pred.azimuth_deg, item["azimuth_deg"], period_of(category)))
+                rows.append({"model": name, "category": category, "path": item["path"], "confidence": item["confidence"], "label_deg": item["azimuth_deg"], "pred_deg": round(pred.azimuth_deg % 360, 1), "error_deg": round(err, 1)})
+                if name == name_list[0]:
+                    figure_items.append((image, pred, category, item, err))
+
+    summary = {}
+    for key in sorted({(r["model"], r["category"]) for r in rows}):
+        sel = [r for r in rows if (r["model"], r["category"]) == key]
+        errors = np.array([r["error_deg"] for r in sel])
+        front = azimuth_error_deg(0.0, np.array([r["label_deg"] for r in sel]), period_of(key[1]))
+        summary[f"{key[0]} / {key[1]}"] = {
+            "n": len(sel), "within_45_pct": float(np.mean(errors <= 45) * 100), "median_deg": float(np.median(errors)),
+            "front_guess_within_45_pct": float(np.mean(front <= 45) * 100),
+        }
+    default_rows = [r for r in rows if r["model"] == by_category[r["category"]][0]]
+    if default_rows:
+        errors = np.array([r["error_deg"] for r in default_rows])
+        front = np.array([float(azimuth_error_deg(0.0, r["label_deg"], period_of(r["category"]))) for r in default_rows])
+        summary["all categories (default models)"] = {"n": len(default_rows), "within_45_pct": float(np.mean(errors <= 45) * 100), "median_deg": float(np.median(errors)), "front_guess_within_45_pct": float(np.mean(front <= 45) * 100)}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "real_photos.json").write_text(json.dumps({"summary": summary, "photos": rows}, indent=2))
+    lines = ["# Real photographs: predicted azimuth vs labels by eye", "", "Labels: `benchmarks/real_photos/labels.json` (one annotator; 15-30 deg subjective). Tables modulo 180 deg.", "",
+             "| model / category | photos | within 45 deg | median error | constant 'front' within 45 deg |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['n']} | {v['within_45_pct']:.0f} % | {v['median_deg']:.0f} deg | {v['front_guess_within_45_pct']:.0f} % |" for k, v in summary.items()]
+    lines += ["", "| model | photo | confidence | label | predicted | error |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['path']} | {r['confidence']} | {r['label_deg']} | {r['pred_deg']} | {r['error_deg']} |" for r in rows]
+    (args.out / "real_photos.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib.pyplot as plt
+
+    cols = 6
+    rows_n = max(1, -(-len(figure_items) // cols))
+    fig, axes = plt.subplots(rows_n, cols, figsize=(2.6 * cols, 2.8 * rows_n), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, pred, category, item, err) in zip(axes.flat, figure_items):
+        h, w = image.shape[:2]
+        ax.imshow(image, extent=(0, w, h, 0))
+        draw_skeleton(ax, pred.reprojected_2d, get_category(category), linewidth=1.2, markersize=2.5)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_title(f"{category}: pred {pred.azimuth_deg % 360:.0f}, label {item['azimuth_deg']} ({err:.0f} off)", fontsize=7, color="black" if err <= 45 else "red")
+    fig.tight_layout()
+    save_figure(fig, args.out / "real_photos.png", dpi=90)
+    print("\n".join(lines[:6 + len(summary)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Train a shipped product model of one category (``src/interp3d/pretrained/<category>.safetensors``).
+
+    bash scripts/fetch_photo_material.sh data/photo_material          # once: Debian wallpapers + textures
+    .venv/bin/python scripts/train_product.py --category sofa --out runs/product/sofa --export
+
+The ``product`` preset (config.py): a realistic rendered world over the whole view sphere
+(photographic backgrounds and furniture textures from Debian packages, JPEG, blur, noise, clutter;
+PASCAL3D+ CAD models as a share of the targets where complete ones exist), the ImageNet-pretrained
+EfficientNet-Lite0 2D module (pretrain-2d with scale/shift/occluder/mirror augmentation), the
+visibility-aware keypoint lifter (pretrain-lift on real shapes where ``--real-shapes`` has them)
+and test-time refinement by default. The two networks are trained separately and composed: the
+lifter never sees the renderer, so it does not learn the world's shortcuts.
+
+Every step resumes after a kill (renders by chunk, stages by epoch): rerun the same command.
+``--export`` evaluates the composed model on the run's rendered ``test3d`` (held-out backgrounds)
+with refinement off and on and writes the fp16 file with recipe, data, licences and metrics in
+its header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from interp3d.config import Config, preset
+from interp3d.data.lifting import bank_from_folder
+from interp3d.data.world import cad_targets, render_world
+from interp3d.io_utils import load_checkpoint, write_run_metadata
+from interp3d.models.serialization import build_interpreter, export_interpreter, load_interpreter
+from interp3d.shape_model import get_category
+from interp3d.train.stages import lifting_data, pretrain_2d, pretrain_lift
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CAD_SHARE = 0.3  # of the annotated targets, where the category has complete PASCAL3D+ models
+METRIC_KEYS = ("structure", "azimuth", "elevation", "pck_heatmap", "pck_reprojection")
+
+
+def product_config(category: str, photo_material: Path, real_shapes: Path | None, seed: int, overrides: list[str]) -> Config:
+    cfg = preset("product").override([f"seed={seed}", f"categories=[\"{category}\"]"] + list(overrides))
+    world = replace(cfg.world, backgrounds=str((photo_material / "backgrounds").resolve()), textures=str((photo_material / "textures").resolve()))
+    cfg = replace(cfg, world=world)
+    if real_shapes is not None and bank_from_folder(real_shapes, category, "train") is not None:
+        cfg = replace(cfg, lift=replace(cfg.lift, real_shapes=str(real_shapes.resolve())))
+    return cfg
+
+
+def _cad_folder(category: str, real_shapes: Path | None) -> str:
+    """The PASCAL3D+ CAD folder if it holds complete models of the category, else ''."""
+    folder = real_shapes / "pascal3d_cad" if real_shapes is not None else None
+    return str(folder.resolve()) if folder is not None and folder.is_dir() and cad_targets(category, folder) else ""
+
+
+def render(cfg: Config, category: str, out: Path, cad: str) -> dict[str, Path]:
+    worlds = {}
+    for kind, seed_offset in (("annotated2d", 0), ("test3d", 1000)):
+        options = cfg.world.options(kind)
+        if kind == "annotated2d" and cad:
+            options = replace(options, real_shapes=cad, real_shape_fraction=REAL_CAD_SHARE)
+        worlds[kind] = render_world(out / "world" / kind, category, options, seed=cfg.seed + seed_offset, progress=False, config=cfg.to_dict())
+    return worlds
+
+
+def compose(cfg: Config, category: str, keypoint_ckpt: Path, lifter_ckpt: Path):
+    model = build_interpreter(category, asdict(cfg.model) | {"heatmap_sigma": cfg.synthetic.sigma}, cfg.synthetic.heatmap_size)
+    model.keypoint_net.load_state_dict(load_checkpoint(keypoint_ckpt, kind="pretrain_2d")["model"])
+    model.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_lift")["model"])
+    return model.eval()
+
+
+def _licences(photo_material: Path) -> list[str]:
+    sources = photo_material / "SOURCES.txt"
+    return sources.read_text().split("\n") if sources.is_file() else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--category", required=True, choices=["chair", "swivelchair", "table", "bed", "sofa"])
+    parser.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
+    parser.add_argument("--photo-material", type=Path, default=ROOT / "data" / "photo_material", help="scripts/fetch_photo_material.sh output")
+    parser.add_argument("--real-shapes", type=Path, default=ROOT.parent / "shared" / "data", help="folder in the layout of ../shared/data ('' for none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.pretrain_2d.epochs=4")
+    parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<category>.safetensors")
+    args = parser.parse_args()
+    if not (args.photo_material / "SOURCES.txt").is_file():
+        parser.error(f"{args.photo_material}: no photo material; run: bash scripts/fetch_photo_material.sh {args.photo_material}")
+    real_shapes = args.real_shapes if args.real_shapes and str(args.real_shapes) and args.real_shapes.is_dir() else None
+    cfg = product_config(args.category, args.photo_material, real_shapes, args.seed, args.overrides)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cad = _cad_folder(args.category, real_shapes)
+    write_run_metadata(out, cfg.to_dict(), cfg.seed, {"recipe": "scripts/train_product.py", "category": args.category, "cad_targets": cad})
+    timings = {}
+    start = time.perf_counter()
+    worlds = render(cfg, args.category, out, cad)
+    timings["render_s"] = time.perf_counter() - start
+    t = time.perf_counter()
+    keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False)
+    timings["pretrain_2d_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lifter = pretrain_lift(cfg, args.category, out / "pretrain_lift", progress=False)
+    timings["pretrain_lift_s"] = time.perf_counter() - t
+    print(json.dumps({"pretrain_2d": keypoints.best_record, "pretrain_lift": lifter.best_record, **timings}, indent=2, default=str))
+    if not args.export:
+        return
+
+    from interp3d.evaluation.evaluate import evaluate_interpreter
+
+    model = compose(cfg, args.category, keypoints.best_checkpoint, lifter.best_checkpoint)
+    prior = lifting_data(cfg, args.category)[2]
+    info = {
+        "recipe": "scripts/train_product.py",
+        "preset": "product",
+        "seed": cfg.seed,
+        "git": json.loads((out / "run.json").read_text()).get("git"),
+        "data": {
+            "annotated2d": f"{cfg.world.n_annotated2d} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
+            + (f", {REAL_CAD_SHARE:.0%} PASCAL3D+ CAD targets" if cad else ""),
+            "lifter_shapes": prior.source,
+            "photo_material": _licences(args.photo_material),
+        },
+        "validation": {"pretrain_2d": keypoints.best_record, "pretrain_lift": lifter.best_record},
+        "train_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "shape_prior": prior.to_dict(),
+        "refine_default": True,
+        "lifter": {"recipe": "scripts/train_product.py", "real_shapes": prior.source, "validation": lifter.best_record},
+    }
+    target = ROOT / "src" / "interp3d" / "pretrained" / f"{args.category}.safetensors"
+    with torch.no_grad():
+        export_interpreter(model, target, half=True, info=info)
+    exported = load_interpreter(target)  # as users get it (float16 weights)
+    info["test3d_metrics"] = {}
+    for label, refine in (("keypoint_lifter", False), ("keypoint_lifter_refined", True)):
+        metrics = evaluate_interpreter(exported, worlds["test3d"], refine=refine)
+        info["test3d_metrics"][label] = {k: metrics[k] for k in METRIC_KEYS}
+    info["test3d"] = f"{cfg.world.n_test3d} rendered images: whole view sphere, clutter, 1-2 occluders, held-out photo backgrounds"
+    with torch.no_grad():
+        export_interpreter(model, target, half=True, info=info)
+    print(json.dumps(info["test3d_metrics"], indent=2, default=str))
+    print(f"exported -> {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
