@@ -339,6 +339,56 @@ def bench_exports(device, quick: bool) -> dict:
     return out
 
 
+def bench_product(device, quick: bool) -> dict:
+    """The product architecture (EfficientNet-Lite0 2D module + keypoint lifter, 128 px) beside today's
+    shipped hourglass chair model, in this run: ONNX Runtime and eager batch throughput, batch-1
+    latency, and 2D-module training throughput; plus the shipped product models' recorded recipe times."""
+    from interp3d.models import Interpreter
+    from interp3d.models.serialization import OnnxInterpreter, pretrained_models, read_model_info
+
+    architectures = {
+        "hourglass_chair_cpu_small": Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)),
+        "efficientnet_lite0_product": Interpreter.build("chair", 128, 32, lifter="keypoints", keypoint_lifter={"width": 512, "blocks": 2, "hypotheses": 4}, backbone="efficientnet_lite0"),
+    }
+    batch = 8 if quick else 32
+    out: dict = {"batch": batch}
+    for name, model in architectures.items():
+        model = model.to(device).eval()
+        xb = torch.rand(batch, 3, 128, 128, device=device)
+        x1 = xb[:1]
+        entry = {"parameters_M": sum(p.numel() for p in model.parameters()) / 1e6}
+        with torch.no_grad():
+            entry["eager_images_per_s"] = batch / timeit(lambda: (model(xb), sync(device)), repeat=2 if quick else 3)
+            if device.type == "cpu":
+                onnx_model = OnnxInterpreter(model)
+                entry["onnxruntime_images_per_s"] = batch / timeit(lambda: onnx_model(xb), repeat=2 if quick else 3)
+                entry["onnxruntime_latency_ms_batch1"] = timeit(lambda: onnx_model(x1), repeat=5) * 1e3
+        net = model.keypoint_net.train()
+        opt = torch.optim.Adam(net.parameters(), 1e-4)
+        xt = torch.rand(16 if quick else 32, 3, 128, 128, device=device)
+
+        def step():
+            loss = net(xt)[-1].square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sync(device)
+
+        entry["train_2d_images_per_s"] = xt.shape[0] / timeit(step, repeat=2 if quick else 3)
+        out[name] = entry
+    hg, ef = out["hourglass_chair_cpu_small"], out["efficientnet_lite0_product"]
+    if "onnxruntime_images_per_s" in ef:
+        out["onnx_throughput_ratio_product_over_hourglass"] = ef["onnxruntime_images_per_s"] / hg["onnxruntime_images_per_s"]
+    out["train_2d_ratio_product_over_hourglass"] = ef["train_2d_images_per_s"] / hg["train_2d_images_per_s"]
+    recipes = {}
+    for name, path in sorted(pretrained_models().items()):
+        info = read_model_info(path).get("info", {})
+        if info.get("recipe") == "scripts/train_product.py":
+            recipes[name] = {"minutes": round(sum(info.get("train_seconds", {}).values()) / 60, 1), **{k: round(v / 60, 1) for k, v in info.get("train_seconds", {}).items()}}
+    out["recipe_minutes_2_cores"] = recipes
+    return out
+
+
 def bench_loading(device, quick: bool) -> dict:
     """Reading a rendered world from disk (PNG decode) through a DataLoader with 0 and 2 workers,
     with and without pinned memory, against the rate the cpu-small training step consumes images."""
@@ -441,14 +491,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference exports loading lifting memory (merged into the existing results)")
+    parser.add_argument("--only", nargs="*", default=None, help="synthetic renderer training inference exports loading lifting memory product (merged into the existing results)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     previous = RESULTS / f"benchmarks{suffix}.json"
     results = json.loads(previous.read_text()) if args.only and previous.is_file() else {}
     results |= {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}}
-    wanted = args.only or ["synthetic", "renderer", "training", "inference", "exports", "loading", "lifting", "memory"]
+    wanted = args.only or ["synthetic", "renderer", "training", "inference", "exports", "loading", "lifting", "memory", "product"]
     for name in wanted:
         start = time.perf_counter()
         if name == "synthetic":
@@ -467,6 +517,8 @@ def main(argv=None) -> int:
             results[name] = bench_lifting(device, args.quick)
         elif name == "memory":
             results[name] = bench_memory(device)
+        elif name == "product":
+            results[name] = bench_product(device, args.quick)
         print(f"{name}: {time.perf_counter() - start:.0f}s", flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2))

@@ -60,3 +60,17 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_product_preset_builds_the_shipped_architecture():
+    from dataclasses import asdict
+
+    from interp3d.config import preset
+    from interp3d.models.serialization import build_interpreter
+
+    cfg = preset("product")
+    assert cfg.model.backbone == "efficientnet_lite0" and cfg.model.lifter == "keypoints" and cfg.world.view_sphere == "full"
+    assert cfg.train.augment_occlude > 0 and cfg.train.pretrain_2d.lr_schedule == "cosine"
+    model = build_interpreter("bed", asdict(cfg.model), cfg.synthetic.heatmap_size)
+    assert model.image_size == 4 * model.heatmap_size == 128
+    assert cfg.world.options("test3d").view_sphere == "full"

@@ -113,3 +113,23 @@ def test_onnxruntime_backend_matches_torch(checkpoint, tmp_path):
         assert abs(a.azimuth_deg - b.azimuth_deg) < 1e-2
     with pytest.raises(ValueError, match="backend must be"):
         Predictor.load(checkpoint, backend="tensorrt")
+
+
+def test_cli_predict_picks_the_categorys_shipped_model(checkpoint, tmp_path, monkeypatch):
+    from interp3d.models import serialization
+    from interp3d.models.serialization import export_interpreter
+
+    torch.manual_seed(1)
+    sofa = Interpreter.build("sofa", 32, 16, 16, 2, 1, (32, 16))
+    sofa_file = export_interpreter(sofa, tmp_path / "sofa.safetensors", model_config=asdict(preset("cpu-small").model) | {"image_size": 32, "features": 16, "depth": 2, "lifter_widths": [32, 16]})
+    monkeypatch.setattr(serialization, "pretrained_models", lambda: {"sofa": sofa_file})
+    image = _image(tmp_path, "photo.png", np.random.default_rng(4).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    result = CliRunner().invoke(app, ["predict", str(image), "--category", "sofa", "--out", str(tmp_path / "out"), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads((tmp_path / "out" / "photo.json").read_text())["category"] == "sofa"
+    wrong = CliRunner().invoke(app, ["predict", str(image), "--category", "sofa", "--model", str(checkpoint), "--out", str(tmp_path / "o2")])
+    assert wrong.exit_code == 2 and "is a chair model, not sofa" in wrong.output
+    unknown = CliRunner().invoke(app, ["predict", str(image), "--category", "lamp", "--out", str(tmp_path / "o3")])
+    assert unknown.exit_code == 2 and "lamp" in unknown.output
