@@ -85,3 +85,24 @@ def test_paired_bootstrap_gain():
     assert g["low"] <= 0.0 < g["gain"]
     with pytest.raises(ValueError, match="equal-length"):
         paired_bootstrap_gain(base, base[:5], 0.5)
+
+
+def test_seed_covering_gain_known_answers():
+    from interp3d.evaluation.metrics import average_recall, paired_bootstrap_gain, seed_covering_gain
+
+    rng = np.random.default_rng(0)
+    base = [rng.uniform(0, 1, 200) for _ in range(3)]
+    # the same improvement in every seed: the mean gain is exact and the interval hugs it
+    better = [b * 0.8 for b in base]
+    g = seed_covering_gain(base, better, 2.0)
+    exact = np.mean([average_recall(n, 2.0) - average_recall(b, 2.0) for b, n in zip(base, better)])
+    assert g["gain"] == pytest.approx(exact) and g["low"] > 0 and g["low"] <= g["gain"] <= g["high"]
+    # seeds that disagree: +gain in one, -gain in two; the interval must cover zero although each
+    # seed's own paired interval excludes it
+    mixed = [base[0] * 0.6, base[1] * 1.3, base[2] * 1.3]
+    g = seed_covering_gain(base, mixed, 2.0)
+    singles = [paired_bootstrap_gain(b, n, 2.0) for b, n in zip(base, mixed)]
+    assert all(s["low"] > 0 or s["high"] < 0 for s in singles)
+    assert g["low"] < 0 < g["high"] and g["seed_sd"] > 5 and len(g["per_seed"]) == 3
+    with pytest.raises(ValueError, match="one \\(base, new\\) pair"):
+        seed_covering_gain(base, base[:2], 2.0)

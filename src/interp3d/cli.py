@@ -333,12 +333,17 @@ def ablation(
     categories: Annotated[Optional[list[str]], typer.Option("--category", "-c", help="Categories (default chair and sofa).")] = None,
     preset_name: PresetOpt = "cpu-small",
     overrides: SetOpt = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train every variant from this many seeds (seed, seed+1, ...) and report means, spreads and seed-covering gain intervals.")] = 1,
 ) -> None:
     """Baseline / Video / Video+Curriculum on the rendered world: the paper's Table 2."""
-    from .pipeline import run_ablation
+    from .pipeline import run_ablation, run_ablation_seeds
 
     cfg = _resolve(preset_name, overrides)
-    report = _run_guarded(lambda: run_ablation(cfg, out, tuple(categories or ("chair", "sofa")), echo=typer.echo))
+    cats = tuple(categories or ("chair", "sofa"))
+    if seeds > 1:
+        report = _run_guarded(lambda: run_ablation_seeds(cfg, out, [cfg.seed + i for i in range(seeds)], cats, echo=typer.echo))
+    else:
+        report = _run_guarded(lambda: run_ablation(cfg, out, cats, echo=typer.echo))
     typer.echo(Path(report).read_text())
 
 

@@ -11,9 +11,10 @@ from typing import Callable
 import numpy as np
 
 from .config import Config
+from .evaluation.metrics import average_recall
 from .io_utils import atomic_path, atomic_write_json, atomic_write_text, write_run_metadata
 
-__all__ = ["run_demo", "train_baseline", "evaluate_to_folder", "run_ablation", "video_grid_search"]
+__all__ = ["run_demo", "train_baseline", "evaluate_to_folder", "run_ablation", "run_ablation_seeds", "video_grid_search"]
 
 
 def _stage(out: Path, name: str, echo: Callable[[str], None], fn: Callable[[], dict]) -> dict:
@@ -224,7 +225,7 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
     atomic_write_json(out / "table.json", table)
     header = "| Method | " + " | ".join(f"{c} structure AR | {c} pose AR" for c in categories) + " |"
     lines = [f"# Ablation on the rendered world ({cfg.preset}): average recall %, test3d", "", header, "|---|" + "---|---|" * len(categories)]
-    for name in ("Baseline", "Video", "Video+Curriculum"):
+    for name in ABLATION_VARIANTS:
         cells = " | ".join(f"{table[c][name]['structure']['average_recall']:.2f} | {table[c][name]['azimuth']['average_recall']:.2f}" for c in categories)
         lines.append(f"| {name} | {cells} |")
     atomic_write_json(out / "gains.json", gains)
@@ -234,6 +235,61 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
         lines.append(f"| {name} | {cells} |")
     lines += [""] + [f"![{c} structure](ablation_structure_{c}.png) ![{c} azimuth](ablation_azimuth_{c}.png)" for c in categories]
     report = out / "table.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+ABLATION_VARIANTS = ("Baseline", "Video", "Video+Curriculum")
+
+
+def run_ablation_seeds(cfg: Config, out: str | Path, seeds: list[int], categories: tuple[str, ...] = ("chair", "sofa"), echo: Callable[[str], None] = print) -> Path:
+    """:func:`run_ablation` once per seed (``out/seed_<s>``: its own world samples and initialisations,
+    each resumable), then per category, variant and metric the mean and spread of the AR across
+    seeds and the gain over the Baseline with a seed-covering interval
+    (:func:`interp3d.evaluation.metrics.seed_covering_gain`). Writes ``seeds.json`` and ``seeds.md``."""
+    from dataclasses import replace
+
+    from .evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX, seed_covering_gain
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_metadata(out, cfg.to_dict(), cfg.seed, {"categories": list(categories), "seeds": list(seeds)})
+    for s in seeds:
+        echo(f"=== seed {s}")
+        run_ablation(replace(cfg, seed=s), out / f"seed_{s}", categories, echo=echo)
+    taus = {"structure": (STRUCTURE_TAU_MAX, "structure_error"), "azimuth": (POSE_TAU_MAX, "azimuth_error")}
+    summary: dict = {"seeds": list(seeds), "categories": {}}
+    for category in categories:
+        errors = {
+            name: [_read_errors(out / f"seed_{s}" / "evaluation" / category / name.lower().replace("+", "_") / "per_object.csv") for s in seeds]
+            for name in ABLATION_VARIANTS
+        }
+        block = {}
+        for name in ABLATION_VARIANTS:
+            block[name] = {}
+            for metric, (tau, key) in taus.items():
+                ars = np.array([average_recall(e[key], tau) for e in errors[name]])
+                entry = {"mean": float(ars.mean()), "sd": float(ars.std(ddof=1)) if len(ars) > 1 else 0.0, "per_seed": [float(a) for a in ars]}
+                if name != "Baseline":
+                    entry["gain"] = seed_covering_gain([e[key] for e in errors["Baseline"]], [e[key] for e in errors[name]], tau)
+                block[name][metric] = entry
+        summary["categories"][category] = block
+    atomic_write_json(out / "seeds.json", summary)
+    header = "| Method | " + " | ".join(f"{c} structure AR | {c} pose AR" for c in categories) + " |"
+    lines = [f"# Ablation over {len(seeds)} seeds ({cfg.preset}; seeds {', '.join(map(str, seeds))}): test3d average recall %, mean +- sd across seeds", "", header, "|---|" + "---|---|" * len(categories)]
+    for name in ABLATION_VARIANTS:
+        cells = " | ".join(" | ".join(f"{summary['categories'][c][name][m]['mean']:.2f} +- {summary['categories'][c][name][m]['sd']:.2f}" for m in taus) for c in categories)
+        lines.append(f"| {name} | {cells} |")
+    lines += ["", "Gain over the Baseline, AR points: mean over seeds [95 % interval resampling seeds and test objects]:", "", header, "|---|" + "---|---|" * len(categories)]
+    for name in ABLATION_VARIANTS[1:]:
+        cells = " | ".join(" | ".join(_gain_cell(summary["categories"][c][name][m]["gain"]) for m in taus) for c in categories)
+        lines.append(f"| {name} | {cells} |")
+    lines += ["", "Per-seed gains (structure / azimuth):", ""]
+    for c in categories:
+        for name in ABLATION_VARIANTS[1:]:
+            g = summary["categories"][c][name]
+            lines.append(f"- {c} {name}: " + ", ".join(f"{a:+.2f} / {b:+.2f}" for a, b in zip(g["structure"]["gain"]["per_seed"], g["azimuth"]["gain"]["per_seed"])))
+    report = out / "seeds.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
 
