@@ -117,6 +117,7 @@ def main() -> None:
         "recipe": "scripts/train_product.py",
         "preset": "product",
         "seed": cfg.seed,
+        "overrides": list(args.overrides),
         "git": json.loads((out / "run.json").read_text()).get("git"),
         "data": {
             "annotated2d": f"{cfg.world.n_annotated2d} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"

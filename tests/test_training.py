@@ -161,3 +161,31 @@ def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_wo
     longer = replace(cfg, train=replace(cfg.train, pretrain_3d=StageConfig(epochs=3, batch_size=32, lr=1e-3)))
     extended = pretrain_3d(longer, "chair", tmp_path / "p3d", progress=False)  # a fresh optimizer for the extra epoch
     assert [h["epoch"] for h in extended.history] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_pretrained_encoder_backbone_through_every_stage(tiny_world, tmp_path):
+    """model.backbone=efficientnet_lite0: pretrain-2d (from the ImageNet weights; resumes exactly),
+    pretrain-lift, fine-tuning, the video stage, export; the encoder's weights move in pretrain-2d."""
+    from interp3d.models.efficientnet import EfficientNetLite0, load_lite0_weights
+    from interp3d.train.video import train_video
+
+    cfg = _tiny_lift_config().override(["model.backbone=efficientnet_lite0", "model.decoder_channels=16", "model.image_size=64", "video.clips_per_batch=2", "video.images_per_batch=4"])
+    full = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "full", progress=False)
+    with pytest.raises(Killed):
+        pretrain_2d(cfg, "chair", tiny_world, tmp_path / "resumed", progress=False, on_epoch_end=_kill_after_first_epoch)
+    resumed = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "resumed", progress=False)
+    _assert_same_weights(full.out_dir / "last.pt", resumed.out_dir / "last.pt")
+    trained = load_checkpoint(full.best_checkpoint, kind="pretrain_2d")["model"]
+    imagenet = load_lite0_weights(EfficientNetLite0()).state_dict()
+    stem = trained["encoder._conv_stem.weight"]
+    assert not torch.equal(stem, imagenet["_conv_stem.weight"]) and torch.nn.functional.cosine_similarity(stem.flatten(), imagenet["_conv_stem.weight"].flatten(), dim=0) > 0.9
+    lift = pretrain_lift(cfg, "chair", tmp_path / "lift", progress=False)
+    rf = finetune(cfg, "chair", tiny_world, full.best_checkpoint, lift.best_checkpoint, tmp_path / "ft", progress=False)
+    videos = render_world(tmp_path / "video", "chair", WorldOptions(kind="video", count=2, video_length=4, image_size=32, chunk=2), seed=1, progress=False)
+    val = render_world(tmp_path / "val", "chair", WorldOptions(kind="test3d", count=4, image_size=32, chunk=4), seed=2, progress=False)
+    rv = train_video(cfg, "chair", tiny_world, videos, val, rf.best_checkpoint, tmp_path / "video_stage", (3,), 1, progress=False)
+    model = load_interpreter(rv.best_checkpoint)
+    assert type(model.keypoint_net).__name__ == "EfficientNetKeypointNet"
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out.heatmaps.shape == (2, 10, 16, 16) and torch.isfinite(out.structure).all()
