@@ -9,7 +9,7 @@ import torch
 
 from interp3d.config import StageConfig, preset
 from interp3d.data.world import WorldOptions, render_world
-from interp3d.train.engine import CheckpointError, load_checkpoint, save_checkpoint
+from interp3d.train.engine import CheckpointError, load_checkpoint, save_checkpoint, stage_weights
 from interp3d.models.serialization import load_interpreter
 from interp3d.train.stages import finetune, pretrain_2d, pretrain_3d, pretrain_lift
 
@@ -48,7 +48,7 @@ def _kill_after_first_epoch(epoch):
 
 
 def _assert_same_weights(a: Path, b: Path):
-    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    sa, sb = stage_weights(a), stage_weights(b)
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
@@ -154,6 +154,9 @@ def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_wo
     first = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)
     state = load_checkpoint(first.out_dir / "last.pt")
     assert state["complete"] and "optimizer" not in state and state["history"] == first.history
+    if first.best_epoch == first.history[-1]["epoch"]:  # one copy of the final weights on disk
+        assert "model" not in state and state["model_in"] == "best.pt"
+    assert stage_weights(first.out_dir / "last.pt").keys() == load_checkpoint(first.best_checkpoint)["model"].keys()
     again = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)  # nothing left to do
     assert again.history == first.history and again.best_epoch == first.best_epoch
     from dataclasses import replace

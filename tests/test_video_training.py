@@ -87,18 +87,18 @@ def test_video_grid_search_ranks_trials_on_validation(tmp_path):
     assert [r["val_mean_ar"] for r in rows] == sorted((r["val_mean_ar"] for r in rows), reverse=True)
     assert "| strong |" in report.read_text()
     # an unfrozen hourglass anchored by the heatmap loss on annotated images trains the hourglass too
-    from interp3d.train.engine import load_checkpoint
+    from interp3d.train.engine import load_checkpoint, stage_weights
     from interp3d.train.video import train_video
 
     init = base / "baseline" / "finetune" / "best.pt"
     unfrozen = cfg.override(["video.freeze_hourglass=false", "video.w_heatmap=10"])
     result = train_video(unfrozen, "chair", worlds["annotated2d"], base / "world" / "video", worlds["val3d"], init, tmp_path / "unfrozen", (3,), 1, progress=False)
     assert result.history[0]["train_l_hm"] > 0
-    before, after = load_checkpoint(init)["model"], load_checkpoint(tmp_path / "unfrozen" / "len03" / "last.pt")["model"]
-    assert not torch.equal(before["hourglass.out.0.weight"], after["hourglass.out.0.weight"])
+    before, after = load_checkpoint(init)["model"], stage_weights(tmp_path / "unfrozen" / "len03" / "last.pt")
+    assert not torch.equal(before["keypoint_net.out.0.weight"], after["keypoint_net.out.0.weight"])
     frozen = train_video(cfg, "chair", worlds["annotated2d"], base / "world" / "video", worlds["val3d"], init, tmp_path / "frozen", (3,), 1, progress=False)
     assert frozen.history[0]["train_l_hm"] == 0
-    assert torch.equal(before["hourglass.out.0.weight"], load_checkpoint(tmp_path / "frozen" / "len03" / "last.pt")["model"]["hourglass.out.0.weight"])
+    assert torch.equal(before["keypoint_net.out.0.weight"], stage_weights(tmp_path / "frozen" / "len03" / "last.pt")["keypoint_net.out.0.weight"])
 
 
 def test_multi_seed_ablation_combines_seeds(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ __all__ = [
     "load_checkpoint",
     "StageResult",
     "run_stage",
+    "stage_weights",
     "unwrap",
 ]
 
@@ -102,6 +103,19 @@ class StageResult:
         return self.out_dir / "best.pt"
 
 
+def stage_weights(path: str | Path, state: dict | None = None, map_location="cpu") -> dict:
+    """The model weights of a stage checkpoint: its own, or for a finished run whose last epoch was
+    also its best, those of the ``best.pt`` beside it (``model_in``)."""
+    path = Path(path)
+    state = state if state is not None else load_checkpoint(path, map_location=map_location)
+    if "model" in state:
+        return state["model"]
+    source = path.parent / state.get("model_in", "best.pt")
+    if not source.is_file():
+        raise CheckpointError(f"{path}: its weights live in {source.name}, which is missing")
+    return load_checkpoint(source, map_location=map_location)["model"]
+
+
 def run_stage(
     name: str,
     out_dir: str | Path,
@@ -158,7 +172,7 @@ def run_stage(
     last = out_dir / "last.pt"
     if resume and last.is_file():
         state = load_checkpoint(last, map_location=device, kind=name)
-        core.load_state_dict(state["model"])
+        core.load_state_dict(stage_weights(last, state, map_location=device))
         if "optimizer" in state:
             optimiser.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
@@ -224,6 +238,9 @@ def run_stage(
                 state.update(optimizer=optimiser.state_dict(), scaler=scaler.state_dict())
             else:  # finished: resuming and reporting need no optimizer state (1-2x the weights)
                 state["complete"] = True
+                if improved:  # the last weights are best.pt's: keep one copy on disk
+                    del state["model"]
+                    state["model_in"] = "best.pt"
             save_checkpoint(last, state)
             atomic_write_json(out_dir / "history.json", history)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "step"))
