@@ -19,7 +19,7 @@ app.add_typer(train_app, name="train")
 world_app = typer.Typer(no_args_is_help=True, help="The rendered furniture world: images and videos with exact ground truth.")
 app.add_typer(world_app, name="world")
 
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Configuration preset: paper or cpu-small.")]
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Configuration preset: paper, cpu-small or product.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set synthetic.n_train=5000.")]
 
 
@@ -118,7 +118,10 @@ def world_render(
         cat = get_category(category)
     except KeyError as exc:
         _fail(exc.args[0])
-    options = cfg.world.options(kind)
+    try:
+        options = cfg.world.options(kind)
+    except ValueError as exc:  # e.g. a photo-material folder that is not there
+        _fail(str(exc))
     if n is not None:
         options = replace(options, count=n)
     if real_shapes is not None:
@@ -210,7 +213,7 @@ def _run_guarded(fn):
 
 @train_app.command("pretrain-2d")
 def train_pretrain_2d(category: CategoryOpt, world: Annotated[Path, typer.Option(help="annotated2d world folder.")], out: OutOpt, preset_name: PresetOpt = "cpu-small", overrides: SetOpt = None, resume: ResumeOpt = True) -> None:
-    """Hourglass on 2D-annotated images (MSE on heatmaps)."""
+    """The 2D module (model.backbone) on 2D-annotated images (MSE on heatmaps)."""
     from .train.stages import pretrain_2d
 
     cfg = _resolve(preset_name, overrides)
