@@ -101,3 +101,15 @@ def test_real_cad_targets_by_share(shared_data, tmp_path):
         WorldOptions(real_shape_fraction=1.5)
     with pytest.raises(ValueError, match="backgrounds: folder .* not found"):
         WorldOptions(backgrounds=str(tmp_path / "nowhere"))
+
+
+def test_keypoint5_share_mixes_photograph_views_into_the_whole_sphere(tmp_path):
+    def front_share(share, name):
+        options = WorldOptions(kind="annotated2d", count=40, image_size=16, chunk=40, supersample=1, view_sphere="full", keypoint5_share=share)
+        az = np.degrees(WorldDataset(render_world(tmp_path / name, "sofa", options, seed=2, progress=False)).annotations["azimuth"])
+        return np.mean(np.minimum(az % 360, 360 - az % 360) <= 45)
+
+    uniform, photos = front_share(0.0, "u"), front_share(1.0, "p")
+    assert uniform < 0.45 and photos > 0.8  # uniform: 25 % expected; Keypoint-5 sofas: 95 %
+    with pytest.raises(ValueError, match="keypoint5_share"):
+        WorldOptions(keypoint5_share=2.0)

@@ -60,6 +60,7 @@ class WorldConfig:
     # the realistic world of the product models (data.world.WorldOptions): the whole view sphere,
     # photographic backgrounds and textures (scripts/fetch_photo_material.sh), JPEG, CAD targets
     view_sphere: str = "category"
+    keypoint5_share: float = 0.0  # view_sphere=full: share of annotated2d views drawn from the Keypoint-5 distribution
     backgrounds: str = ""
     textures: str = ""
     jpeg: float = 0.0
@@ -69,7 +70,7 @@ class WorldConfig:
     def options(self, kind: str) -> WorldOptions:
         count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]
         return WorldOptions(
-            view_sphere=self.view_sphere, backgrounds=self.backgrounds, textures=self.textures, jpeg=self.jpeg,
+            view_sphere=self.view_sphere, keypoint5_share=self.keypoint5_share, backgrounds=self.backgrounds, textures=self.textures, jpeg=self.jpeg,
             real_shapes=self.real_shapes, real_shape_fraction=self.real_shape_fraction,
             kind=kind,
             count=count,
@@ -336,7 +337,7 @@ def _product() -> Config:
     return replace(
         base,
         preset="product",
-        world=replace(base.world, n_annotated2d=3000, n_test3d=300, view_sphere="full", jpeg=0.3),
+        world=replace(base.world, n_annotated2d=3000, n_test3d=300, view_sphere="full", keypoint5_share=0.5, jpeg=0.3),
         model=replace(base.model, backbone="efficientnet_lite0", decoder_channels=96, lifter="keypoints", keypoint_lifter_width=512, lifter_hypotheses=4),
         train=replace(
             base.train,

@@ -93,6 +93,9 @@ class WorldOptions:
     # "category": video and test3d use the skeleton's 3D-INN ranges, annotated2d annotated_views;
     # "full": every kind sees every azimuth (tables half a turn) and elevations of at least 0..40 deg
     view_sphere: str = "category"
+    # view_sphere "full", annotated2d: this share of the items take a Keypoint-5 view (the views
+    # photographs have, mostly front and three-quarter) instead of a uniform one
+    keypoint5_share: float = 0.0
     # photographic material (render.photos folders; scripts/fetch_photo_material.sh): "" = procedural
     backgrounds: str = ""
     textures: str = ""
@@ -105,8 +108,8 @@ class WorldOptions:
             raise ValueError(f"annotated_views must be 'keypoint5' or 'restricted', got {self.annotated_views!r}")
         if self.view_sphere not in ("category", "full"):
             raise ValueError(f"view_sphere must be 'category' or 'full', got {self.view_sphere!r}")
-        if not 0.0 <= self.real_shape_fraction <= 1.0 or not 0.0 <= self.jpeg <= 1.0:
-            raise ValueError(f"real_shape_fraction and jpeg are probabilities, got {self.real_shape_fraction}, {self.jpeg}")
+        if not all(0.0 <= v <= 1.0 for v in (self.real_shape_fraction, self.jpeg, self.keypoint5_share)):
+            raise ValueError(f"real_shape_fraction, jpeg and keypoint5_share are probabilities, got {self.real_shape_fraction}, {self.jpeg}, {self.keypoint5_share}")
         for name in ("backgrounds", "textures", "real_shapes"):
             folder = getattr(self, name)
             if folder and not Path(folder).is_dir():
@@ -266,7 +269,8 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
     rng = _item_rng(seed, options.kind, index)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     if options.view_sphere == "full":
-        ranges = full_view_ranges(category)
+        photo_view = options.kind == "annotated2d" and options.keypoint5_share > 0 and np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 19]).random() < options.keypoint5_share
+        ranges = _annotated_ranges(category, replace(options, annotated_views="keypoint5"), seed, index) if photo_view else full_view_ranges(category)
     else:
         ranges = _annotated_ranges(category, options, seed, index) if options.kind == "annotated2d" else None
     base = SkeletonSampler(category, ranges=ranges).sample(1, gen, dtype=torch.float64)
