@@ -1,0 +1,177 @@
+"""One rigid object along a video: a shared structure and a smooth camera track fitted to the
+frames' 2D keypoints, re-projected into every frame as pseudo-labels (the core of multi-frame
+bootstrapping of the 2D module, in the spirit of Simon et al., CVPR 2017, for object videos).
+
+The model is the video losses' own (shared alpha, smooth R and t), solved in four steps:
+
+1. **candidates** per frame: each given hypothesis (e.g. the lifter's) and its front/back and
+   mirror flips, each refined to the frame's keypoints (:func:`interp3d.refine.refine`);
+2. **track**: one candidate per frame by dynamic programming (Viterbi) over the refinement costs
+   plus a quadratic penalty on the azimuth change between neighbouring frames, so the smooth track
+   carries the pose through frames whose keypoints cannot tell front from back;
+3. **shared shape**: the median of the chosen candidates' relative coefficients (the video
+   losses' latent alpha_c), then every frame re-fitted with its shape held near it;
+4. **pseudo-labels**: the fit re-projected into every frame; a frame whose own fit does not match
+   its keypoints (median residual) takes the camera interpolated from its nearest good frames; a
+   keypoint is kept where the fitted geometry shows it (self-occlusion, inside the plane) and, where
+   the 2D module reported it, where the two agree (re-projection residual).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import geometry
+from .params import ShapeCamera
+from .refine import RefineOptions, pack_parameters, refine, unpack_parameters
+from .shape_model import Category, get_category
+from .shape_prior import ShapePrior
+
+__all__ = ["VideoFitOptions", "VideoFit", "fit_video"]
+
+
+@dataclass(frozen=True)
+class VideoFitOptions:
+    refine: RefineOptions = field(default_factory=lambda: RefineOptions(flips=False, keep_starts=0, occlusion_penalty=0.5))
+    smooth_deg: float = 15.0  # an azimuth change between neighbouring frames of this size costs as much as one unit of fit cost
+    shape_sd: float = 0.1  # spread of the re-fit's shape prior around the shared shape, times the population's
+    inlier_fraction: float = 0.1  # pseudo-label limit on the re-projection residual, times the object's RMS radius in the frame
+    frame_fraction: float = 0.12  # a frame's own fit counts when its median residual is below this (times the radius)
+    min_observed: int = 4  # keypoints a frame needs for its own fit to count
+
+
+@dataclass
+class VideoFit:
+    params: ShapeCamera  # (T,) per-frame cameras with the shared shape (basis coefficients)
+    structure: Tensor  # (N, 3) the shared structure at unit scale (alpha_1 = 1), object frame
+    keypoints: Tensor  # (T, N, 2) its re-projection into every frame, plane px
+    residual: Tensor  # (T, N) plane-px distance to the observed keypoints (NaN where none was observed)
+    visible: Tensor  # (T, N) bool: shown by the fitted geometry and inside the plane
+    pseudo_label: Tensor  # (T, N) bool: keypoints to train the 2D module on
+    frame_source: Tensor  # (T,) 0: the frame's own fit, 1: camera interpolated from neighbours, -1: no labels
+    chosen: Tensor  # (T,) the candidate the track chose (hypothesis h, flip k -> h * 4 + k)
+
+
+def _flip_candidates(init: ShapeCamera) -> ShapeCamera:
+    """``(T, 4H)``: every hypothesis with azimuth az, az + pi, -az and pi - az (front/back, mirror)."""
+    az, el = init.view()
+    out = []
+    for transform in (lambda a: a, lambda a: a + math.pi, lambda a: -a, lambda a: math.pi - a):
+        angles = geometry.view_to_euler(geometry.wrap_angle(transform(az), 0.0), el)
+        out.append(ShapeCamera(init.alpha, geometry.euler_to_sincos(angles), init.translation, init.focal))
+    return ShapeCamera(*(torch.stack([getattr(c, f) for c in out], dim=2).flatten(1, 2) for f in ("alpha", "r6", "translation", "focal")))
+
+
+def _viterbi(unary: Tensor, azimuth: Tensor, smooth: float) -> Tensor:
+    """The candidate index ``(T,)`` minimising the sum of unary costs ``(T, C)`` plus
+    ``(delta azimuth / smooth)^2`` between neighbouring frames."""
+    t, c = unary.shape
+    total = unary[0].clone()
+    back = torch.zeros(t, c, dtype=torch.long)
+    for i in range(1, t):
+        delta = geometry.wrap_angle(azimuth[i].unsqueeze(0) - azimuth[i - 1].unsqueeze(1))  # (C_prev, C), in [-pi, pi)
+        step = total.unsqueeze(1) + (delta / smooth) ** 2
+        total, back[i] = step.min(dim=0)
+        total = total + unary[i]
+    path = torch.zeros(t, dtype=torch.long)
+    path[-1] = total.argmin()
+    for i in range(t - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return path
+
+
+def _interpolate(x: Tensor, good: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """Packed camera parameters of the frames that are not ``good``, linearly interpolated (azimuth
+    unwrapped) between the nearest good frames, or copied from the one good side; (x, source)."""
+    t = x.shape[0]
+    source = torch.where(good, 0, -1)
+    idx = torch.nonzero(good).flatten().tolist()
+    if not idx:
+        return x, source
+    x = x.clone()
+    az = torch.tensor(np.unwrap(x[:, m + 1].numpy()), dtype=x.dtype)
+    for i in range(t):
+        if good[i]:
+            continue
+        before, after = [j for j in idx if j < i], [j for j in idx if j > i]
+        if before and after:
+            a, b = before[-1], after[0]
+            w = (i - a) / (b - a)
+            x[i] = (1 - w) * x[a] + w * x[b]
+            x[i, m + 1] = (1 - w) * az[a] + w * az[b]
+        else:
+            x[i] = x[before[-1] if before else after[0]]
+        source[i] = 1
+    return x, source
+
+
+def fit_video(
+    category: Category | str, keypoints: Tensor, weights: Tensor, init: ShapeCamera, prior: ShapePrior | None = None, options: VideoFitOptions = VideoFitOptions(),
+) -> VideoFit:
+    """Fit one video: ``keypoints (T, N, 2)`` plane px (NaN where missing), ``weights (T, N)`` in
+    [0, 1], ``init`` per-frame hypotheses ``(T,)`` or ``(T, H)`` (e.g. the keypoint lifter's)."""
+    category = get_category(category)
+    prior = prior if prior is not None else ShapePrior.from_ranges(category)
+    t, n = weights.shape
+    if keypoints.shape != (t, n, 2) or n != category.num_keypoints or t < 1:
+        raise ValueError(f"{category.name}: a video fit needs keypoints (T, {category.num_keypoints}, 2) and weights (T, {category.num_keypoints}), got {tuple(keypoints.shape)} and {tuple(weights.shape)}")
+    keypoints, weights = keypoints.double().cpu(), weights.double().cpu()
+    weights = torch.where(torch.isfinite(keypoints).all(-1), weights.clamp(0, 1), torch.zeros_like(weights))
+    if init.focal.dim() == 1:  # one hypothesis per frame
+        init = ShapeCamera(*(v.unsqueeze(1) for v in (init.alpha, init.r6, init.translation, init.focal)))
+    init = init.to(dtype=torch.float64, device="cpu")
+
+    # 1. candidates, each refined on its own frame
+    candidates = _flip_candidates(init)
+    c = candidates.alpha.shape[1]
+    flat = ShapeCamera(*(getattr(candidates, f).flatten(0, 1) for f in ("alpha", "r6", "translation", "focal")))
+    fitted = refine(category, keypoints.repeat_interleave(c, 0), weights.repeat_interleave(c, 0), flat, prior, options.refine)
+    unary = torch.nan_to_num(fitted.cost.double().view(t, c), nan=1e9, posinf=1e9)
+    observed = (weights > 0).sum(-1)
+    unary = torch.where((observed >= 3).unsqueeze(-1), unary, torch.zeros_like(unary))  # too few keypoints: the track decides
+    azimuth = fitted.params.view()[0].double().view(t, c)
+
+    # 2. the track
+    chosen = _viterbi(unary, azimuth, math.radians(options.smooth_deg))
+    pick = torch.arange(t) * c + chosen
+    chosen_params = ShapeCamera(*(getattr(fitted.params, f)[pick].double() for f in ("alpha", "r6", "translation", "focal")))
+
+    # 3. the shared shape (median of the relative coefficients over frames that observed enough), then a re-fit near it
+    relative = chosen_params.alpha[:, 1:] / chosen_params.alpha[:, :1]
+    enough = observed >= options.min_observed
+    shared = (relative[enough] if enough.any() else relative).median(dim=0).values
+    shape_prior = replace(prior, mean=shared.numpy(), covariance=prior.covariance * options.shape_sd**2, residual_bases=None, residual_sd=None)
+    start = ShapeCamera(chosen_params.alpha[:, :1] * torch.cat((torch.ones(t, 1, dtype=torch.float64), shared.expand(t, -1)), dim=1), chosen_params.r6, chosen_params.translation, chosen_params.focal)
+    refit = refine(category, keypoints, weights, start, shape_prior, replace(options.refine, anchor=0.0))
+    params = ShapeCamera(*(getattr(refit.params, f).double() for f in ("alpha", "r6", "translation", "focal")))
+
+    # 4. which frames' own fits count; the others take the camera of their neighbours
+    _, _, projected = params.project(category)
+    d = torch.linalg.norm(projected - torch.nan_to_num(keypoints), dim=-1)
+    residual = torch.where(weights > 0, d, torch.full_like(d, float("nan")))
+    _, radius = geometry.keypoint_radius(projected, torch.ones_like(weights))
+    median_residual = torch.nanmedian(residual, dim=-1).values
+    good = enough & (median_residual <= options.frame_fraction * radius)
+    packed = pack_parameters(params)
+    m = category.num_bases - 1
+    packed[:, :m] = shared  # one shape for the whole video
+    packed, source = _interpolate(packed, good, m)
+    params = unpack_parameters(packed, category.num_bases)
+    _, structure_cam, projected = params.project(category)
+    d = torch.linalg.norm(projected - torch.nan_to_num(keypoints), dim=-1)
+    residual = torch.where(weights > 0, d, torch.full_like(d, float("nan")))
+    _, radius = geometry.keypoint_radius(projected, torch.ones_like(weights))
+    hidden = geometry.self_occlusion(structure_cam, params.focal, torch.as_tensor(category.surface_triangles)) if category.surface_triangles.size else torch.zeros_like(weights, dtype=torch.bool)
+    inside = ((projected >= 0) & (projected < category.plane_size)).all(-1)
+    visible = ~hidden & inside
+    # in a frame fitted on its own keypoints, a reported keypoint must agree with the fit; an
+    # interpolated frame's keypoints are what failed, so there the geometry alone decides
+    agrees = torch.where((weights > 0) & (source == 0).unsqueeze(-1), d <= options.inlier_fraction * radius.unsqueeze(-1), torch.ones_like(visible))
+    pseudo = visible & agrees & (source >= 0).unsqueeze(-1)
+    unit = torch.cat((torch.ones(1, dtype=torch.float64), shared)).unsqueeze(0)
+    return VideoFit(params, geometry.structure_from_alpha(unit, category.bases(torch.float64))[0], projected, residual, visible, pseudo, source, chosen)
