@@ -41,6 +41,8 @@ __all__ = [
     "lifting_data",
     "finetune",
     "predict_batches",
+    "train_heatmaps",
+    "LabelledImages",
 ]
 
 
@@ -137,17 +139,26 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
     """The 2D module (``model.backbone``; a pretrained encoder starts from its ImageNet weights) on
     2D-annotated images: MSE to Gaussian heatmaps; validation PCK (best kept)."""
     category = get_category(category)
-    device = resolve_device(cfg.train.device)
-    ctx = init_distributed(device)
-    stage = cfg.train.pretrain_2d
-    size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
     train, val = annotated_splits(cfg, category, world_root)
     torch.manual_seed(cfg.seed)
     mc = cfg.model
-    net = build_keypoint_net(category.num_keypoints, size, hm, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, pretrained=True)
-    net = net.to(device, memory_format=_memory_format(cfg))
-    model = _wrap(net, ctx, device)
+    net = build_keypoint_net(category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, pretrained=True)
+    return train_heatmaps("pretrain_2d", cfg, category, net, train, val, out_dir, cfg.train.pretrain_2d, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def train_heatmaps(
+    name: str, cfg: Config, category: Category, net: nn.Module, train, val: "AnnotatedImages", out_dir: str | Path, stage, *,
+    resume: bool = True, progress: bool = True, on_epoch_end=None, extra: dict | None = None,
+) -> StageResult:
+    """Train a 2D module on labelled images (``train``: anything with ``batch(idx, device)`` and
+    ``len``, e.g. :class:`AnnotatedImages` or :class:`LabelledImages`): heatmap MSE under the
+    config's augmentation, validation PCK on ``val`` (best kept); a resumable stage ``name``."""
+    device = resolve_device(cfg.train.device)
+    ctx = init_distributed(device)
+    size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
     mf = _memory_format(cfg)
+    net = net.to(device, memory_format=mf)
+    model = _wrap(net, ctx, device)
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
@@ -165,12 +176,33 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
         return {"pck": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm), "mse": F.mse_loss(heatmaps, target).item()}
 
     return run_stage(
-        "pretrain_2d", out_dir, model, model.parameters(),
+        name, out_dir, model, model.parameters(),
         lambda epoch: _epoch_batches(len(train), stage.batch_size, cfg.seed, epoch, ctx, stage.max_steps_per_epoch),
         loss_fn, validate, epochs=stage.epochs, lr=stage.lr, weight_decay=stage.weight_decay, optimizer=stage.optimizer, metric="pck", higher_is_better=True,
-        seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra=_model_info(cfg, category), amp=stage.amp,
+        seed=cfg.seed, device=device, config=cfg.to_dict(), checkpoint_extra={**_model_info(cfg, category), **(extra or {})}, amp=stage.amp,
         resume=resume, progress=progress, on_epoch_end=on_epoch_end, dist_ctx=ctx, lr_schedule=stage.lr_schedule,
     )
+
+
+class LabelledImages:
+    """uint8 images ``(B, 3, S, S)`` with image-px keypoints and visibility, the batch interface of
+    :class:`AnnotatedImages` (e.g. pseudo-labelled video frames); ``concat`` joins several."""
+
+    def __init__(self, images: Tensor, keypoints: Tensor, visible: Tensor):
+        if not (len(images) == len(keypoints) == len(visible)):
+            raise ValueError(f"images, keypoints and visibility differ in length: {len(images)}, {len(keypoints)}, {len(visible)}")
+        self.images, self.keypoints, self.visible = images, keypoints.float(), visible.bool()
+
+    @classmethod
+    def concat(cls, parts) -> "LabelledImages":
+        return cls(torch.cat([p.images for p in parts]), torch.cat([p.keypoints for p in parts]), torch.cat([p.visible for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return self.images[idx].to(device).float().div_(255.0), self.keypoints[idx].to(device), self.visible[idx].to(device)
 
 
 # ---------------------------------------------------------------------------------------------
