@@ -48,6 +48,25 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
 
     frames = VideoFrames(tmp_path / "chair" / "world" / "video", 32)
     assert frames.frames.shape == (3, 6, 3, 32, 32)
+
+    # multi-frame bootstrapping from the curriculum model: pseudo-labels, 2D fine-tuning, video stage; a
+    # rerun reuses every step; the ablation gains its Video+Curriculum+Bootstrap row
+    from interp3d.io_utils import load_checkpoint
+    from interp3d.train.bootstrap import train_bootstrap
+
+    boot_cfg = cfg.override(["video.bootstrap_rounds=1", "video.bootstrap_2d_epochs=1"])
+    worlds = tmp_path / "chair" / "world"
+    result = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
+    labels = load_checkpoint(tmp_path / "boot" / "round1" / "pseudo_labels.pt")
+    assert labels["keypoints"].shape == (18, 10, 2) and labels["summary"]["frames"] == 18
+    assert (tmp_path / "boot" / "round1" / "keypoints" / "best.pt").is_file() and (tmp_path / "boot" / "best.pt").is_file()
+    model = load_checkpoint(tmp_path / "boot" / "best.pt")["model"]
+    before = load_checkpoint(tmp_path / "chair" / "video_curriculum" / "best.pt")["model"]
+    assert not torch.equal(model["keypoint_net.out.0.weight"], before["keypoint_net.out.0.weight"])  # the 2D module learned from the videos
+    again = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
+    assert again.history == result.history
+    run_ablation(boot_cfg, tmp_path, categories=("chair",), echo=lambda s: None)
+    assert "| Video+Curriculum+Bootstrap |" in (tmp_path / "table.md").read_text()
     clips = frames.clips(3)
     assert clips.tolist()[:2] == [[0, 1, 2], [3, 4, 5]] and len(clips) == 6
     with pytest.raises(ValueError, match="exceeds"):

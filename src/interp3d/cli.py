@@ -286,6 +286,7 @@ def train_video_cmd(
     preset_name: PresetOpt = "cpu-small",
     overrides: SetOpt = None,
     resume: ResumeOpt = True,
+    bootstrap_rounds: Annotated[int, typer.Option("--bootstrap-rounds", min=0, help="Then this many rounds of multi-frame bootstrapping: pseudo-label the videos by fitting each as one rigid object, fine-tune the 2D module on them, re-run the video stage (INIT: a video or finetune checkpoint).")] = 0,
 ) -> None:
     """Semi-supervised learning on videos (structure consistency, motion smoothness, confidence re-projection)."""
     from .train.video import train_video
@@ -294,6 +295,12 @@ def train_video_cmd(
     vc = cfg.video
     lengths = tuple(vc.curriculum) if curriculum else (vc.fixed_length,)
     epochs = vc.epochs_per_length if curriculum else vc.fixed_total_epochs()
+    if bootstrap_rounds:
+        from .train.bootstrap import train_bootstrap
+
+        r = _run_guarded(lambda: train_bootstrap(cfg, category, world, videos, val, init, out, lengths, epochs, rounds=bootstrap_rounds, resume=resume))
+        typer.echo(f"best validation mean AR {r.best_metric:.2f} (round {r.best_record.get('bootstrap_round')}) -> {r.best_checkpoint}")
+        return
     r = _run_guarded(lambda: train_video(cfg, category, world, videos, val, init, out, lengths, epochs, resume=resume))
     typer.echo(f"best validation mean AR {r.best_metric:.2f} -> {r.best_checkpoint}")
 
@@ -337,11 +344,12 @@ def ablation(
     preset_name: PresetOpt = "cpu-small",
     overrides: SetOpt = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train every variant from this many seeds (seed, seed+1, ...) and report means, spreads and seed-covering gain intervals.")] = 1,
+    bootstrap_rounds: Annotated[int, typer.Option("--bootstrap-rounds", min=0, help="Add the Video+Curriculum+Bootstrap row: this many bootstrapping rounds after the curriculum (video.bootstrap_rounds).")] = 0,
 ) -> None:
-    """Baseline / Video / Video+Curriculum on the rendered world: the paper's Table 2."""
+    """Baseline / Video / Video+Curriculum (/ +Bootstrap) on the rendered world: the paper's Table 2."""
     from .pipeline import run_ablation, run_ablation_seeds
 
-    cfg = _resolve(preset_name, overrides)
+    cfg = _resolve(preset_name, (overrides or []) + ([f"video.bootstrap_rounds={bootstrap_rounds}"] if bootstrap_rounds else []))
     cats = tuple(categories or ("chair", "sofa"))
     if seeds > 1:
         report = _run_guarded(lambda: run_ablation_seeds(cfg, out, [cfg.seed + i for i in range(seeds)], cats, echo=typer.echo))

@@ -158,6 +158,11 @@ class VideoConfig:
     w_reprojection: float = 0.1
     w_heatmap: float = 0.0  # MSE of the annotated images' heatmaps (anchors an unfrozen hourglass; 0 = the paper's losses only)
     confidence_temperature: float = 0.1  # softmax temperature of the peak confidence c_{j,n}
+    # multi-frame bootstrapping of the 2D module (train.bootstrap): rounds after the curriculum
+    # (0 = none; the ablation then has no Video+Curriculum+Bootstrap row), 2D fine-tuning per round
+    bootstrap_rounds: int = 0
+    bootstrap_2d_epochs: int = 3
+    bootstrap_lr: float = 1e-4
 
     def fixed_total_epochs(self) -> int:
         return self.fixed_epochs or self.epochs_per_length * len(self.curriculum)

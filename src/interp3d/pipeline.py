@@ -212,9 +212,14 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
         video = _stage(base, "video_fixed", echo, lambda: _summary(train_video(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], baseline, base / "video_fixed", (vc.fixed_length,), fixed_epochs)))
         curriculum = _stage(base, "video_curriculum", echo, lambda: _summary(train_video(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], baseline, base / "video_curriculum", tuple(vc.curriculum), vc.epochs_per_length)))
         models = {"Baseline": baseline, "Video": Path(video["checkpoint"]), "Video+Curriculum": Path(curriculum["checkpoint"])}
+        if vc.bootstrap_rounds > 0:
+            from .train.bootstrap import train_bootstrap
+
+            boot = _stage(base, "video_bootstrap", echo, lambda: _summary(train_bootstrap(cfg, category, worlds["annotated2d"], worlds["video"], worlds["val3d"], models["Video+Curriculum"], base / "video_bootstrap", tuple(vc.curriculum), vc.epochs_per_length)))
+            models["Video+Curriculum+Bootstrap"] = Path(boot["checkpoint"])
         results = {}
         for name, checkpoint in models.items():
-            folder = out / "evaluation" / category / name.lower().replace("+", "_")
+            folder = out / "evaluation" / category / _folder_name(name)
             results[name] = _stage(base, f"evaluate_{name}", echo, lambda c=checkpoint, f=folder, n=name: {"metrics": dict(evaluate_to_folder(c, worlds["test3d"], f, label=n)), "folder": str(f)})
         table[category] = {name: r["metrics"] for name, r in results.items()}
         per_object = {name: _read_errors(Path(r["folder"]) / "per_object.csv") for name, r in results.items()}
@@ -225,12 +230,13 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
     atomic_write_json(out / "table.json", table)
     header = "| Method | " + " | ".join(f"{c} structure AR | {c} pose AR" for c in categories) + " |"
     lines = [f"# Ablation on the rendered world ({cfg.preset}): average recall %, test3d", "", header, "|---|" + "---|---|" * len(categories)]
-    for name in ABLATION_VARIANTS:
+    variants = _variants(table, categories)
+    for name in variants:
         cells = " | ".join(f"{table[c][name]['structure']['average_recall']:.2f} | {table[c][name]['azimuth']['average_recall']:.2f}" for c in categories)
         lines.append(f"| {name} | {cells} |")
     atomic_write_json(out / "gains.json", gains)
     lines += ["", "Gain over the Baseline, AR points with a 95 % interval (paired bootstrap over the test objects):", "", header, "|---|" + "---|---|" * len(categories)]
-    for name in ("Video", "Video+Curriculum"):
+    for name in variants[1:]:
         cells = " | ".join(" | ".join(_gain_cell(gains[c][name][m]) for m in ("structure", "azimuth")) for c in categories)
         lines.append(f"| {name} | {cells} |")
     lines += [""] + [f"![{c} structure](ablation_structure_{c}.png) ![{c} azimuth](ablation_azimuth_{c}.png)" for c in categories]
@@ -239,7 +245,16 @@ def run_ablation(cfg: Config, out: str | Path, categories: tuple[str, ...] = ("c
     return report
 
 
-ABLATION_VARIANTS = ("Baseline", "Video", "Video+Curriculum")
+ABLATION_VARIANTS = ("Baseline", "Video", "Video+Curriculum", "Video+Curriculum+Bootstrap")
+
+
+def _folder_name(variant: str) -> str:
+    return variant.lower().replace("+", "_")
+
+
+def _variants(table: dict, categories) -> list[str]:
+    """The ablation rows every category has, in the table's order (Bootstrap only when it ran)."""
+    return [name for name in ABLATION_VARIANTS if all(name in table[c] for c in categories)]
 
 
 def run_ablation_seeds(cfg: Config, out: str | Path, seeds: list[int], categories: tuple[str, ...] = ("chair", "sofa"), echo: Callable[[str], None] = print) -> Path:
@@ -259,13 +274,14 @@ def run_ablation_seeds(cfg: Config, out: str | Path, seeds: list[int], categorie
         run_ablation(replace(cfg, seed=s), out / f"seed_{s}", categories, echo=echo)
     taus = {"structure": (STRUCTURE_TAU_MAX, "structure_error"), "azimuth": (POSE_TAU_MAX, "azimuth_error")}
     summary: dict = {"seeds": list(seeds), "categories": {}}
+    variants = [name for name in ABLATION_VARIANTS if all((out / f"seed_{s}" / "evaluation" / c / _folder_name(name) / "per_object.csv").is_file() for s in seeds for c in categories)]
     for category in categories:
         errors = {
-            name: [_read_errors(out / f"seed_{s}" / "evaluation" / category / name.lower().replace("+", "_") / "per_object.csv") for s in seeds]
-            for name in ABLATION_VARIANTS
+            name: [_read_errors(out / f"seed_{s}" / "evaluation" / category / _folder_name(name) / "per_object.csv") for s in seeds]
+            for name in variants
         }
         block = {}
-        for name in ABLATION_VARIANTS:
+        for name in variants:
             block[name] = {}
             for metric, (tau, key) in taus.items():
                 ars = np.array([average_recall(e[key], tau) for e in errors[name]])
@@ -277,16 +293,16 @@ def run_ablation_seeds(cfg: Config, out: str | Path, seeds: list[int], categorie
     atomic_write_json(out / "seeds.json", summary)
     header = "| Method | " + " | ".join(f"{c} structure AR | {c} pose AR" for c in categories) + " |"
     lines = [f"# Ablation over {len(seeds)} seeds ({cfg.preset}; seeds {', '.join(map(str, seeds))}): test3d average recall %, mean +- sd across seeds", "", header, "|---|" + "---|---|" * len(categories)]
-    for name in ABLATION_VARIANTS:
+    for name in variants:
         cells = " | ".join(" | ".join(f"{summary['categories'][c][name][m]['mean']:.2f} +- {summary['categories'][c][name][m]['sd']:.2f}" for m in taus) for c in categories)
         lines.append(f"| {name} | {cells} |")
     lines += ["", "Gain over the Baseline, AR points: mean over seeds [95 % interval resampling seeds and test objects]:", "", header, "|---|" + "---|---|" * len(categories)]
-    for name in ABLATION_VARIANTS[1:]:
+    for name in variants[1:]:
         cells = " | ".join(" | ".join(_gain_cell(summary["categories"][c][name][m]["gain"]) for m in taus) for c in categories)
         lines.append(f"| {name} | {cells} |")
     lines += ["", "Per-seed gains (structure / azimuth):", ""]
     for c in categories:
-        for name in ABLATION_VARIANTS[1:]:
+        for name in variants[1:]:
             g = summary["categories"][c][name]
             lines.append(f"- {c} {name}: " + ", ".join(f"{a:+.2f} / {b:+.2f}" for a, b in zip(g["structure"]["gain"]["per_seed"], g["azimuth"]["gain"]["per_seed"])))
     report = out / "seeds.md"

@@ -1,0 +1,111 @@
+"""Videos that teach the 2D module: multi-frame bootstrapping (in the spirit of Simon et al., CVPR
+2017, for object videos).
+
+Each round: the current interpreter reads every video frame; each video is fitted as one rigid
+object with a smooth camera track (:func:`interp3d.video_fit.fit_video`, which carries the pose
+through frames where the 2D module failed or could not tell front from back); the fit's
+re-projections that pass its checks become pseudo-labels; the 2D module is fine-tuned on the
+annotated images plus the pseudo-labelled frames (heatmap MSE, the same augmentation as
+pretrain-2d); the video stage is re-run from the result with the new 2D module. Every step is
+resumable (pseudo-labels are cached per round, stages resume by epoch) and deterministic.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from .. import geometry
+from ..config import Config
+from ..io_utils import atomic_path, atomic_write_json, load_checkpoint, save_checkpoint
+from ..models.serialization import build_interpreter
+from ..shape_model import get_category
+from ..video_fit import VideoFitOptions, fit_video
+from .engine import StageResult, resolve_device
+from .stages import LabelledImages, annotated_splits, predict_batches, train_heatmaps
+from .video import VideoFrames, train_video
+
+__all__ = ["pseudo_label_videos", "train_bootstrap"]
+
+
+def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str = "cpu", options: VideoFitOptions = VideoFitOptions()) -> tuple[LabelledImages, dict]:
+    """Pseudo-labelled frames of every video (keypoints in image px at the frames' size, visibility
+    = the fit's pseudo-label mask) and a summary (labels kept, frames fitted / interpolated)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    v, j = frames.frames.shape[:2]
+    size = frames.frames.shape[-1]
+    keypoints, visible, sources = [], [], []
+    for k in range(v):
+        with torch.no_grad():
+            heatmaps = torch.cat([o[-1] for o in predict_batches(model.keypoint_net, frames.frames[k], device)]).float()
+            plane, weights = model.heatmap_keypoints(heatmaps)
+            lifted = model.lift(heatmaps)
+        fit = fit_video(model.category, plane.cpu(), weights.cpu(), model.hypotheses_of(lifted), model.shape_prior, options)
+        keypoints.append(geometry.rescale_points(fit.keypoints.float(), model.category.plane_size, size))
+        visible.append(fit.pseudo_label)
+        sources.append(fit.frame_source)
+    keypoints, visible, sources = torch.cat(keypoints), torch.cat(visible), torch.cat(sources)
+    summary = {
+        "frames": int(v * j), "labelled_keypoints": int(visible.sum()), "keypoint_share": float(visible.float().mean()),
+        "frames_fitted": int((sources == 0).sum()), "frames_interpolated": int((sources == 1).sum()), "frames_unlabelled": int((sources < 0).sum()),
+    }
+    return LabelledImages(frames.frames.flatten(0, 1), keypoints, visible), summary
+
+
+def train_bootstrap(
+    cfg: Config, category: str, annotated_root: str | Path, video_root: str | Path, val_root: str | Path, init_checkpoint: str | Path, out_dir: str | Path,
+    lengths: tuple[int, ...], epochs_per_length: int, *, rounds: int | None = None, resume: bool = True, progress: bool = True,
+) -> StageResult:
+    """``rounds`` (default ``video.bootstrap_rounds``) rounds of pseudo-labelling, 2D fine-tuning
+    and the video stage, from a finetune or video checkpoint. ``out_dir/round<r>/`` holds each
+    round (``pseudo_labels.pt``, ``keypoints/``, ``composed.pt``, ``video/``); ``out_dir/best.pt`` is
+    the validation-best video model over the rounds."""
+    category = get_category(category)
+    rounds = cfg.video.bootstrap_rounds if rounds is None else rounds
+    if rounds < 1:
+        raise ValueError(f"bootstrapping needs at least one round, got {rounds}")
+    device = resolve_device(cfg.train.device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
+    train_images, val_images = annotated_splits(cfg, category, annotated_root)
+    frames = VideoFrames(video_root, size)
+    if frames.category.name != category.name:
+        raise ValueError(f"{video_root}: videos of {frames.category.name!r}, expected {category.name!r}")
+    stage = replace(cfg.train.pretrain_2d, epochs=cfg.video.bootstrap_2d_epochs, lr=cfg.video.bootstrap_lr, lr_schedule="constant")
+    current, results, summaries = Path(init_checkpoint), [], []
+    for r in range(1, rounds + 1):
+        folder = out_dir / f"round{r}"
+        folder.mkdir(exist_ok=True)
+        state = load_checkpoint(current)
+        model = build_interpreter(category, asdict(cfg.model), hm)
+        model.load_state_dict(state["model"])
+        labels_file = folder / "pseudo_labels.pt"
+        if resume and labels_file.is_file():
+            cached = load_checkpoint(labels_file)
+            pseudo, summary = LabelledImages(frames.frames.flatten(0, 1), cached["keypoints"], cached["visible"]), cached["summary"]
+        else:
+            pseudo, summary = pseudo_label_videos(model, frames, device)
+            save_checkpoint(labels_file, {"kind": "pseudo_labels", "keypoints": pseudo.keypoints, "visible": pseudo.visible, "summary": summary, "source": str(current)})
+        summaries.append({"round": r, **summary})
+        # the 2D module on annotated images + pseudo-labelled frames, from the current weights
+        mixed = LabelledImages.concat([LabelledImages(train_images.images, train_images.keypoints, train_images.visible), pseudo])
+        result_2d = train_heatmaps("bootstrap_2d", cfg, category, model.keypoint_net, mixed, val_images, folder / "keypoints", stage, resume=resume, progress=progress)
+        composed = folder / "composed.pt"
+        if not (resume and composed.is_file()):
+            model.keypoint_net.load_state_dict(load_checkpoint(result_2d.best_checkpoint, kind="bootstrap_2d")["model"])
+            save_checkpoint(composed, {"kind": "video", "model": model.state_dict(), "category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "bootstrap_round": r})
+        result = train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress)
+        results.append(result)
+        current = result.best_checkpoint
+    best = max(results, key=lambda res: res.best_metric)
+    with atomic_path(out_dir / "best.pt", suffix=".pt") as tmp:
+        shutil.copyfile(best.best_checkpoint, tmp)
+    history = [dict(h, bootstrap_round=i + 1) for i, res in enumerate(results) for h in res.history]
+    atomic_write_json(out_dir / "history.json", history)
+    atomic_write_json(out_dir / "pseudo_labels.json", summaries)
+    return StageResult(out_dir, best.best_metric, best.best_epoch, history, best_record=dict(best.best_record, bootstrap_round=results.index(best) + 1))
