@@ -216,3 +216,11 @@ def test_anchored_prior_keeps_the_start_shape():
     rel = lambda p: p.alpha[:, 1:] / p.alpha[:, :1]
     torch.testing.assert_close(rel(pinned.params).double(), rel(init), atol=1e-3, rtol=0)
     assert (rel(free.params).double() - rel(b.params)).abs().mean() < (rel(init) - rel(b.params)).abs().mean()
+
+
+def test_a_bank_of_sources_with_no_share_is_none(shared_data):
+    """Held-out validation shapes for sofas: KeypointNet has none, PASCAL3D+ is not split, so there is no bank."""
+    from interp3d.data.lifting import bank_from_folder
+
+    assert bank_from_folder(shared_data, "sofa", "test", shares={"keypointnet": 1.0, "pascal3d": 0.0}) is None
+    assert bank_from_folder(shared_data, "sofa", "train") is not None

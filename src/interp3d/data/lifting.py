@@ -273,5 +273,7 @@ def bank_from_folder(root: str | Path, category: Category | str, split: str = "t
     if not shapes:
         return None
     shares = shares or {"keypointnet": 0.75, "pascal3d": 0.25}
-    names = sorted(shapes)
+    names = [n for n in sorted(shapes) if shares.get(n, 1.0) > 0]  # a source with share 0 is left out
+    if not names:
+        return None
     return RealShapeBank.concat([real_shape_bank(shapes[n], category) for n in names], [shares.get(n, 1.0) for n in names])
