@@ -334,7 +334,10 @@ def _lm_steps(problem: _Problem, x, cost, d2, lam, obs, w, sigma, steps: int):
         jtj = jac.transpose(1, 2) @ jac
         grad = (jac.transpose(1, 2) @ res.unsqueeze(-1)).squeeze(-1)
         damped = jtj + lam[:, None, None] * (torch.diagonal(jtj, dim1=1, dim2=2).unsqueeze(-1) * eye + 1e-9 * eye)
-        step = torch.nan_to_num(torch.linalg.solve(damped, -grad.unsqueeze(-1)).squeeze(-1))
+        solution, info = torch.linalg.solve_ex(damped, -grad.unsqueeze(-1))
+        # a singular system (e.g. the unused roll column with a tiny damping in float32) takes no step
+        # there; its damping grows, as after any rejected step
+        step = torch.where((info == 0).unsqueeze(-1), torch.nan_to_num(solution.squeeze(-1)), torch.zeros_like(x))
         candidate = x + step
         new_cost, new_d2 = problem.costs(candidate, obs, w, sigma)
         better = torch.isfinite(new_cost) & (new_cost < cost)
