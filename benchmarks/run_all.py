@@ -384,7 +384,7 @@ def bench_product(device, quick: bool) -> dict:
     for name, path in sorted(pretrained_models().items()):
         info = read_model_info(path).get("info", {})
         if info.get("recipe") == "scripts/train_product.py":
-            recipes[name] = {"minutes": round(sum(info.get("train_seconds", {}).values()) / 60, 1), **{k: round(v / 60, 1) for k, v in info.get("train_seconds", {}).items()}}
+            recipes[name] = {"minutes": round(sum(info.get("train_seconds", {}).values()) / 60, 1), **{k.removesuffix("_s") + "_min": round(v / 60, 1) for k, v in info.get("train_seconds", {}).items()}}
     out["recipe_minutes_2_cores"] = recipes
     return out
 

@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--real-shapes", type=Path, default=ROOT.parent / "shared" / "data", help="folder in the layout of ../shared/data ('' for none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.pretrain_2d.epochs=4")
-    parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<category>.safetensors")
+    parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<name>.safetensors")
+    parser.add_argument("--name", help="shipped model name (default: the category)")
     args = parser.parse_args()
     if not (args.photo_material / "SOURCES.txt").is_file():
         parser.error(f"{args.photo_material}: no photo material; run: bash scripts/fetch_photo_material.sh {args.photo_material}")
@@ -95,16 +96,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cad = _cad_folder(args.category, real_shapes)
     write_run_metadata(out, cfg.to_dict(), cfg.seed, {"recipe": "scripts/train_product.py", "category": args.category, "cad_targets": cad})
-    timings = {}
     start = time.perf_counter()
+    rendered_before = all((out / "world" / kind / "meta.json").is_file() for kind in ("annotated2d", "test3d"))
     worlds = render(cfg, args.category, out, cad)
-    timings["render_s"] = time.perf_counter() - start
-    t = time.perf_counter()
     keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False)
-    timings["pretrain_2d_s"] = time.perf_counter() - t
-    t = time.perf_counter()
     lifter = pretrain_lift(cfg, args.category, out / "pretrain_lift", progress=False)
-    timings["pretrain_lift_s"] = time.perf_counter() - t
+    # the stages' own epoch times (they survive resumes); the render's only when this invocation rendered
+    timings = {"pretrain_2d_s": sum(h["seconds"] for h in keypoints.history), "pretrain_lift_s": sum(h["seconds"] for h in lifter.history)}
+    if not rendered_before:
+        timings["render_s"] = time.perf_counter() - start - sum(timings.values())
     print(json.dumps({"pretrain_2d": keypoints.best_record, "pretrain_lift": lifter.best_record, **timings}, indent=2, default=str))
     if not args.export:
         return
@@ -131,7 +131,7 @@ def main() -> None:
         "refine_default": True,
         "lifter": {"recipe": "scripts/train_product.py", "real_shapes": prior.source, "validation": lifter.best_record},
     }
-    target = ROOT / "src" / "interp3d" / "pretrained" / f"{args.category}.safetensors"
+    target = ROOT / "src" / "interp3d" / "pretrained" / f"{args.name or args.category}.safetensors"
     with torch.no_grad():
         export_interpreter(model, target, half=True, info=info)
     exported = load_interpreter(target)  # as users get it (float16 weights)
