@@ -113,3 +113,18 @@ def test_keypoint5_share_mixes_photograph_views_into_the_whole_sphere(tmp_path):
     assert uniform < 0.45 and photos > 0.8  # uniform: 25 % expected; Keypoint-5 sofas: 95 %
     with pytest.raises(ValueError, match="keypoint5_share"):
         WorldOptions(keypoint5_share=2.0)
+
+
+def test_a_world_from_before_an_option_existed_still_matches_at_its_default(tmp_path):
+    import json
+
+    from interp3d.data.world import WorldFormatError
+
+    options = WorldOptions(kind="annotated2d", count=2, image_size=16, chunk=2, supersample=1)
+    root = render_world(tmp_path / "w", "chair", options, seed=0, progress=False)
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["options"]["keypoint5_share"]  # as an older interp3d wrote it
+    (root / "meta.json").write_text(json.dumps(meta))
+    assert render_world(root, "chair", options, seed=0, progress=False) == root
+    with pytest.raises(WorldFormatError, match="different dataset"):
+        render_world(root, "chair", WorldOptions(kind="annotated2d", count=2, image_size=16, chunk=2, supersample=1, view_sphere="full", keypoint5_share=0.5), seed=0, progress=False)

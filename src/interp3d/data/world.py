@@ -365,13 +365,13 @@ def render_world(
     parts = root / "parts"
     if meta_path.is_file():
         existing = json.loads(meta_path.read_text())
-        if {k: existing.get(k) for k in settings} != settings:
+        if not _same_settings(existing, settings):
             raise WorldFormatError(f"{root}: holds a different dataset ({existing.get('category')}, {existing.get('options', {}).get('kind')}); choose another folder")
         return root
     root.mkdir(parents=True, exist_ok=True)
     parts.mkdir(exist_ok=True)
     settings_file = parts / "settings.json"
-    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+    if settings_file.is_file() and not _same_settings(json.loads(settings_file.read_text()), settings):
         raise WorldFormatError(f"{root}: an unfinished render with other settings is here; delete {parts} or choose another folder")
     atomic_write_json(settings_file, settings)
 
@@ -423,6 +423,14 @@ def render_world(
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts)
     return root
+
+
+def _same_settings(existing: dict, settings: dict) -> bool:
+    """Whether a folder's recorded settings are ``settings``; an option the folder's interp3d did not
+    have yet counts as its default (so worlds rendered before an option was added still match)."""
+    defaults = _options_json(WorldOptions())
+    recorded = {**{k: v for k, v in defaults.items() if k not in existing.get("options", {})}, **existing.get("options", {})}
+    return {k: existing.get(k) for k in settings if k != "options"} == {k: v for k, v in settings.items() if k != "options"} and recorded == settings["options"]
 
 
 def _options_json(options: WorldOptions) -> dict:
