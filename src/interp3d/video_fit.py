@@ -110,6 +110,16 @@ def _interpolate(x: Tensor, good: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return x, source
 
 
+def _against_observations(category: Category, params: ShapeCamera, keypoints: Tensor, weights: Tensor):
+    """(camera-frame points, projection (T, N, 2), distance to the observations (T, N), the same with
+    NaN where unobserved, the projection's RMS radius (T,)) of per-frame parameters."""
+    _, points_cam, projected = params.project(category)
+    d = torch.linalg.norm(projected - torch.nan_to_num(keypoints), dim=-1)
+    residual = torch.where(weights > 0, d, torch.full_like(d, float("nan")))
+    _, radius = geometry.keypoint_radius(projected, torch.ones_like(weights))
+    return points_cam, projected, d, residual, radius
+
+
 def fit_video(
     category: Category | str, keypoints: Tensor, weights: Tensor, init: ShapeCamera, prior: ShapePrior | None = None, options: VideoFitOptions = VideoFitOptions(),
 ) -> VideoFit:
@@ -151,10 +161,7 @@ def fit_video(
     params = ShapeCamera(*(getattr(refit.params, f).double() for f in ("alpha", "r6", "translation", "focal")))
 
     # 4. which frames' own fits count; the others take the camera of their neighbours
-    _, _, projected = params.project(category)
-    d = torch.linalg.norm(projected - torch.nan_to_num(keypoints), dim=-1)
-    residual = torch.where(weights > 0, d, torch.full_like(d, float("nan")))
-    _, radius = geometry.keypoint_radius(projected, torch.ones_like(weights))
+    _, _, d, residual, radius = _against_observations(category, params, keypoints, weights)
     median_residual = torch.nanmedian(residual, dim=-1).values
     good = enough & (median_residual <= options.frame_fraction * radius)
     packed = pack_parameters(params)
@@ -162,10 +169,7 @@ def fit_video(
     packed[:, :m] = shared  # one shape for the whole video
     packed, source = _interpolate(packed, good, m)
     params = unpack_parameters(packed, category.num_bases)
-    _, structure_cam, projected = params.project(category)
-    d = torch.linalg.norm(projected - torch.nan_to_num(keypoints), dim=-1)
-    residual = torch.where(weights > 0, d, torch.full_like(d, float("nan")))
-    _, radius = geometry.keypoint_radius(projected, torch.ones_like(weights))
+    structure_cam, projected, d, residual, radius = _against_observations(category, params, keypoints, weights)
     hidden = geometry.self_occlusion(structure_cam, params.focal, torch.as_tensor(category.surface_triangles)) if category.surface_triangles.size else torch.zeros_like(weights, dtype=torch.bool)
     inside = ((projected >= 0) & (projected < category.plane_size)).all(-1)
     visible = ~hidden & inside
