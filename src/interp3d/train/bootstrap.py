@@ -43,7 +43,7 @@ def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str =
         with torch.no_grad():
             heatmaps = torch.cat([o[-1] for o in predict_batches(model.keypoint_net, frames.frames[k], device)]).float()
             plane, weights = model.heatmap_keypoints(heatmaps)
-            lifted = model.lift(heatmaps)
+            lifted = model.lift_keypoints(plane, weights) if model.lifts_keypoints else model.lift(heatmaps)  # the peaks once
         fit = fit_video(model.category, plane.cpu(), weights.cpu(), model.hypotheses_of(lifted), model.shape_prior, options)
         keypoints.append(geometry.rescale_points(fit.keypoints.float(), model.category.plane_size, size))
         visible.append(fit.pseudo_label)
