@@ -74,3 +74,16 @@ def test_product_preset_builds_the_shipped_architecture():
     model = build_interpreter("bed", asdict(cfg.model), cfg.synthetic.heatmap_size)
     assert model.image_size == 4 * model.heatmap_size == 128
     assert cfg.world.options("test3d").view_sphere == "full"
+
+
+def test_link_or_copy_keeps_one_copy_and_survives_the_source_being_replaced(tmp_path):
+    from interp3d.io_utils import atomic_write_text, link_or_copy
+
+    source = tmp_path / "len15" / "best.pt"
+    atomic_write_text(source, "weights v1")
+    target = link_or_copy(source, tmp_path / "best.pt")
+    assert target.read_text() == "weights v1"
+    assert target.stat().st_ino == source.stat().st_ino  # a hard link, not a second copy
+    atomic_write_text(source, "weights v2")  # stages replace files, never rewrite them
+    assert target.read_text() == "weights v1" and source.read_text() == "weights v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "len15"]  # no temporary left behind

@@ -168,13 +168,15 @@ def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_wo
 
 @pytest.mark.slow
 def test_pretrained_encoder_backbone_through_every_stage(tiny_world, tmp_path):
-    """model.backbone=efficientnet_lite0: pretrain-2d (from the ImageNet weights; resumes exactly),
-    pretrain-lift, fine-tuning, the video stage, export; the encoder's weights move in pretrain-2d."""
+    """model.backbone=efficientnet_lite0 with a viewpoint head: pretrain-2d (from the ImageNet
+    weights, heatmaps and azimuth; resumes exactly), pretrain-lift, fine-tuning, the video stage,
+    export; the encoder's weights move in pretrain-2d."""
     from interp3d.models.efficientnet import EfficientNetLite0, load_lite0_weights
     from interp3d.train.video import train_video
 
-    cfg = _tiny_lift_config().override(["model.backbone=efficientnet_lite0", "model.decoder_channels=16", "model.image_size=64", "video.clips_per_batch=2", "video.images_per_batch=4"])
+    cfg = _tiny_lift_config().override(["model.backbone=efficientnet_lite0", "model.decoder_channels=16", "model.image_size=64", "model.view_bins=8", "video.clips_per_batch=2", "video.images_per_batch=4"])
     full = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "full", progress=False)
+    assert {"train_view_ce", "view_acc30"} <= set(full.history[-1])
     with pytest.raises(Killed):
         pretrain_2d(cfg, "chair", tiny_world, tmp_path / "resumed", progress=False, on_epoch_end=_kill_after_first_epoch)
     resumed = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "resumed", progress=False)
@@ -192,3 +194,4 @@ def test_pretrained_encoder_backbone_through_every_stage(tiny_world, tmp_path):
     assert type(model.keypoint_net).__name__ == "EfficientNetKeypointNet"
     out = model(torch.rand(2, 3, 64, 64))
     assert out.heatmaps.shape == (2, 10, 16, 16) and torch.isfinite(out.structure).all()
+    assert out.view_logits.shape == (2, 8)

@@ -103,6 +103,9 @@ class ModelConfig:
     keypoint_lifter_width: int = 512
     keypoint_lifter_blocks: int = 2
     lifter_hypotheses: int = 3
+    # azimuth bins of the 2D module's viewpoint head (pretrained encoders only; 0 = no head): the
+    # image tells front from back, which keypoints of a symmetric object cannot (interp3d.viewpoint)
+    view_bins: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class TrainConfig:
     augment_scale: float = 0.0  # zoom in [1 - s, 1 + s] (0 = the paper's recipe)
     augment_shift: float = 0.0  # translation up to this fraction of the side (truncates at the border)
     augment_occlude: float = 0.0  # probability of an occluding rectangle cut from another image
+    view_weight: float = 0.01  # weight of the viewpoint head's cross-entropy beside the heatmap MSE (model.view_bins > 0)
+    view_sd_bins: float = 1.0  # width of its soft azimuth targets, in bins
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     finetune_freeze_hourglass: bool = False
     finetune_heatmap_weight: float = 0.0  # optional MSE on heatmaps during fine-tuning (0 = Eq. 2 only)

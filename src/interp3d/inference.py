@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from . import geometry
+from . import geometry, viewpoint
 from .heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
 from .models import Interpreter, KeypointLifter
 from .params import ShapeCamera
@@ -257,6 +257,8 @@ class Predictor:
         peaks, _ = heatmap_peaks(out.heatmaps.float().cpu(), subpixel=True)
         conf = peak_confidence(out.heatmaps.float().cpu(), 0.1)
         refined = None
+        view_logits = getattr(out, "view_logits", None)
+        head_azimuth = None if view_logits is None else viewpoint.top_azimuths(view_logits.float().cpu().log_softmax(-1), 1)[:, 0]
         if self.refine:
             with torch.no_grad():
                 kp_plane, weights = model.heatmap_keypoints(out.heatmaps.float().cpu())
@@ -286,7 +288,8 @@ class Predictor:
                     translation=out.params.translation[i].float().cpu().numpy(),
                     focal=float(out.params.focal[i]),
                     frame=None if frames is None else int(frames[i]),
-                    extra={"affine_input_to_image": affine.tolist(), "refined": refined is not None},
+                    extra={"affine_input_to_image": affine.tolist(), "refined": refined is not None}
+                    | ({} if head_azimuth is None else {"view_head_azimuth_deg": float(math.degrees(head_azimuth[i]))}),
                 )
             )
         return preds

@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,20 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def link_or_copy(source: str | Path, path: str | Path) -> Path:
+    """Make ``path`` a hard link to ``source`` (one copy on disk), or a copy where the file system
+    cannot link; atomically. Files here are only ever replaced, never rewritten in place, so the
+    link keeps ``source``'s current contents even after ``source`` is replaced."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix + ".tmp") as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

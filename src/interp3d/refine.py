@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import geometry
+from . import geometry, viewpoint
 from .params import ShapeCamera
 from .shape_model import Category, get_category
 from .shape_prior import ShapePrior
@@ -60,6 +60,10 @@ class RefineOptions:
     anchor: float = 0.5  # 0..1: move each start's shape-prior mean from the population mean toward its own shape (the network's estimate)
     anchor_scale: float = 1.0  # the anchored prior's standard deviations, as a multiple of the population's
     roll_sd_deg: float = 0.0  # prior sd (deg) of an in-plane camera roll (photos are not level); 0 = no roll. benchmarks/lifting.py: roll helps structure, costs azimuth
+    # with the 2D module's azimuth probabilities (refine(view_log_probs=...)): selection adds
+    # view_weight * -log p(fitted azimuth), and the view_starts most probable bins become extra starts
+    view_weight: float = 1.0
+    view_starts: int = 2
 
 
 @dataclass
@@ -234,10 +238,15 @@ def _align_scale_translation(problem: _Problem, x: Tensor, observed: Tensor, wei
     return x
 
 
-def _starts(x0: Tensor, problem: _Problem, prior: ShapePrior, options: RefineOptions) -> Tensor:
+def _starts(x0: Tensor, problem: _Problem, prior: ShapePrior, options: RefineOptions, view_log_probs: Tensor | None = None) -> Tensor:
     """``(B, H, D)`` starts from the given hypotheses ``(B, H0, D)``."""
     m, k1 = problem.m, problem.k1
     extra = []
+    if view_log_probs is not None and options.view_starts > 0:
+        for azimuth in viewpoint.top_azimuths(view_log_probs.to(x0), options.view_starts).unbind(-1):
+            start = x0[:, 0].clone()
+            start[:, m + 1] = azimuth
+            extra.append(start)
     if options.flips:
         first = x0[:, 0]
         for transform in (lambda az: az + math.pi, lambda az: -az, lambda az: math.pi - az):
@@ -264,10 +273,14 @@ def refine(
     init: ShapeCamera,
     prior: ShapePrior | None = None,
     options: RefineOptions = RefineOptions(),
+    view_log_probs: Tensor | None = None,
 ) -> RefineResult:
     """Fit the shape model to ``keypoints (B, N, 2)`` (projection-plane px; rows with weight 0 may be
     NaN) with per-keypoint ``weights (B, N)`` in [0, 1], from ``init`` hypotheses of batch shape
-    ``(B,)`` or ``(B, H0)``. Runs in ``options.precision`` on the keypoints' device."""
+    ``(B,)`` or ``(B, H0)``. Runs in ``options.precision`` on the keypoints' device.
+
+    ``view_log_probs (B, V)``: log probabilities over azimuth bins from the image
+    (:mod:`interp3d.viewpoint`); they add starts and a selection term (``options.view_*``)."""
     category = get_category(category)
     prior = prior if prior is not None else ShapePrior.from_ranges(category)
     if prior.category != category.name:
@@ -286,7 +299,11 @@ def refine(
     problem = _Problem(category, prior, options, dtype, device)
     x0 = pack_parameters(init.to(dtype=dtype, device=device), problem.r)
     b, d = x0.shape[0], x0.shape[-1]
-    starts = _starts(x0, problem, prior, options)
+    if view_log_probs is not None:
+        if view_log_probs.dim() != 2 or view_log_probs.shape[0] != b:
+            raise ValueError(f"view_log_probs must have shape ({b}, bins), got {tuple(view_log_probs.shape)}")
+        view_log_probs = view_log_probs.to(dtype=dtype, device=device)
+    starts = _starts(x0, problem, prior, options, view_log_probs)
     h = starts.shape[1]
 
     obs = observed.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, -1, 2)
@@ -296,23 +313,25 @@ def refine(
     x = _align_scale_translation(problem, starts.reshape(b * h, d), obs, w)
     if options.anchor > 0:
         problem.start_mean = (1 - options.anchor) * problem.prior_mean + options.anchor * torch.cat((x[:, : problem.k1], torch.zeros_like(x[:, problem.k1 : problem.m])), dim=1)
+    view = None if view_log_probs is None or options.view_weight <= 0 else view_log_probs.unsqueeze(1).expand(b, h, -1).reshape(b * h, -1)
 
     cost, d2 = problem.costs(x, obs, w, sigma)
     lam = torch.full((b * h,), options.damping, dtype=dtype, device=device)
     explore = min(options.explore_iterations, options.iterations) if 0 < options.keep_starts < h else options.iterations
     x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, explore)
-    selection = _selection_cost(problem, category, x, cost, w).reshape(b, h)
+    selection = _selection_cost(problem, category, x, cost, w, view).reshape(b, h)
     starts_index = torch.arange(h, device=device).expand(b, h)
     if explore < options.iterations:
         # keep each object's most promising starts for the remaining steps (most of the work)
         keep = selection.topk(options.keep_starts, dim=1, largest=False).indices  # (B, k)
         flat = (torch.arange(b, device=device).unsqueeze(1) * h + keep).reshape(-1)
         x, cost, d2, lam, obs, w, sigma = (v[flat] for v in (x, cost, d2, lam, obs, w, sigma))
+        view = None if view is None else view[flat]
         if problem.start_mean is not None:
             problem.start_mean = problem.start_mean[flat]
         h, starts_index = options.keep_starts, keep
         x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, options.iterations - explore)
-        selection = _selection_cost(problem, category, x, cost, w).reshape(b, h)
+        selection = _selection_cost(problem, category, x, cost, w, view).reshape(b, h)
     chosen = selection.argmin(dim=1)
     flat = torch.arange(b, device=device) * h + chosen
     best = x[flat]
@@ -348,8 +367,11 @@ def _lm_steps(problem: _Problem, x, cost, d2, lam, obs, w, sigma, steps: int):
     return x, cost, d2, lam
 
 
-def _selection_cost(problem: _Problem, category: Category, x, cost, w):
-    """The fit's cost plus the penalty for observed keypoints the fitted pose hides behind its own surfaces."""
+def _selection_cost(problem: _Problem, category: Category, x, cost, w, view_log_probs: Tensor | None = None):
+    """The fit's cost plus the penalty for observed keypoints the fitted pose hides behind its own
+    surfaces, plus the image's disbelief in the fitted azimuth (``view_log_probs (S, V)``)."""
+    if view_log_probs is not None:
+        cost = cost - problem.options.view_weight * viewpoint.azimuth_log_prob(view_log_probs, x[:, problem.m + 1 : problem.m + 2]).squeeze(-1)
     if problem.options.occlusion_penalty <= 0 or not category.surface_triangles.size:
         return cost
     points_cam, _ = problem.project(x)

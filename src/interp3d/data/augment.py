@@ -32,11 +32,13 @@ def augment_batch(
     scale: float = 0.0,
     shift: float = 0.0,
     occlude: float = 0.0,
-) -> tuple[Tensor, Tensor, Tensor]:
+    return_flips: bool = False,
+) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
     """Augment ``images (B, 3, S, S)``, ``keypoints (B, N, 2)`` image px and ``visible (B, N)``.
 
     ``scale``: zoom by a factor in [1 - scale, 1 + scale]; ``shift``: translate by up to that
-    fraction of the side; ``occlude``: probability of an occluding rectangle per image."""
+    fraction of the side; ``occlude``: probability of an occluding rectangle per image.
+    ``return_flips`` adds the ``(B,)`` mask of mirrored images (their azimuth changes sign)."""
     b, _, h, w = images.shape
     if h != w:
         raise ValueError(f"square images expected, got {h}x{w}")
@@ -66,7 +68,7 @@ def augment_batch(
     visible = visible & inside
     if occlude > 0 and b > 1:
         images, visible = _occlude(images, moved, visible, occlude, rand)
-    return images, moved, visible
+    return (images, moved, visible, flips) if return_flips else (images, moved, visible)
 
 
 def _occlude(images: Tensor, keypoints: Tensor, visible: Tensor, probability: float, rand) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import geometry
+from .. import geometry, viewpoint
 from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
 from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
@@ -74,6 +74,10 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
     if sigma is not None:  # Keypoint-5-style data: annotator-relative PCP and AE on the heatmap peaks
         sigma_hm = sigma[data.indices] * hm / model.image_size * (model.image_size / data.source.meta["image_size"])
         result["pcp"], result["ae"] = pcp_ae(peaks, gt2d, data.visible.numpy(), sigma_hm)
+    view_logits = [o.view_logits for o in outs if getattr(o, "view_logits", None) is not None]
+    if len(view_logits) == len(outs) and has_pose.any():  # the 2D module's viewpoint head alone
+        head = viewpoint.top_azimuths(torch.cat(view_logits).float().cpu().log_softmax(-1), 1)[:, 0].double().numpy()
+        result["azimuth_view_head"] = pose_summary(angle_error(head[has_pose], data.azimuth.numpy()[has_pose]))
     result.per_object = {
         "index": data.indices,
         "structure_error": s_err,
@@ -91,7 +95,7 @@ def format_metrics(result: dict) -> str:
     if result.get("structure"):
         s = result["structure"]
         rows.append(("3D structure", f"AR {s['average_recall']:.2f} %   mean RMSE {s['mean']:.3f}   median {s['median']:.3f}"))
-    for key in ("azimuth", "elevation"):
+    for key in ("azimuth", "elevation", "azimuth_view_head"):
         if result.get(key):
             p = result[key]
             rows.append((key, f"AR {p['average_recall']:.2f} %   median {p['median_deg']:.1f} deg   acc@30deg {p['accuracy_pi_6']:.1f} %"))

@@ -139,13 +139,18 @@ class EfficientNetKeypointNet(nn.Module):
     The pretrained encoder (its classifier head dropped) feeds a light feature-pyramid decoder: 1x1
     laterals of the stride-32, 16, 8 and 4 features to ``decoder_channels``, top-down nearest
     upsampling and addition, a 3x3 conv-BN-ReLU after each merge, a 1x1 conv to the heatmaps. The
-    ImageNet normalisation happens inside, so callers (training, ONNX, Predictor) keep [0, 1] images."""
+    ImageNet normalisation happens inside, so callers (training, ONNX, Predictor) keep [0, 1] images.
+
+    ``view_bins > 0`` adds a viewpoint head: global average pooling of the stride-32 features and a
+    linear layer to logits over that many azimuth bins (:mod:`interp3d.view_bins`). Keypoints alone
+    cannot tell a front from a back view of a left/right-symmetric object; the image can.
+    ``forward(images, with_view=True)`` returns ``(heatmaps, view_logits)``."""
 
     STRIDE = 4
 
-    def __init__(self, num_keypoints: int, decoder_channels: int = 96, pretrained: bool = True):
+    def __init__(self, num_keypoints: int, decoder_channels: int = 96, pretrained: bool = True, view_bins: int = 0):
         super().__init__()
-        self.num_keypoints, self.stride = num_keypoints, self.STRIDE
+        self.num_keypoints, self.stride, self.view_bins = num_keypoints, self.STRIDE, view_bins
         encoder = EfficientNetLite0()
         if pretrained:
             load_lite0_weights(encoder, include_classifier=False)
@@ -158,12 +163,18 @@ class EfficientNetKeypointNet(nn.Module):
         self.laterals = nn.ModuleList([nn.Conv2d(ch, c, 1) for ch in chans])
         self.smooth = nn.ModuleList([nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)) for _ in chans[:-1]])
         self.out = nn.Conv2d(c, num_keypoints, 1)
+        self.view_head = nn.Sequential(nn.Dropout(0.2), nn.Linear(chans[-1], view_bins)) if view_bins > 0 else None
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def forward(self, images: Tensor, with_view: bool = False) -> list[Tensor] | tuple[list[Tensor], Tensor]:
         if images.shape[-1] != images.shape[-2] or images.shape[-1] % 32:
             raise ValueError(f"images must be square with a side divisible by 32, got {tuple(images.shape[-2:])}")
         taps = self.encoder.features((images - self.mean) / self.std)[1:]
         x = self.laterals[-1](taps[-1])
         for lateral, smooth, feature in zip(reversed(self.laterals[:-1]), reversed(self.smooth), reversed(taps[:-1])):
             x = smooth(lateral(feature) + F.interpolate(x, size=feature.shape[-2:], mode="nearest"))
-        return [self.out(x)]
+        heatmaps = [self.out(x)]
+        if not with_view:
+            return heatmaps
+        if self.view_head is None:
+            raise ValueError("this keypoint network has no viewpoint head (view_bins = 0)")
+        return heatmaps, self.view_head(taps[-1].mean(dim=(-2, -1)))

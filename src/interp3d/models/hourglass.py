@@ -55,6 +55,7 @@ class HourglassNet(nn.Module):
         if stride not in (1, 2, 4):
             raise ValueError(f"stem stride must be 1, 2 or 4, got {stride}")
         self.num_keypoints, self.stride, self.depth = num_keypoints, stride, depth
+        self.view_bins = 0  # no viewpoint head (models.efficientnet has one)
         stem_channels = min(64, features)
         mid = max(features // 2, stem_channels)
         layers: list[nn.Module] = [

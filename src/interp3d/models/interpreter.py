@@ -38,6 +38,7 @@ class Lifted:
 class InterpreterOutput(Lifted):
     heatmaps: Tensor = None  # (B, N, H, W), last stack (always given; defaults follow Lifted's)
     all_heatmaps: list[Tensor] = None
+    view_logits: Tensor | None = None  # (B, V) azimuth-bin logits of the 2D module's viewpoint head, if it has one
 
 
 class Interpreter(nn.Module):
@@ -69,13 +70,14 @@ class Interpreter(nn.Module):
     def build(
         cls, category: Category | str, image_size: int = 256, heatmap_size: int = 64, features: int = 256, depth: int = 4, stacks: int = 1,
         lifter_widths=(2048, 512, 128), dropout: float = 0.0, lifter: str = "heatmap", keypoint_lifter: dict | None = None,
-        backbone: str = "hourglass", decoder_channels: int = 96, pretrained_encoder: bool = False,
+        backbone: str = "hourglass", decoder_channels: int = 96, pretrained_encoder: bool = False, view_bins: int = 0,
     ) -> "Interpreter":
         """``lifter``: ``heatmap`` (3D-INN's FC module on flattened heatmaps) or ``keypoints``
         (:class:`KeypointLifter` on heatmap peaks and confidences; options in ``keypoint_lifter``).
-        ``backbone``: the 2D module (:data:`interp3d.models.keypoint_net.BACKBONES`)."""
+        ``backbone``: the 2D module (:data:`interp3d.models.keypoint_net.BACKBONES`); ``view_bins``: its
+        viewpoint head's azimuth bins (0: none)."""
         category = get_category(category)
-        keypoint_net = build_keypoint_net(category.num_keypoints, image_size, heatmap_size, backbone, features, depth, stacks, decoder_channels, pretrained_encoder)
+        keypoint_net = build_keypoint_net(category.num_keypoints, image_size, heatmap_size, backbone, features, depth, stacks, decoder_channels, pretrained_encoder, view_bins)
         if lifter == "heatmap":
             module = Lifter(category.num_keypoints, heatmap_size, category.num_params, tuple(lifter_widths), dropout)
         elif lifter == "keypoints":
@@ -151,9 +153,12 @@ class Interpreter(nn.Module):
     def refine(self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions = RefineOptions()) -> tuple[Lifted, RefineResult]:
         """Test-time refinement (:func:`interp3d.refine.refine`, on the CPU in ``options.precision``) of
         a prediction against plane-px keypoints ``(B, N, 2)`` with weights ``(B, N)``, from all its
-        hypotheses; returns the refined prediction, projected, and the fit's report."""
+        hypotheses and, for an :class:`InterpreterOutput` with viewpoint logits, the image's azimuth
+        belief; returns the refined prediction, projected, and the fit's report."""
         prior = prior if prior is not None else self.shape_prior
-        result = refine(self.category, keypoints.detach().cpu(), weights.detach().cpu(), self.hypotheses_of(lifted), prior, options)
+        view_logits = getattr(lifted, "view_logits", None)
+        view = None if view_logits is None else torch.log_softmax(view_logits.detach().float().cpu(), dim=-1)
+        result = refine(self.category, keypoints.detach().cpu(), weights.detach().cpu(), self.hypotheses_of(lifted), prior, options, view_log_probs=view)
         device = lifted.structure.device
         params = result.params.to(dtype=torch.float32, device=device)
         return self.project(params, structure=result.structure.float().to(device), roll=result.roll.float().to(device)), result
@@ -178,11 +183,20 @@ class Interpreter(nn.Module):
             normalised = self.codec.normalise(self.codec.encode(params))
         return Lifted(normalised, params, structure, points_cam, plane, keypoints, roll=roll)
 
+    @property
+    def view_bins(self) -> int:
+        """Azimuth bins of the 2D module's viewpoint head (0: none)."""
+        return getattr(self.keypoint_net, "view_bins", 0)
+
     def forward(self, images: Tensor) -> InterpreterOutput:
-        all_heatmaps = self.keypoint_net(images)
+        view_logits = None
+        if self.view_bins:
+            all_heatmaps, view_logits = self.keypoint_net(images, with_view=True)
+        else:
+            all_heatmaps = self.keypoint_net(images)
         heatmaps = all_heatmaps[-1]
         lifted = self.lift(heatmaps)
-        return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=all_heatmaps)
+        return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=all_heatmaps, view_logits=view_logits)
 
 
 def _rename_hourglass_keys(state_dict, prefix, *args, **kwargs):

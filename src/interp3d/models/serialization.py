@@ -34,7 +34,7 @@ def build_interpreter(category: Category | str, model_config: dict, heatmap_size
     model = Interpreter.build(
         category, mc["image_size"], heatmap_size, mc["features"], mc["depth"], mc["stacks"], tuple(mc["lifter_widths"]), mc.get("dropout", 0.0),
         lifter=mc.get("lifter", "heatmap"), keypoint_lifter=keypoint_lifter_options(mc),
-        backbone=mc.get("backbone", "hourglass"), decoder_channels=mc.get("decoder_channels", 96),
+        backbone=mc.get("backbone", "hourglass"), decoder_channels=mc.get("decoder_channels", 96), view_bins=mc.get("view_bins", 0),
     )
     model.model_config = dict(mc)
     # the Gaussian width the heatmap lifter was trained on (synthetic.sigma); older files lack it:
@@ -142,13 +142,16 @@ class _Networks(torch.nn.Module):
         self.model = model
 
     def forward(self, images):
+        if self.model.view_bins:
+            all_heatmaps, view_logits = self.model.keypoint_net(images, with_view=True)
+            return all_heatmaps[-1], self.model.lifter_forward(all_heatmaps[-1]), view_logits
         heatmaps = self.model.keypoint_net(images)[-1]
         return heatmaps, self.model.lifter_forward(heatmaps)
 
 
 def export_onnx(model: Interpreter, path: str | Path) -> Path:
     """Write the networks of ``model`` as ONNX (dynamic batch): inputs ``images`` (B, 3, S, S) in [0, 1],
-    outputs ``heatmaps`` and ``params_normalised``."""
+    outputs ``heatmaps``, ``params_normalised`` and, with a viewpoint head, ``view_logits``."""
     nets = _Networks(model).eval().cpu()
     example = torch.rand(1, 3, model.image_size, model.image_size)
     path = Path(path)
@@ -160,7 +163,8 @@ def export_onnx(model: Interpreter, path: str | Path) -> Path:
         with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
-                nets, (example.expand(2, -1, -1, -1),), str(tmp),  # batch 2: a batch of 1 would be specialised input_names=["images"], output_names=["heatmaps", "params_normalised"],
+                nets, (example.expand(2, -1, -1, -1),), str(tmp),  # batch 2: a batch of 1 would be specialised
+                input_names=["images"], output_names=["heatmaps", "params_normalised"] + (["view_logits"] if model.view_bins else []),
                 dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False,
             )
     finally:
@@ -189,8 +193,9 @@ class OnnxInterpreter:
     def __call__(self, images: torch.Tensor):
         from .interpreter import InterpreterOutput
 
-        heatmaps, normalised = self.session.run(None, {"images": images.detach().cpu().float().contiguous().numpy()})
-        heatmaps, normalised = torch.from_numpy(heatmaps), torch.from_numpy(normalised)
+        outputs = [torch.from_numpy(o) for o in self.session.run(None, {"images": images.detach().cpu().float().contiguous().numpy()})]
+        heatmaps, normalised = outputs[:2]
+        view_logits = outputs[2] if len(outputs) > 2 else None
         # the keypoint lifter's hypotheses (for refinement) come from the tiny torch MLP on the ONNX heatmaps
         lifted = self.model.lift(heatmaps) if self.model.lifts_keypoints else self.model.decode(normalised)
-        return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=[heatmaps])
+        return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=[heatmaps], view_logits=view_logits)

@@ -12,7 +12,6 @@ resumable (pseudo-labels are cached per round, stages resume by epoch) and deter
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from .. import geometry
 from ..config import Config
-from ..io_utils import atomic_path, atomic_write_json, load_checkpoint, save_checkpoint
+from ..io_utils import atomic_write_json, link_or_copy, load_checkpoint, save_checkpoint
 from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from ..video_fit import VideoFitOptions, fit_video
@@ -103,8 +102,7 @@ def train_bootstrap(
         results.append(result)
         current = result.best_checkpoint
     best = max(results, key=lambda res: res.best_metric)
-    with atomic_path(out_dir / "best.pt", suffix=".pt") as tmp:
-        shutil.copyfile(best.best_checkpoint, tmp)
+    link_or_copy(best.best_checkpoint, out_dir / "best.pt")  # a hard link: no second copy of the weights
     history = [dict(h, bootstrap_round=i + 1) for i, res in enumerate(results) for h in res.history]
     atomic_write_json(out_dir / "history.json", history)
     atomic_write_json(out_dir / "pseudo_labels.json", summaries)

@@ -7,6 +7,7 @@ Every stage is a resumable run folder (see :func:`interp3d.train.engine.run_stag
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .. import geometry
+from .. import geometry, viewpoint
 from ..config import Config
 from ..data.augment import augment_batch
 from ..data.synthetic import SyntheticSkeletonDataset
@@ -121,12 +122,12 @@ def predict_batches(fn: Callable[[Tensor], Tensor], images: Tensor, device: torc
     return outs
 
 
-def augment(cfg: Config, category: Category, images: Tensor, keypoints: Tensor, visible: Tensor, gen: torch.Generator):
+def augment(cfg: Config, category: Category, images: Tensor, keypoints: Tensor, visible: Tensor, gen: torch.Generator, return_flips: bool = False):
     """The training augmentation of annotated images as the config asks (``train.augment_*``)."""
     t = cfg.train
     return augment_batch(
         images, keypoints, visible, category.flip_permutation, gen, t.augment_rotation_deg, t.augment_colour, t.augment_flip,
-        scale=t.augment_scale, shift=t.augment_shift, occlude=t.augment_occlude,
+        scale=t.augment_scale, shift=t.augment_shift, occlude=t.augment_occlude, return_flips=return_flips,
     )
 
 
@@ -142,7 +143,9 @@ def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, o
     train, val = annotated_splits(cfg, category, world_root)
     torch.manual_seed(cfg.seed)
     mc = cfg.model
-    net = build_keypoint_net(category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, pretrained=True)
+    net = build_keypoint_net(
+        category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, pretrained=True, view_bins=mc.view_bins,
+    )
     return train_heatmaps("pretrain_2d", cfg, category, net, train, val, out_dir, cfg.train.pretrain_2d, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
 
 
@@ -152,28 +155,56 @@ def train_heatmaps(
 ) -> StageResult:
     """Train a 2D module on labelled images (``train``: anything with ``batch(idx, device)`` and
     ``len``, e.g. :class:`AnnotatedImages` or :class:`LabelledImages`): heatmap MSE under the
-    config's augmentation, validation PCK on ``val`` (best kept); a resumable stage ``name``."""
+    config's augmentation, validation PCK on ``val`` (best kept); a resumable stage ``name``.
+
+    A network with a viewpoint head (``view_bins > 0``) also learns the azimuth of images whose data
+    carry one (``train.azimuth``; NaN = unknown): soft-target cross-entropy weighted by
+    ``train.view_weight``, mirrored images with their mirrored azimuth; validation adds the head's
+    accuracy within 30 deg (``view_acc30``)."""
     device = resolve_device(cfg.train.device)
     ctx = init_distributed(device)
     size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
     mf = _memory_format(cfg)
     net = net.to(device, memory_format=mf)
     model = _wrap(net, ctx, device)
+    bins = getattr(net, "view_bins", 0)
+    train_azimuth = getattr(train, "azimuth", None) if bins else None
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
-        images, keypoints, visible = augment(cfg, category, images, keypoints, visible, gen)
+        images, keypoints, visible, flips = augment(cfg, category, images, keypoints, visible, gen, return_flips=True)
         target = render_heatmaps(geometry.rescale_points(keypoints, size, hm), hm, cfg.synthetic.sigma, visible=visible)
-        preds = model(images.contiguous(memory_format=mf))
-        loss = sum(F.mse_loss(p.float(), target) for p in preds)
-        return loss, {"mse": loss.item()}
+        if train_azimuth is None:
+            preds = model(images.contiguous(memory_format=mf))
+            loss = sum(F.mse_loss(p.float(), target) for p in preds)
+            return loss, {"mse": loss.item()}
+        preds, view_logits = model(images.contiguous(memory_format=mf), with_view=True)
+        mse = sum(F.mse_loss(p.float(), target) for p in preds)
+        azimuth = train_azimuth[torch.as_tensor(idx, dtype=torch.long)].to(device)
+        azimuth = torch.where(flips, viewpoint.mirrored_azimuth(azimuth), azimuth)
+        view_target = viewpoint.soft_targets(azimuth, bins, cfg.train.view_sd_bins)
+        known = view_target.sum(-1).clamp_max(1.0)
+        cross_entropy = -(view_target * F.log_softmax(view_logits.float(), dim=-1)).sum(-1)
+        view_loss = (known * cross_entropy).sum() / known.sum().clamp_min(1.0)
+        return mse + cfg.train.view_weight * view_loss, {"mse": mse.item(), "view_ce": view_loss.item()}
 
     def validate(core):
-        heatmaps = torch.cat([o[-1] for o in predict_batches(core, val.images, device, 32, mf)]).float().cpu()
+        if bins:
+            outs = predict_batches(lambda x: core(x, with_view=True), val.images, device, 32, mf)
+            heatmaps = torch.cat([o[0][-1] for o in outs]).float().cpu()
+            view_logits = torch.cat([o[1] for o in outs]).float().cpu()
+        else:
+            heatmaps = torch.cat([o[-1] for o in predict_batches(core, val.images, device, 32, mf)]).float().cpu()
         peaks, _ = heatmap_peaks(heatmaps)
         gt = geometry.rescale_points(val.keypoints, size, hm)
         target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=val.visible)
-        return {"pck": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm), "mse": F.mse_loss(heatmaps, target).item()}
+        metrics = {"pck": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm), "mse": F.mse_loss(heatmaps, target).item()}
+        known = torch.isfinite(val.azimuth) if bins and hasattr(val, "azimuth") else None
+        if known is not None and known.any():
+            guess = viewpoint.top_azimuths(F.log_softmax(view_logits, dim=-1), 1)[:, 0]
+            error = geometry.wrap_angle(guess - val.azimuth.float()).abs()[known]
+            metrics["view_acc30"] = float((error < math.radians(30)).float().mean() * 100)
+        return metrics
 
     return run_stage(
         name, out_dir, model, model.parameters(),

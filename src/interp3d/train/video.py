@@ -15,7 +15,6 @@ ground truth. Model selection uses a separate validation set with 3D ground trut
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ..config import Config
 from ..data.world import VideoDataset
 from ..evaluation.evaluate import evaluate_interpreter
 from ..heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
-from ..io_utils import atomic_path, atomic_write_json
+from ..io_utils import atomic_write_json, link_or_copy
 from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
@@ -179,8 +178,7 @@ def train_video(
         results.append(result)
         start = result.best_checkpoint
     best = max(results, key=lambda r: r.best_metric)
-    with atomic_path(out_dir / "best.pt", suffix=".pt") as tmp:
-        shutil.copyfile(best.best_checkpoint, tmp)
+    link_or_copy(best.best_checkpoint, out_dir / "best.pt")  # a hard link: no second copy of the weights
     history = [dict(h, clip_length=length) for length, r in zip(lengths, results) for h in r.history]
     atomic_write_json(out_dir / "history.json", history)
     return StageResult(out_dir, best.best_metric, best.best_epoch, history, best_record=dict(best.best_record, clip_length=lengths[results.index(best)]))

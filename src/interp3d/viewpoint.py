@@ -1,0 +1,61 @@
+"""Azimuth as a classification over bins: the encoding of the 2D module's viewpoint head.
+
+Bin ``i`` of ``V`` is centred at azimuth ``2 pi i / V`` (0 shows the front, :mod:`interp3d.geometry`).
+Training targets are a wrapped Gaussian over the bins (neighbouring views look alike, so a near
+miss costs less than a front/back confusion); at test time the head's probabilities, linearly
+interpolated between bin centres, score any azimuth a fit proposes (:func:`interp3d.refine.refine`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .geometry import wrap_angle
+
+__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "top_azimuths"]
+
+
+def bin_centres(bins: int, dtype=torch.float32, device=None) -> Tensor:
+    """``(V,)`` bin centres in radians, ``2 pi i / V``."""
+    if bins < 2:
+        raise ValueError(f"a viewpoint head needs at least 2 azimuth bins, got {bins}")
+    return torch.arange(bins, dtype=dtype, device=device) * (2 * math.pi / bins)
+
+
+def soft_targets(azimuth: Tensor, bins: int, sd_bins: float = 1.0) -> Tensor:
+    """``(B, V)`` target distributions for azimuths ``(B,)`` (radians): a wrapped Gaussian of
+    ``sd_bins`` bin widths around each azimuth. Rows of NaN azimuths (no ground truth) are 0."""
+    centres = bin_centres(bins, azimuth.dtype, azimuth.device)
+    distance = wrap_angle(azimuth.unsqueeze(-1) - centres)  # (B, V) in [-pi, pi)
+    logits = -0.5 * (distance / (sd_bins * 2 * math.pi / bins)) ** 2
+    target = torch.softmax(logits, dim=-1)
+    return torch.where(torch.isfinite(azimuth).unsqueeze(-1), target, torch.zeros_like(target))
+
+
+def mirrored_azimuth(azimuth: Tensor) -> Tensor:
+    """The azimuth of a horizontally mirrored image (left/right keypoints swapped): ``-azimuth``.
+    Mirroring negates camera x, and ``diag(-1, 1, 1) Rx(t1) Ry(az) = Rx(t1) Ry(-az) diag(-1, 1, 1)``."""
+    return wrap_angle(-azimuth, 0.0)
+
+
+def azimuth_log_prob(log_probs: Tensor, azimuth: Tensor) -> Tensor:
+    """Log probability ``(B, H)`` of azimuths ``(B, H)`` (radians) under per-object bin log
+    probabilities ``(B, V)``: the probability density interpolated linearly between the two nearest
+    bin centres (continuous in the azimuth, so a fit's selection does not jump at bin edges)."""
+    bins = log_probs.shape[-1]
+    position = wrap_angle(azimuth, 0.0) * (bins / (2 * math.pi))  # in [0, V)
+    low = position.floor().long().clamp(0, bins - 1)
+    frac = (position - low.to(position.dtype)).clamp(0, 1)
+    high = (low + 1) % bins
+    probs = log_probs.exp()
+    p = (1 - frac) * probs.gather(-1, low) + frac * probs.gather(-1, high)
+    return p.clamp_min(1e-12).log()
+
+
+def top_azimuths(log_probs: Tensor, k: int) -> Tensor:
+    """``(B, k)`` centres (radians) of each object's ``k`` most probable bins."""
+    centres = bin_centres(log_probs.shape[-1], log_probs.dtype, log_probs.device)
+    return centres[log_probs.topk(k, dim=-1).indices]
