@@ -59,7 +59,11 @@ def main() -> None:
                 image = load_rgb(args.photos / item["path"])
                 (pred,) = predictor.predict(image)
                 err = float(azimuth_error_deg(pred.azimuth_deg, item["azimuth_deg"], period_of(category)))
-                rows.append({"model": name, "category": category, "path": item["path"], "confidence": item["confidence"], "label_deg": item["azimuth_deg"], "pred_deg": round(pred.azimuth_deg % 360, 1), "error_deg": round(err, 1)})
+                row = {"model": name, "category": category, "path": item["path"], "confidence": item["confidence"], "label_deg": item["azimuth_deg"], "pred_deg": round(pred.azimuth_deg % 360, 1), "error_deg": round(err, 1)}
+                if "view_head_azimuth_deg" in pred.extra:  # the 2D module's viewpoint head alone, before the 3D fit
+                    head = pred.extra["view_head_azimuth_deg"]
+                    row |= {"view_head_deg": round(head % 360, 1), "view_head_error_deg": round(float(azimuth_error_deg(head, item["azimuth_deg"], period_of(category))), 1)}
+                rows.append(row)
                 if name == name_list[0]:
                     figure_items.append((image, pred, category, item, err))
 
@@ -72,6 +76,8 @@ def main() -> None:
             "n": len(sel), "within_45_pct": float(np.mean(errors <= 45) * 100), "median_deg": float(np.median(errors)),
             "front_guess_within_45_pct": float(np.mean(front <= 45) * 100),
         }
+        if all("view_head_error_deg" in r for r in sel):
+            summary[f"{key[0]} / {key[1]}"]["view_head_within_45_pct"] = float(np.mean(np.array([r["view_head_error_deg"] for r in sel]) <= 45) * 100)
     default_rows = [r for r in rows if r["model"] == by_category[r["category"]][0]]
     if default_rows:
         errors = np.array([r["error_deg"] for r in default_rows])
@@ -81,8 +87,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "real_photos.json").write_text(json.dumps({"summary": summary, "photos": rows}, indent=2))
     lines = ["# Real photographs: predicted azimuth vs labels by eye", "", "Labels: `benchmarks/real_photos/labels.json` (one annotator; 15-30 deg subjective). Tables modulo 180 deg.", "",
-             "| model / category | photos | within 45 deg | median error | constant 'front' within 45 deg |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['n']} | {v['within_45_pct']:.0f} % | {v['median_deg']:.0f} deg | {v['front_guess_within_45_pct']:.0f} % |" for k, v in summary.items()]
+             "| model / category | photos | within 45 deg | median error | constant 'front' within 45 deg | viewpoint head alone within 45 deg |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {k} | {v['n']} | {v['within_45_pct']:.0f} % | {v['median_deg']:.0f} deg | {v['front_guess_within_45_pct']:.0f} % | "
+        + (f"{v['view_head_within_45_pct']:.0f} % |" if "view_head_within_45_pct" in v else "- |")
+        for k, v in summary.items()
+    ]
     lines += ["", "| model | photo | confidence | label | predicted | error |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['path']} | {r['confidence']} | {r['label_deg']} | {r['pred_deg']} | {r['error_deg']} |" for r in rows]
     (args.out / "real_photos.md").write_text("\n".join(lines) + "\n")

@@ -32,7 +32,6 @@ from interp3d.data.lifting import bank_from_folder
 from interp3d.data.world import cad_targets, render_world
 from interp3d.io_utils import load_checkpoint, write_run_metadata
 from interp3d.models.serialization import build_interpreter, export_interpreter, load_interpreter
-from interp3d.shape_model import get_category
 from interp3d.train.stages import lifting_data, pretrain_2d, pretrain_lift
 
 ROOT = Path(__file__).resolve().parents[1]

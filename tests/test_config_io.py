@@ -72,7 +72,7 @@ def test_product_preset_builds_the_shipped_architecture():
     assert cfg.model.backbone == "efficientnet_lite0" and cfg.model.lifter == "keypoints" and cfg.world.view_sphere == "full"
     assert cfg.train.augment_occlude > 0 and cfg.train.pretrain_2d.lr_schedule == "cosine"
     model = build_interpreter("bed", asdict(cfg.model), cfg.synthetic.heatmap_size)
-    assert model.image_size == 4 * model.heatmap_size == 128
+    assert model.image_size == 4 * model.heatmap_size == 128 and model.view_bins == 24
     assert cfg.world.options("test3d").view_sphere == "full"
 
 

@@ -54,13 +54,16 @@ def test_self_occlusion_single_triangle_analytic():
     assert hidden.tolist() == [False, False, False, True, False, False]
 
 
-@pytest.mark.parametrize("residuals", [0, 3])
-def test_refine_jacobian_matches_autodiff(residuals):
+@pytest.mark.parametrize("residuals,azimuth_prior", [(0, False), (3, True)])
+def test_refine_jacobian_matches_autodiff(residuals, azimuth_prior):
     prior = ShapePrior.from_ranges(CHAIR)
     if residuals:
         prior = prior.with_residuals(np.random.default_rng(1).normal(size=(50, 10, 3)), residuals)
     problem = _Problem(CHAIR, prior, RefineOptions(), torch.float64, "cpu")
     g = torch.Generator().manual_seed(0)
+    if azimuth_prior:  # an image's azimuth belief per start (RefineOptions.view_sd_deg)
+        # one for all starts: vmap passes one start at a time
+        problem.azimuth_anchor, problem.azimuth_precision = torch.tensor([2.0], dtype=torch.float64), torch.tensor([3.0], dtype=torch.float64)
     x = torch.cat((torch.rand(6, 4 + residuals, generator=g), torch.full((6, 1), math.log(40.0)), torch.rand(6, 2, generator=g) * 3, torch.randn(6, 2, generator=g) * 20, torch.full((6, 1), math.log(250.0)), torch.randn(6, 1, generator=g) * 0.2), 1).double()
     obs = (torch.randn(6, 10, 2, generator=g) * 50 + 160).double()
     sw, sigma = torch.rand(6, 10, generator=g).double(), torch.full((6,), 5.0, dtype=torch.float64)
@@ -229,7 +232,6 @@ def test_a_bank_of_sources_with_no_share_is_none(shared_data):
 def test_refinement_survives_a_singular_step():
     """A start whose damped normal equations are singular in float32 (no keypoints at all, the roll
     column empty, the damping at its floor) takes no step instead of failing the whole batch."""
-    from interp3d.params import ShapeCamera
     from interp3d.refine import RefineOptions, refine
     from interp3d.shape_model import get_category
 

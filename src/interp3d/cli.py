@@ -448,8 +448,7 @@ def predict(
     """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
     from tqdm import tqdm
 
-    from .inference import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, Predictor, load_rgb
-    from .train.engine import CheckpointError
+    from .inference import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, load_rgb
     from .viz import contact_sheet, prediction_figure
 
     crop = None

@@ -340,15 +340,15 @@ def _cpu_small() -> Config:
 
 def _product() -> Config:
     """The shipped models' recipe on 2 CPU cores (scripts/train_product.py): cpu-small sizes with the
-    ImageNet-pretrained EfficientNet-Lite0 2D module, the keypoint lifter, the whole view sphere and
-    strong augmentation. The photo material folders are machine paths the recipe sets
+    ImageNet-pretrained EfficientNet-Lite0 2D module and its viewpoint head (24 azimuth bins of
+    15 deg), the keypoint lifter, the whole view sphere and strong augmentation. The photo material folders are machine paths the recipe sets
     (``world.backgrounds``, ``world.textures``)."""
     base = _cpu_small()
     return replace(
         base,
         preset="product",
         world=replace(base.world, n_annotated2d=3000, n_test3d=300, view_sphere="full", keypoint5_share=0.5, jpeg=0.3),
-        model=replace(base.model, backbone="efficientnet_lite0", decoder_channels=96, lifter="keypoints", keypoint_lifter_width=512, lifter_hypotheses=4),
+        model=replace(base.model, backbone="efficientnet_lite0", decoder_channels=96, lifter="keypoints", keypoint_lifter_width=512, lifter_hypotheses=4, view_bins=24),
         train=replace(
             base.train,
             pretrain_2d=StageConfig(epochs=8, optimizer="adam", batch_size=32, lr=1e-3, lr_schedule="cosine"),

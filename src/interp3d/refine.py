@@ -16,6 +16,11 @@ of objects and several starting hypotheses per object at once (no per-object Pyt
   front/back and left/right flips that 2D keypoints cannot tell apart, and optionally a grid of
   azimuths with the prior's mean shape; scale and translation of every start are first aligned to
   the observations;
+* **the image's azimuth belief** (optional: a viewpoint head's bin probabilities,
+  :mod:`interp3d.viewpoint`): its most probable bins become extra starts, each start near one of
+  its modes gets a Gaussian azimuth prior around that mode, and selection adds its negative log
+  probability of the fitted azimuth. Keypoints of a left/right-symmetric object barely tell a
+  front from a back view; the image does;
 * **selection**: the lowest final cost, plus a penalty for each observed keypoint that the fitted
   pose hides behind the object's own surfaces (:func:`interp3d.geometry.self_occlusion`), since
   annotators and detectors do not report keypoints they cannot see. Every start takes a few steps,
@@ -62,8 +67,12 @@ class RefineOptions:
     roll_sd_deg: float = 0.0  # prior sd (deg) of an in-plane camera roll (photos are not level); 0 = no roll. benchmarks/lifting.py: roll helps structure, costs azimuth
     # with the 2D module's azimuth probabilities (refine(view_log_probs=...)): selection adds
     # view_weight * -log p(fitted azimuth), and the view_starts most probable bins become extra starts
-    view_weight: float = 1.0
-    view_starts: int = 2
+    view_weight: float = 2.0
+    view_starts: int = 4
+    # ... and the azimuth of each start within view_capture_deg of one of the belief's modes gets a
+    # Gaussian prior (view_sd_deg) around that mode (view_sd_deg = 0: selection and starts only)
+    view_sd_deg: float = 20.0
+    view_capture_deg: float = 45.0
 
 
 @dataclass
@@ -125,6 +134,9 @@ class _Problem:
         self.elevation_prior = prior.elevation
         self.fit_roll = options.roll_sd_deg > 0
         self.roll_precision = 1.0 / math.radians(options.roll_sd_deg) if self.fit_roll else 0.0
+        # (S,) per-start azimuth prior means from the image's belief and their precisions (0: none),
+        # set once the starts are known
+        self.azimuth_anchor = self.azimuth_precision = None
 
     def structure(self, x: Tensor) -> Tensor:
         """Object-frame structure ``(S, N, 3)``: ``alpha_1 (S_1 + sum a_k S_k + sum b_r E_r)``."""
@@ -149,10 +161,14 @@ class _Problem:
         focal = ((x[..., m + 5] - x[..., m] - self.focal_prior[0]) / self.focal_prior[1]) * math.sqrt(o.focal_weight)
         elevation = ((geometry.wrap_angle(x[..., m + 2]) - self.elevation_prior[0]) / self.elevation_prior[1]) * math.sqrt(o.elevation_weight)
         roll = x[..., m + 6] * self.roll_precision
-        return torch.cat((shape, focal.unsqueeze(-1), elevation.unsqueeze(-1), roll.unsqueeze(-1)), dim=-1)
+        if self.azimuth_anchor is None:
+            azimuth = torch.zeros_like(roll)
+        else:
+            azimuth = geometry.wrap_angle(x[..., m + 1] - self.azimuth_anchor) * self.azimuth_precision
+        return torch.cat((shape, focal.unsqueeze(-1), elevation.unsqueeze(-1), roll.unsqueeze(-1), azimuth.unsqueeze(-1)), dim=-1)
 
     def residuals(self, x: Tensor, observed: Tensor, sqrt_weight: Tensor, sigma: Tensor) -> Tensor:
-        """IRLS residuals ``(S, 2N + m + 3)``: weighted 2D errors over sigma, then the priors."""
+        """IRLS residuals ``(S, 2N + m + 4)``: weighted 2D errors over sigma, then the priors."""
         single = x.dim() == 1  # for torch.func (the tests differentiate one start at a time)
         if single:
             x, observed, sqrt_weight, sigma = x[None], observed[None], sqrt_weight[None], sigma[None]
@@ -161,7 +177,7 @@ class _Problem:
         return out[0] if single else out
 
     def linearise(self, x: Tensor, observed: Tensor, sqrt_weight: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        """(Jacobian ``(S, 2N + m + 3, D)``, residuals) of :meth:`residuals`, analytic."""
+        """(Jacobian ``(S, 2N + m + 4, D)``, residuals) of :meth:`residuals`, analytic."""
         o, m = self.options, self.m
         s = x[:, m].exp()
         az, el = x[:, m + 1], x[:, m + 2]
@@ -205,13 +221,15 @@ class _Problem:
         duv[..., m + 5] = duv[..., m + 5] + f[:, None, None] * cam[..., :2] * (cam[..., 2] / depth**2).unsqueeze(-1)
         scale = (sqrt_weight / sigma.unsqueeze(-1)).unsqueeze(-1)  # (S, N, 1)
         j_data = (duv * scale.unsqueeze(-1)).flatten(1, 2)  # (S, 2N, D)
-        j_prior = torch.zeros(x.shape[0], m + 3, x.shape[-1], dtype=x.dtype, device=x.device)
+        j_prior = torch.zeros(x.shape[0], m + 4, x.shape[-1], dtype=x.dtype, device=x.device)
         j_prior[:, :m, :m] = self.prior_w
         j_prior[:, m, m + 5] = math.sqrt(o.focal_weight) / self.focal_prior[1]
         j_prior[:, m, m] = -math.sqrt(o.focal_weight) / self.focal_prior[1]
         j_prior[:, m + 1, m + 2] = math.sqrt(o.elevation_weight) / self.elevation_prior[1]
         # without roll its column is all zero: the damped normal equations leave it at 0
         j_prior[:, m + 2, m + 6] = self.roll_precision
+        if self.azimuth_anchor is not None:
+            j_prior[:, m + 3, m + 1] = self.azimuth_precision.expand(x.shape[0])
         err = (uv - observed) * scale
         return torch.cat((j_data, j_prior), dim=1), torch.cat((err.flatten(1), self.prior_residuals(x)), dim=-1)
 
@@ -313,7 +331,13 @@ def refine(
     x = _align_scale_translation(problem, starts.reshape(b * h, d), obs, w)
     if options.anchor > 0:
         problem.start_mean = (1 - options.anchor) * problem.prior_mean + options.anchor * torch.cat((x[:, : problem.k1], torch.zeros_like(x[:, problem.k1 : problem.m])), dim=1)
-    view = None if view_log_probs is None or options.view_weight <= 0 else view_log_probs.unsqueeze(1).expand(b, h, -1).reshape(b * h, -1)
+    view = None if view_log_probs is None else view_log_probs.unsqueeze(1).expand(b, h, -1).reshape(b * h, -1)
+    if view is not None and options.view_sd_deg > 0:
+        # a start near one of the belief's modes is held to it; one far from all (e.g. the lifter's,
+        # where the keypoints disagree with the image) is left to its keypoints
+        problem.azimuth_anchor = viewpoint.nearest_mode(view, x[:, problem.m + 1], max(options.view_starts, 1))
+        near = geometry.wrap_angle(x[:, problem.m + 1] - problem.azimuth_anchor).abs() <= math.radians(options.view_capture_deg)
+        problem.azimuth_precision = near.to(dtype) / math.radians(options.view_sd_deg)
 
     cost, d2 = problem.costs(x, obs, w, sigma)
     lam = torch.full((b * h,), options.damping, dtype=dtype, device=device)
@@ -327,6 +351,8 @@ def refine(
         flat = (torch.arange(b, device=device).unsqueeze(1) * h + keep).reshape(-1)
         x, cost, d2, lam, obs, w, sigma = (v[flat] for v in (x, cost, d2, lam, obs, w, sigma))
         view = None if view is None else view[flat]
+        if problem.azimuth_anchor is not None:
+            problem.azimuth_anchor, problem.azimuth_precision = problem.azimuth_anchor[flat], problem.azimuth_precision[flat]
         if problem.start_mean is not None:
             problem.start_mean = problem.start_mean[flat]
         h, starts_index = options.keep_starts, keep
@@ -370,7 +396,7 @@ def _lm_steps(problem: _Problem, x, cost, d2, lam, obs, w, sigma, steps: int):
 def _selection_cost(problem: _Problem, category: Category, x, cost, w, view_log_probs: Tensor | None = None):
     """The fit's cost plus the penalty for observed keypoints the fitted pose hides behind its own
     surfaces, plus the image's disbelief in the fitted azimuth (``view_log_probs (S, V)``)."""
-    if view_log_probs is not None:
+    if view_log_probs is not None and problem.options.view_weight > 0:
         cost = cost - problem.options.view_weight * viewpoint.azimuth_log_prob(view_log_probs, x[:, problem.m + 1 : problem.m + 2]).squeeze(-1)
     if problem.options.occlusion_penalty <= 0 or not category.surface_triangles.size:
         return cost

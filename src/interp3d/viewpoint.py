@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .geometry import wrap_angle
 
-__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "top_azimuths"]
+__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "top_azimuths", "nearest_mode"]
 
 
 def bin_centres(bins: int, dtype=torch.float32, device=None) -> Tensor:
@@ -59,3 +59,18 @@ def top_azimuths(log_probs: Tensor, k: int) -> Tensor:
     """``(B, k)`` centres (radians) of each object's ``k`` most probable bins."""
     centres = bin_centres(log_probs.shape[-1], log_probs.dtype, log_probs.device)
     return centres[log_probs.topk(k, dim=-1).indices]
+
+
+def nearest_mode(log_probs: Tensor, azimuth: Tensor, modes: int = 2) -> Tensor:
+    """``(B,)`` for each object the mode of its belief ``(B, V)`` nearest to ``azimuth (B,)`` among
+    the ``modes`` most probable bins, located below bin width by the circular mean of that bin
+    and its two neighbours weighted by their probabilities."""
+    bins = log_probs.shape[-1]
+    centres = bin_centres(bins, log_probs.dtype, log_probs.device)
+    top = log_probs.topk(min(modes, bins), dim=-1).indices  # (B, k)
+    distance = wrap_angle(centres[top] - azimuth.unsqueeze(-1)).abs()
+    best = top.gather(-1, distance.argmin(-1, keepdim=True))  # (B, 1)
+    window = (best + torch.arange(-1, 2, device=best.device)) % bins  # (B, 3)
+    p = log_probs.exp().gather(-1, window)
+    angles = centres[window]
+    return wrap_angle(torch.atan2((p * angles.sin()).sum(-1), (p * angles.cos()).sum(-1)), 0.0)

@@ -237,7 +237,7 @@ def load_real_shapes(root: str | Path, category: Category | str, split: str = "t
     * ``pascal3d``: ``pascal3d_cad/<class>NN.json`` (chair, sofa, table); too few to split, so
       every split has them.
     """
-    from .real_shapes import PASCAL3D_ANCHORS, PASCAL3D_CLASS, load_keypointnet, load_pascal3d_json
+    from .real_shapes import PASCAL3D_ANCHORS, PASCAL3D_CLASS, load_keypointnet
 
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")

@@ -9,6 +9,7 @@ import torch
 from .. import geometry, viewpoint
 from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
+from ..refine import RefineOptions
 from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
 __all__ = ["evaluate_interpreter", "EvaluationResult", "format_metrics"]
@@ -20,9 +21,12 @@ class EvaluationResult(dict):
     per_object: dict[str, np.ndarray]
 
 
-def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", limit: int | None = None, refine: bool = False) -> EvaluationResult:
+def evaluate_interpreter(
+    model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", limit: int | None = None, refine: bool = False, refine_options: RefineOptions | None = None,
+) -> EvaluationResult:
     """Metrics of ``model`` on ``data``: a world-format folder, or an already loaded ``AnnotatedImages``.
-    ``refine`` adds test-time refinement to the heatmap keypoints (:meth:`Interpreter.refine`)."""
+    ``refine`` adds test-time refinement to the heatmap keypoints (:meth:`Interpreter.refine`, with
+    ``refine_options`` or the defaults)."""
     from ..train.stages import AnnotatedImages, predict_batches
 
     model = model.to(device).eval()
@@ -34,7 +38,7 @@ def evaluate_interpreter(model: Interpreter, data, batch_size: int = 32, device:
     if refine:
         refined = []
         for o in outs:
-            lifted, _ = model.refine(o, *model.heatmap_keypoints(o.heatmaps.float()))
+            lifted, _ = model.refine(o, *model.heatmap_keypoints(o.heatmaps.float()), options=refine_options or RefineOptions())
             refined.append(type(o)(**{**vars(o), **vars(lifted)}))
         outs = refined
     structure = torch.cat([o.structure.double().cpu() for o in outs]).numpy()
