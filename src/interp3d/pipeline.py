@@ -153,6 +153,8 @@ def _write_report(cfg: Config, out: Path) -> Path:
         for category, models in gains.items():
             for name, g in models.items():
                 lines.append(f"| {category} | {name} | {_gain_cell(g['structure'])} | {_gain_cell(g['azimuth'])} |")
+        lines += ["", "One run is one draw of the training: the Baseline itself moves by about a point between seeds. Gains with intervals that cover "
+                  "the run-to-run variation: `interp3d ablation --seeds 3` (`seeds.md`) and the multi-seed table in the README, *Results on the rendered world*."]
     for category in table:
         lines += ["", f"![structure recall {category}](ablation_structure_{category}.png) ![azimuth recall {category}](ablation_azimuth_{category}.png)"]
     lines += ["", "## Rendered world", "", "| category | kind | images | visible keypoints | occluded by other objects |", "|---|---|---|---|---|"]
