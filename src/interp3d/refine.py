@@ -71,7 +71,7 @@ class RefineOptions:
     view_starts: int = 4
     # ... and the azimuth of each start within view_capture_deg of one of the belief's modes gets a
     # Gaussian prior (view_sd_deg) around that mode (view_sd_deg = 0: selection and starts only)
-    view_sd_deg: float = 20.0
+    view_sd_deg: float = 10.0
     view_capture_deg: float = 45.0
     # ... and ``anchor`` becomes this: the lifter's shape came with its pose, which the image may
     # overrule (measured on chair and sofa test3d: 0 gives +6 structure AR over 0.5, azimuth alike)
