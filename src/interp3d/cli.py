@@ -388,7 +388,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print the full 
             continue
         info = header.get("info", {})
         mc = header["model_config"]
-        typer.echo(f"{name}: {header['category']}, {mc.get('backbone', 'hourglass')} 2D module, {mc['image_size']} px input, {header['heatmap_size']}^2 heatmaps, "
+        head = f" with a {mc['view_bins']}-bin viewpoint head" if mc.get("view_bins") else ""
+        typer.echo(f"{name}: {header['category']}, {mc.get('backbone', 'hourglass')} 2D module{head}, {mc['image_size']} px input, {header['heatmap_size']}^2 heatmaps, "
                    f"{path.stat().st_size / 2**20:.1f} MB ({path})")
         if info.get("trained_on"):
             typer.echo(f"  trained on: {info['trained_on']}")
