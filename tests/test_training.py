@@ -122,6 +122,43 @@ def test_distributed_data_parallel_on_cpu_with_gloo(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+DDP_FINETUNE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from test_training import _tiny_view_config
+from interp3d.train.stages import finetune
+dist.init_process_group("gloo")
+result = finetune(_tiny_view_config(), "chair", {world!r}, {p2d!r}, {lift!r}, {out!r}, progress=False)
+open({out!r} + f"_rank{{dist.get_rank()}}.txt", "w").write(str(result.best_metric))
+dist.destroy_process_group()
+"""
+
+
+def _tiny_view_config():
+    return _tiny_lift_config().override(["model.backbone=efficientnet_lite0", "model.decoder_channels=16", "model.image_size=64", "model.view_bins=8"])
+
+
+@pytest.mark.slow
+def test_distributed_fine_tuning_of_a_model_with_a_viewpoint_head(tiny_world, tmp_path):
+    """Fine-tuning ignores the viewpoint head; DDP refuses parameters without gradients unless the
+    stage freezes them (it does), and the head's weights come out unchanged."""
+    cfg = _tiny_view_config()
+    p2d = pretrain_2d(cfg, "chair", tiny_world, tmp_path / "p2d", progress=False)
+    lift = pretrain_lift(cfg, "chair", tmp_path / "lift", progress=False)
+    script = tmp_path / "ddp_ft.py"
+    script.write_text(DDP_FINETUNE_SCRIPT.format(tests=str(Path(__file__).parent), world=str(tiny_world), p2d=str(p2d.best_checkpoint), lift=str(lift.best_checkpoint), out=str(tmp_path / "ft")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / "ft_rank0.txt").read_text() == (tmp_path / "ft_rank1.txt").read_text()
+    head = load_checkpoint(p2d.best_checkpoint, kind="pretrain_2d")["model"]["view_head.1.weight"]
+    tuned = load_checkpoint(tmp_path / "ft" / "best.pt", kind="finetune")["model"]["keypoint_net.view_head.1.weight"]
+    assert torch.equal(head, tuned)
+
+
 def _tiny_lift_config():
     return tiny_config().override(["model.lifter=keypoints", "model.keypoint_lifter_width=32", "model.keypoint_lifter_blocks=1", "lift.epochs=2", "lift.steps_per_epoch=3", "lift.batch_size=32", "lift.n_val=64"])
 

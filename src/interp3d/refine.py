@@ -301,7 +301,9 @@ def refine(
     ``(B,)`` or ``(B, H0)``. Runs in ``options.precision`` on the keypoints' device.
 
     ``view_log_probs (B, V)``: log probabilities over azimuth bins from the image
-    (:mod:`interp3d.viewpoint`); they add starts and a selection term (``options.view_*``)."""
+    (:mod:`interp3d.viewpoint`); they add starts, an azimuth prior for the starts near their modes
+    and a selection term (``options.view_*``), and the shape prior is anchored by
+    ``options.view_shape_anchor`` instead of ``options.anchor``."""
     category = get_category(category)
     prior = prior if prior is not None else ShapePrior.from_ranges(category)
     if prior.category != category.name:

@@ -142,7 +142,7 @@ class EfficientNetKeypointNet(nn.Module):
     ImageNet normalisation happens inside, so callers (training, ONNX, Predictor) keep [0, 1] images.
 
     ``view_bins > 0`` adds a viewpoint head: global average pooling of the stride-32 features and a
-    linear layer to logits over that many azimuth bins (:mod:`interp3d.view_bins`). Keypoints alone
+    linear layer to logits over that many azimuth bins (:mod:`interp3d.viewpoint`). Keypoints alone
     cannot tell a front from a back view of a left/right-symmetric object; the image can.
     ``forward(images, with_view=True)`` returns ``(heatmaps, view_logits)``."""
 

@@ -108,6 +108,14 @@ def _wrap(model: nn.Module, ctx: DistributedContext, device: torch.device) -> nn
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def freeze_view_head(keypoint_net: nn.Module) -> None:
+    """Stages whose loss ignores the 2D module's viewpoint head (fine-tuning, the video stage,
+    pseudo-labels) freeze it: it would get no gradient, which DDP refuses, and it keeps its weights."""
+    head = getattr(keypoint_net, "view_head", None)
+    if head is not None:
+        head.requires_grad_(False)
+
+
 def _memory_format(cfg: Config):
     return torch.channels_last if cfg.model.channels_last else torch.contiguous_format
 
@@ -166,9 +174,11 @@ def train_heatmaps(
     size, hm = cfg.model.image_size, cfg.synthetic.heatmap_size
     mf = _memory_format(cfg)
     net = net.to(device, memory_format=mf)
-    model = _wrap(net, ctx, device)
     bins = getattr(net, "view_bins", 0)
     train_azimuth = getattr(train, "azimuth", None) if bins else None
+    if bins and train_azimuth is None:
+        freeze_view_head(net)
+    model = _wrap(net, ctx, device)
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
@@ -368,6 +378,7 @@ def finetune(
     model_cfg = asdict(cfg.model)
     net = build_interpreter(category, model_cfg, hm)
     net.keypoint_net.load_state_dict(load_checkpoint(hourglass_ckpt, kind="pretrain_2d")["model"])
+    freeze_view_head(net.keypoint_net)
     # model.lifter = keypoints fine-tunes a pretrain-lift checkpoint, the heatmap lifter a pretrain-3d one
     net.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_lift" if net.lifts_keypoints else "pretrain_3d")["model"])
     mf = _memory_format(cfg)

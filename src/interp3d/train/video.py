@@ -32,7 +32,7 @@ from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
 from .losses import confidence_reprojection_loss, motion_smoothness_loss, reprojection_loss, structure_consistency_loss, update_latents
-from .stages import AnnotatedImages, annotated_splits, predict_batches
+from .stages import AnnotatedImages, annotated_splits, freeze_view_head, predict_batches
 
 __all__ = ["train_video", "VideoFrames"]
 
@@ -103,6 +103,7 @@ def train_video(
         net = build_interpreter(category, asdict(cfg.model), hm)
         net.load_state_dict(load_checkpoint(start)["model"])
         net = net.to(device)
+        freeze_view_head(net.keypoint_net)
         if vc.freeze_hourglass:
             net.keypoint_net.requires_grad_(False).eval()
             cache_frames = torch.cat([o[-1].float().cpu() for o in predict_batches(net.keypoint_net, flat_frames, device)])
