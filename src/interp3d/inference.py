@@ -258,7 +258,7 @@ class Predictor:
         conf = peak_confidence(out.heatmaps.float().cpu(), 0.1)
         refined = None
         view_logits = getattr(out, "view_logits", None)
-        head_azimuth = None if view_logits is None else viewpoint.top_azimuths(view_logits.float().cpu().log_softmax(-1), 1)[:, 0]
+        head_azimuth = None if view_logits is None else viewpoint.most_probable_azimuth(view_logits.float().cpu())
         if self.refine:
             with torch.no_grad():
                 kp_plane, weights = model.heatmap_keypoints(out.heatmaps.float().cpu())

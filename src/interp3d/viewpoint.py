@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .geometry import wrap_angle
 
-__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "top_azimuths", "nearest_mode"]
+__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "top_azimuths", "most_probable_azimuth", "nearest_mode"]
 
 
 def bin_centres(bins: int, dtype=torch.float32, device=None) -> Tensor:
@@ -59,6 +59,12 @@ def top_azimuths(log_probs: Tensor, k: int) -> Tensor:
     """``(B, k)`` centres (radians) of each object's ``k`` most probable bins."""
     centres = bin_centres(log_probs.shape[-1], log_probs.dtype, log_probs.device)
     return centres[log_probs.topk(k, dim=-1).indices]
+
+
+def most_probable_azimuth(logits: Tensor) -> Tensor:
+    """``(B,)`` the centre (radians) of each object's most probable bin: the head's own answer.
+    Logits or log probabilities alike (the order of the bins is the same)."""
+    return top_azimuths(logits, 1)[:, 0]
 
 
 def nearest_mode(log_probs: Tensor, azimuth: Tensor, modes: int = 2) -> Tensor:

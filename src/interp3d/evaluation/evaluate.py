@@ -80,7 +80,7 @@ def evaluate_interpreter(
         result["pcp"], result["ae"] = pcp_ae(peaks, gt2d, data.visible.numpy(), sigma_hm)
     view_logits = [o.view_logits for o in outs if getattr(o, "view_logits", None) is not None]
     if len(view_logits) == len(outs) and has_pose.any():  # the 2D module's viewpoint head alone
-        head = viewpoint.top_azimuths(torch.cat(view_logits).float().cpu().log_softmax(-1), 1)[:, 0].double().numpy()
+        head = viewpoint.most_probable_azimuth(torch.cat(view_logits).float().cpu()).double().numpy()
         result["azimuth_view_head"] = pose_summary(angle_error(head[has_pose], data.azimuth.numpy()[has_pose]))
     result.per_object = {
         "index": data.indices,

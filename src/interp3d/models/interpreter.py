@@ -188,12 +188,14 @@ class Interpreter(nn.Module):
         """Azimuth bins of the 2D module's viewpoint head (0: none)."""
         return getattr(self.keypoint_net, "view_bins", 0)
 
-    def forward(self, images: Tensor) -> InterpreterOutput:
-        view_logits = None
+    def keypoint_net_outputs(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        """The 2D module's heatmaps (every stack) and its viewpoint logits (None without a head)."""
         if self.view_bins:
-            all_heatmaps, view_logits = self.keypoint_net(images, with_view=True)
-        else:
-            all_heatmaps = self.keypoint_net(images)
+            return self.keypoint_net(images, with_view=True)
+        return self.keypoint_net(images), None
+
+    def forward(self, images: Tensor) -> InterpreterOutput:
+        all_heatmaps, view_logits = self.keypoint_net_outputs(images)
         heatmaps = all_heatmaps[-1]
         lifted = self.lift(heatmaps)
         return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=all_heatmaps, view_logits=view_logits)

@@ -142,11 +142,10 @@ class _Networks(torch.nn.Module):
         self.model = model
 
     def forward(self, images):
-        if self.model.view_bins:
-            all_heatmaps, view_logits = self.model.keypoint_net(images, with_view=True)
-            return all_heatmaps[-1], self.model.lifter_forward(all_heatmaps[-1]), view_logits
-        heatmaps = self.model.keypoint_net(images)[-1]
-        return heatmaps, self.model.lifter_forward(heatmaps)
+        all_heatmaps, view_logits = self.model.keypoint_net_outputs(images)
+        heatmaps = all_heatmaps[-1]
+        outputs = (heatmaps, self.model.lifter_forward(heatmaps))
+        return outputs if view_logits is None else outputs + (view_logits,)
 
 
 def export_onnx(model: Interpreter, path: str | Path) -> Path:

@@ -211,9 +211,8 @@ def train_heatmaps(
         metrics = {"pck": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm), "mse": F.mse_loss(heatmaps, target).item()}
         known = torch.isfinite(val.azimuth) if bins and hasattr(val, "azimuth") else None
         if known is not None and known.any():
-            guess = viewpoint.top_azimuths(F.log_softmax(view_logits, dim=-1), 1)[:, 0]
-            error = geometry.wrap_angle(guess - val.azimuth.float()).abs()[known]
-            metrics["view_acc30"] = float((error < math.radians(30)).float().mean() * 100)
+            error = angle_error(viewpoint.most_probable_azimuth(view_logits).numpy()[known.numpy()], val.azimuth.numpy()[known.numpy()])
+            metrics["view_acc30"] = float(np.mean(error < math.radians(30)) * 100)
         return metrics
 
     return run_stage(
