@@ -105,12 +105,13 @@ def test_onnxruntime_backend_matches_torch(checkpoint, tmp_path):
     pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
-    reference = Predictor.load(checkpoint).predict(images)
-    fast = Predictor.load(checkpoint, backend="onnxruntime").predict(images)
-    for a, b in zip(reference, fast):
-        np.testing.assert_allclose(a.keypoints_3d, b.keypoints_3d, atol=1e-3)
-        np.testing.assert_allclose(a.keypoints_2d, b.keypoints_2d, atol=1e-3)
-        assert abs(a.azimuth_deg - b.azimuth_deg) < 1e-2
+    for flip_test in (False, True):  # the flip test: the heatmap lifter reads the merged heatmaps in both
+        reference = Predictor.load(checkpoint, flip_test=flip_test).predict(images)
+        fast = Predictor.load(checkpoint, backend="onnxruntime", flip_test=flip_test).predict(images)
+        for a, b in zip(reference, fast):
+            np.testing.assert_allclose(a.keypoints_3d, b.keypoints_3d, atol=1e-3)
+            np.testing.assert_allclose(a.keypoints_2d, b.keypoints_2d, atol=1e-3)
+            assert abs(a.azimuth_deg - b.azimuth_deg) < 1e-2
     with pytest.raises(ValueError, match="backend must be"):
         Predictor.load(checkpoint, backend="tensorrt")
 

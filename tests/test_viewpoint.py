@@ -115,3 +115,60 @@ def test_viewpoint_head_through_export_and_onnx(tmp_path):
     assert 0.0 <= preds[0].extra["view_head_azimuth_deg"] < 360.0
     with pytest.raises(ValueError, match="needs a pretrained encoder"):
         build_interpreter("chair", _model_config(backbone="hourglass"), 16)
+
+
+@pytest.mark.parametrize("name", ["chair", "swivelchair", "sofa"])
+def test_flip_test_merges_the_mirrored_half_back_onto_the_image(name):
+    """Heatmaps rendered at keypoints and at their mirror images (x -> S - x, left/right labels
+    swapped), and beliefs peaked at an azimuth and at its mirror (-a): the flip test's merge of
+    the two halves gives back the first half's exactly (no blur from a wrong pixel or label map)."""
+    from interp3d.heatmaps import render_heatmaps
+    from interp3d.models.interpreter import merge_mirrored
+
+    cat = get_category(name)
+    size = 32
+    g = torch.Generator().manual_seed(1)
+    keypoints = torch.rand(5, cat.num_keypoints, 2, generator=g) * (size - 4) + 2
+    visible = torch.rand(5, cat.num_keypoints, generator=g) > 0.2
+    mirrored = keypoints.clone()
+    mirrored[..., 0] = size - keypoints[..., 0]
+    perm = list(cat.flip_permutation)
+    heatmaps = render_heatmaps(keypoints, size, 1.5, visible=visible)
+    heatmaps_of_mirror = render_heatmaps(mirrored[:, perm], size, 1.5, visible=visible[:, perm])
+    azimuth = torch.tensor([0.1, 1.7, 3.0, 4.4, 6.0])
+    logits = viewpoint.soft_targets(azimuth, 24, 1.3).log()
+    logits_of_mirror = viewpoint.soft_targets(viewpoint.mirrored_azimuth(azimuth), 24, 1.3).log()
+    (merged,), merged_logits = merge_mirrored([torch.cat([heatmaps, heatmaps_of_mirror])], torch.cat([logits, logits_of_mirror]), perm, 5)
+    torch.testing.assert_close(merged, heatmaps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(merged_logits.exp(), logits.exp(), atol=1e-5, rtol=0)
+    wrong = merge_mirrored([torch.cat([heatmaps, heatmaps_of_mirror])], None, list(range(cat.num_keypoints)), 5)[0][0]
+    assert (wrong - heatmaps).abs().max() > 0.3  # without the left/right swap the halves disagree
+
+
+def test_flip_test_through_the_interpreter_onnx_and_predictor(tmp_path):
+    """The flip test's prediction of a mirrored image is the mirror of its prediction of the image
+    (heatmaps mirrored with labels swapped, azimuth bin i <-> -i), in torch and ONNX alike; the
+    Predictor takes a model's recommendation from its header."""
+    torch.manual_seed(0)
+    model = build_interpreter("chair", _model_config(), 16).eval()
+    cat = model.category
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(images)
+        a, b = model(images, flip_test=True), model(images.flip(-1), flip_test=True)
+    assert (a.heatmaps - plain.heatmaps).abs().max() > 1e-4  # the mirrored image changes the answer
+    torch.testing.assert_close(b.heatmaps, a.heatmaps.flip(-1)[:, list(cat.flip_permutation)], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(b.view_logits, a.view_logits[:, (-torch.arange(12)) % 12], atol=1e-5, rtol=1e-4)
+    onnx_out = OnnxInterpreter(model, threads=1)(images, flip_test=True)
+    torch.testing.assert_close(onnx_out.heatmaps, a.heatmaps, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(onnx_out.view_logits, a.view_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(onnx_out.structure, a.structure, atol=1e-3, rtol=1e-3)
+    from interp3d.inference import Predictor
+
+    path = export_interpreter(model, tmp_path / "chair.safetensors", info={"flip_test_default": True})
+    assert Predictor(load_interpreter(path)).flip_test and not Predictor(load_interpreter(path), flip_test=False).flip_test
+    assert not Predictor(model).flip_test  # no recommendation: off
+    photo = (torch.rand(70, 90, 3) * 255).byte().numpy()
+    with_flip = Predictor(load_interpreter(path), refine=False).predict_arrays([photo], ["p.png"])[0]
+    without = Predictor(load_interpreter(path), refine=False, flip_test=False).predict_arrays([photo], ["p.png"])[0]
+    assert abs(with_flip.confidence - without.confidence).max() > 1e-4  # the Predictor ran the flip test

@@ -366,13 +366,14 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
     refine: Annotated[bool, typer.Option(help="Add test-time refinement of structure and camera to the heatmap keypoints.")] = False,
+    flip_test: Annotated[bool, typer.Option(help="Average the 2D module's outputs with the mirrored images'.")] = False,
 ) -> None:
     """Evaluate a model: 3D structure and azimuth average recall, viewpoint bins, PCK (PCP/AE with
     annotator spreads); writes metrics.json, per_object.csv and recall plots with --out."""
     from .evaluation.evaluate import format_metrics
     from .pipeline import evaluate_to_folder
 
-    result = _run_guarded(lambda: evaluate_to_folder(model, data, out, device=device, refine=refine))
+    result = _run_guarded(lambda: evaluate_to_folder(model, data, out, device=device, refine=refine, flip_test=flip_test))
     typer.echo(json.dumps(dict(result), indent=2) if as_json else format_metrics(result))
 
 
@@ -445,6 +446,7 @@ def predict(
     backend: Annotated[str, typer.Option(help="torch, or onnxruntime (CPU, about 2x faster; needs the onnxruntime package).")] = "torch",
     figures: Annotated[bool, typer.Option(help="Write a figure per input.")] = True,
     refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Test-time refinement of structure and camera (default: the model's recommendation).")] = None,
+    flip_test: Annotated[Optional[bool], typer.Option("--flip-test/--no-flip-test", help="Average the 2D module's outputs with the mirrored image's (twice its cost; default: the model's recommendation).")] = None,
 ) -> None:
     """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
     from tqdm import tqdm
@@ -459,7 +461,7 @@ def predict(
             assert len(crop) == 4
         except (ValueError, AssertionError):
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
-    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine)
+    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine, flip_test=flip_test)
     category = predictor.model.category
     files: list[Path] = []
     for item in inputs:

@@ -203,11 +203,14 @@ class Predictor:
     def __init__(
         self, model: Interpreter, device: str | torch.device = "cpu", batch_size: int = 16, backend: str = "torch",
         refine: bool | None = None, refine_options: RefineOptions = RefineOptions(), prior: ShapePrior | None = None,
+        flip_test: bool | None = None,
     ):
         """``backend``: ``torch`` (any device) or ``onnxruntime`` (CPU; needs the onnxruntime package).
         ``refine``: fit the shape model to the 2D keypoints after the network (:mod:`interp3d.refine`);
         None takes the model's own recommendation (``info["refine_default"]``, else on for keypoint
-        lifters). ``prior``: the refinement's shape prior (default: the model's, else the ranges')."""
+        lifters). ``prior``: the refinement's shape prior (default: the model's, else the ranges').
+        ``flip_test``: average the 2D module's outputs with those of the mirrored image (twice its
+        cost); None takes the model's recommendation (``info["flip_test_default"]``, else off)."""
         if backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
         self.model = model.to(device).eval()
@@ -218,6 +221,7 @@ class Predictor:
         self.prior = prior if prior is not None else model.shape_prior
         self.refine = bool(info.get("refine_default", model.lifts_keypoints)) if refine is None else bool(refine)
         self.refine_options = refine_options
+        self.flip_test = bool(info.get("flip_test_default", False)) if flip_test is None else bool(flip_test)
         # torch: channels_last inputs, 1.4-1.5x faster on CPU (benchmarks/run_all.py, exports)
         self._run, self._memory_format = self.model, torch.channels_last
         if backend == "onnxruntime":
@@ -227,9 +231,9 @@ class Predictor:
             self._run, self._memory_format = OnnxInterpreter(self.model), torch.contiguous_format
 
     @classmethod
-    def load(cls, path_or_name: str | Path = "chair", device: str | torch.device = "cpu", backend: str = "torch", refine: bool | None = None) -> "Predictor":
+    def load(cls, path_or_name: str | Path = "chair", device: str | torch.device = "cpu", backend: str = "torch", refine: bool | None = None, flip_test: bool | None = None) -> "Predictor":
         """From a checkpoint, an exported model, or a shipped model's name (default: the shipped chair model)."""
-        return cls(Interpreter.load(path_or_name, device), device, backend=backend, refine=refine)
+        return cls(Interpreter.load(path_or_name, device), device, backend=backend, refine=refine, flip_test=flip_test)
 
     def refine_lifted(self, lifted, keypoints_plane: torch.Tensor, weights: torch.Tensor):
         """Refine a network prediction against plane-px keypoints; returns (projected Lifted, RefineResult)."""
@@ -247,7 +251,7 @@ class Predictor:
         for start in range(0, len(prepared), self.batch_size):
             chunk = torch.from_numpy(np.stack(prepared[start : start + self.batch_size])).permute(0, 3, 1, 2).float().div_(255.0)
             with torch.no_grad():
-                out = self._run(chunk.to(self.device).contiguous(memory_format=self._memory_format))
+                out = self._run(chunk.to(self.device).contiguous(memory_format=self._memory_format), flip_test=self.flip_test)
             predictions += self._to_predictions(out, affines[start : start + self.batch_size], sources[start : start + self.batch_size], None if frames is None else frames[start : start + self.batch_size])
         return predictions
 

@@ -58,19 +58,19 @@ def _summary(result) -> dict:
     return {"checkpoint": str(result.best_checkpoint), "best_metric": result.best_metric, "best_epoch": result.best_epoch, "best": result.best_record, "last": result.history[-1] if result.history else {}}
 
 
-def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path | None = None, device: str = "cpu", label: str | None = None, refine: bool = False) -> dict:
-    """Evaluate a checkpoint on a world-format folder (``refine``: with test-time refinement); write
-    metrics.json, per_object.csv and recall curves."""
+def evaluate_to_folder(model_path: str | Path, data: str | Path, out: str | Path | None = None, device: str = "cpu", label: str | None = None, refine: bool = False, flip_test: bool = False) -> dict:
+    """Evaluate a checkpoint on a world-format folder (``refine``: with test-time refinement,
+    ``flip_test``: with the mirrored images too); write metrics.json, per_object.csv and recall curves."""
     from .evaluation.evaluate import evaluate_interpreter
     from .evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
     from .models.serialization import load_interpreter
     from .viz import recall_plot
 
     model = load_interpreter(model_path, device)
-    result = evaluate_interpreter(model, data, device=device, refine=refine)
+    result = evaluate_interpreter(model, data, device=device, refine=refine, flip_test=flip_test)
     if out is not None:
         out = Path(out)
-        atomic_write_json(out / "metrics.json", {"model": str(model_path), "data": str(data), "refine": refine, **result})
+        atomic_write_json(out / "metrics.json", {"model": str(model_path), "data": str(data), "refine": refine, "flip_test": flip_test, **result})
         with atomic_path(out / "per_object.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             keys = list(result.per_object)

@@ -23,10 +23,12 @@ class EvaluationResult(dict):
 
 def evaluate_interpreter(
     model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", limit: int | None = None, refine: bool = False, refine_options: RefineOptions | None = None,
+    flip_test: bool = False,
 ) -> EvaluationResult:
     """Metrics of ``model`` on ``data``: a world-format folder, or an already loaded ``AnnotatedImages``.
     ``refine`` adds test-time refinement to the heatmap keypoints (:meth:`Interpreter.refine`, with
-    ``refine_options`` or the defaults)."""
+    ``refine_options`` or the defaults); ``flip_test`` averages the 2D module's outputs with those of
+    the mirrored images (:meth:`Interpreter.forward`)."""
     from ..train.stages import AnnotatedImages, predict_batches
 
     model = model.to(device).eval()
@@ -34,7 +36,7 @@ def evaluate_interpreter(
         data = AnnotatedImages(data, model.image_size, model.category, None if limit is None else np.arange(limit))
     # channels_last inputs alone give oneDNN's NHWC kernels (as fast as converting the weights too)
     # and leave the caller's model, e.g. one being trained, as it is
-    outs = predict_batches(model, data.images, torch.device(device), batch_size, memory_format=torch.channels_last)
+    outs = predict_batches(lambda x: model(x, flip_test=flip_test), data.images, torch.device(device), batch_size, memory_format=torch.channels_last)
     if refine:
         refined = []
         for o in outs:

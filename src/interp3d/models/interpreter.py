@@ -16,7 +16,24 @@ from ..shape_model import Category, get_category
 from .keypoint_net import build_keypoint_net
 from .lifter import KeypointLifter, Lifter
 
-__all__ = ["Interpreter", "InterpreterOutput", "Lifted"]
+__all__ = ["Interpreter", "InterpreterOutput", "Lifted", "merge_mirrored"]
+
+
+def merge_mirrored(all_heatmaps: list[Tensor], view_logits: Tensor | None, flip_permutation, batch: int) -> tuple[list[Tensor], Tensor | None]:
+    """The flip test: outputs of a batch of ``2 * batch`` images (the images, then the same images
+    mirrored) merged into ``batch`` outputs. The mirrored half's heatmaps are mirrored back with their
+    left/right keypoints swapped and averaged with the first half's; its azimuth-bin probabilities
+    are moved to the mirrored azimuths (bin ``i`` -> ``-i``, :func:`interp3d.viewpoint.mirrored_azimuth`)
+    and averaged, returned as log probabilities (a valid logit vector)."""
+    perm = list(flip_permutation)
+    merged = [0.5 * (h[:batch] + h[batch:].flip(-1)[:, perm]) for h in all_heatmaps]
+    if view_logits is None:
+        return merged, None
+    bins = view_logits.shape[-1]
+    mirrored_bins = (-torch.arange(bins, device=view_logits.device)) % bins
+    probs = torch.softmax(view_logits.float(), dim=-1)
+    mean = 0.5 * (probs[:batch] + probs[batch:][:, mirrored_bins])
+    return merged, mean.clamp_min(1e-12).log().to(view_logits.dtype)
 
 
 @dataclass
@@ -188,14 +205,20 @@ class Interpreter(nn.Module):
         """Azimuth bins of the 2D module's viewpoint head (0: none)."""
         return getattr(self.keypoint_net, "view_bins", 0)
 
-    def keypoint_net_outputs(self, images: Tensor) -> tuple[list[Tensor], Tensor | None]:
-        """The 2D module's heatmaps (every stack) and its viewpoint logits (None without a head)."""
+    def keypoint_net_outputs(self, images: Tensor, flip_test: bool = False) -> tuple[list[Tensor], Tensor | None]:
+        """The 2D module's heatmaps (every stack) and its viewpoint logits (None without a head);
+        ``flip_test`` averages them with those of the mirrored images (:func:`merge_mirrored`)."""
+        if flip_test:
+            outputs = self.keypoint_net_outputs(torch.cat([images, images.flip(-1)]))
+            return merge_mirrored(*outputs, self.category.flip_permutation, len(images))
         if self.view_bins:
             return self.keypoint_net(images, with_view=True)
         return self.keypoint_net(images), None
 
-    def forward(self, images: Tensor) -> InterpreterOutput:
-        all_heatmaps, view_logits = self.keypoint_net_outputs(images)
+    def forward(self, images: Tensor, flip_test: bool = False) -> InterpreterOutput:
+        """``flip_test``: the 2D module also sees the mirrored images (twice the 2D cost) and its
+        outputs are averaged, a common test-time habit of keypoint estimators."""
+        all_heatmaps, view_logits = self.keypoint_net_outputs(images, flip_test)
         heatmaps = all_heatmaps[-1]
         lifted = self.lift(heatmaps)
         return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=all_heatmaps, view_logits=view_logits)

@@ -173,7 +173,8 @@ def export_onnx(model: Interpreter, path: str | Path) -> Path:
 
 class OnnxInterpreter:
     """Runs an interpreter's networks with ONNX Runtime (CPU: about 2x the eager channels_last model,
-    see the benchmarks) and decodes/projects in torch; ``onnx(images)`` returns what ``model(images)`` does."""
+    see the benchmarks) and decodes/projects in torch; ``onnx(images, flip_test)`` returns what
+    ``model(images, flip_test)`` does."""
 
     def __init__(self, model: Interpreter, threads: int | None = None):
         try:
@@ -189,12 +190,20 @@ class OnnxInterpreter:
             options.intra_op_num_threads = threads or torch.get_num_threads()
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, images: torch.Tensor):
-        from .interpreter import InterpreterOutput
+    def __call__(self, images: torch.Tensor, flip_test: bool = False):
+        from .interpreter import InterpreterOutput, merge_mirrored
 
-        outputs = [torch.from_numpy(o) for o in self.session.run(None, {"images": images.detach().cpu().float().contiguous().numpy()})]
+        batch = images.detach().cpu().float()
+        if flip_test:
+            batch = torch.cat([batch, batch.flip(-1)])
+        outputs = [torch.from_numpy(o) for o in self.session.run(None, {"images": batch.contiguous().numpy()})]
         heatmaps, normalised = outputs[:2]
         view_logits = outputs[2] if len(outputs) > 2 else None
+        if flip_test:  # the lifter then reads the merged heatmaps (a heatmap lifter's output is recomputed in torch)
+            (heatmaps,), view_logits = merge_mirrored([heatmaps], view_logits, self.model.category.flip_permutation, len(images))
+            if not self.model.lifts_keypoints:
+                with torch.no_grad():
+                    normalised = self.model.lifter(heatmaps)
         # the keypoint lifter's hypotheses (for refinement) come from the tiny torch MLP on the ONNX heatmaps
         lifted = self.model.lift(heatmaps) if self.model.lifts_keypoints else self.model.decode(normalised)
         return InterpreterOutput(**vars(lifted), heatmaps=heatmaps, all_heatmaps=[heatmaps], view_logits=view_logits)
