@@ -203,6 +203,44 @@ def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_wo
     assert [h["epoch"] for h in extended.history] == [1, 2, 3]
 
 
+def _toy_stage(out_dir, scores, finished_weights):
+    """A toy stage with one validation score per epoch, given in ``scores``."""
+    from interp3d.train.engine import run_stage
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    x = torch.randn(16, 3)
+    pending = iter(scores)
+    return net, run_stage(
+        "toy", out_dir, net, net.parameters(), lambda epoch: [x] * 2, lambda model, batch, gen: (model(batch).pow(2).mean(), {}),
+        lambda core: {"score": next(pending)}, epochs=len(scores), lr=0.1, optimizer="adam", metric="score", higher_is_better=True,
+        seed=0, device=torch.device("cpu"), progress=False, finished_weights=finished_weights,
+    )
+
+
+@pytest.mark.parametrize("finished_weights", ["last", "best"])
+def test_finished_stage_keeps_its_last_weights_only_when_asked(tmp_path, finished_weights):
+    """A finished run whose best epoch is not its last: ``finished_weights="last"`` keeps the last
+    weights in last.pt (an extension continues from them), ``"best"`` keeps none and points at
+    best.pt; rerunning either changes nothing."""
+    net, result = _toy_stage(tmp_path / "run", [-1.0, -2.0, -3.0], finished_weights)
+    assert result.best_epoch == 1 and [h["score"] for h in result.history] == [-1.0, -2.0, -3.0]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    best = load_checkpoint(tmp_path / "run" / "best.pt")["model"]
+    kept = stage_weights(tmp_path / "run" / "last.pt")
+    if finished_weights == "last":
+        assert "model" in state
+        torch.testing.assert_close(kept, net.state_dict())  # the last weights
+        assert not torch.equal(kept["weight"], best["weight"])
+    else:
+        assert "model" not in state and state["model_in"] == "best.pt"
+        torch.testing.assert_close(kept, best)
+    again = _toy_stage(tmp_path / "run", [0.0] * 3, finished_weights)[1]  # nothing left to train or validate
+    assert again.history == result.history and again.best_epoch == 1
+    with pytest.raises(ValueError, match="finished_weights"):
+        _toy_stage(tmp_path / "other", [0.0], "all")
+
+
 @pytest.mark.slow
 def test_pretrained_encoder_backbone_through_every_stage(tiny_world, tmp_path):
     """model.backbone=efficientnet_lite0 with a viewpoint head: pretrain-2d (from the ImageNet

@@ -142,11 +142,16 @@ def run_stage(
     on_epoch_end: Callable[[int], None] | None = None,
     dist_ctx: DistributedContext | None = None,
     lr_schedule: str = "constant",
+    finished_weights: str = "last",
 ) -> StageResult:
     """Train ``model`` for ``epochs``; ``batches(epoch)`` yields the epoch's batches.
 
     ``lr_schedule``: ``constant`` or ``cosine`` (per epoch, from ``lr`` to ~0; a function of the
     epoch alone, so a resumed run follows the same schedule).
+    ``finished_weights``: what a finished run's ``last.pt`` keeps: ``last`` (its last weights, which
+    extending the run to more epochs continues from) or ``best`` (no weights: it points at
+    ``best.pt``, one copy less on disk, and an extension continues from the best weights), for
+    stages whose consumers read ``best.pt`` only.
 
     Writes ``last.pt`` (full state, for ``resume``; slimmed to weights and history once the last epoch
     is done, so a finished run folder holds no optimizer state) and ``best.pt`` (best ``metric``) in ``out_dir``,
@@ -191,6 +196,8 @@ def run_stage(
 
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if finished_weights not in ("last", "best"):
+        raise ValueError(f"finished_weights must be 'last' or 'best', got {finished_weights!r}")
     for epoch in range(start_epoch, epochs):
         _seed_all(_epoch_seed(seed, epoch))
         if lr_schedule == "cosine":
@@ -238,7 +245,7 @@ def run_stage(
                 state.update(optimizer=optimiser.state_dict(), scaler=scaler.state_dict())
             else:  # finished: resuming and reporting need no optimizer state (1-2x the weights)
                 state["complete"] = True
-                if improved:  # the last weights are best.pt's: keep one copy on disk
+                if improved or finished_weights == "best":  # keep one copy of the weights on disk
                     del state["model"]
                     state["model_in"] = "best.pt"
             save_checkpoint(last, state)

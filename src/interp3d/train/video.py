@@ -175,6 +175,7 @@ def train_video(
             epochs=epochs_per_length, lr=vc.lr, metric="mean_ar", higher_is_better=True, seed=cfg.seed + length,
             device=device, config=cfg.to_dict(), checkpoint_extra={"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "clip_length": length},
             resume=resume, progress=progress, steps_per_epoch=steps,
+            finished_weights="best",  # the next length and the curriculum's best.pt read best.pt only
         )
         results.append(result)
         start = result.best_checkpoint
