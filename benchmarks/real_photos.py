@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=HERE / "real_photos" / "labels.json")
     parser.add_argument("--models", nargs="*", help="shipped model names or files (default: each category's shipped model)")
     parser.add_argument("--flip-test", choices=("default", "on", "off"), default="default", help="the Predictor's flip test (default: each model's recommendation)")
+    parser.add_argument("--auto-crop", choices=("default", "on", "off"), default="default", help="the Predictor's auto-crop (default: each model's recommendation)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     labels = json.loads(args.labels.read_text())["photos"]
@@ -54,7 +55,8 @@ def main() -> None:
     rows, figure_items = [], []
     for name_list in by_category.values():
         for name in name_list:
-            predictor = Predictor.load(name, flip_test={"default": None, "on": True, "off": False}[args.flip_test])
+            switch = {"default": None, "on": True, "off": False}
+            predictor = Predictor.load(name, flip_test=switch[args.flip_test], auto_crop=switch[args.auto_crop])
             category = predictor.model.category.name
             for item in (p for p in labels if p["category"] == category):
                 image = load_rgb(args.photos / item["path"])

@@ -43,6 +43,39 @@ def test_prediction_fields_and_crop_box_maps_back_to_the_input(checkpoint, tmp_p
     np.testing.assert_allclose(boxed.keypoints_3d, cropped.keypoints_3d, atol=1e-4)
 
 
+def test_auto_crop_frames_a_small_object_like_the_training_images(checkpoint, monkeypatch):
+    """A first prediction whose confident keypoints span 20 px of a 200 px image: the second pass
+    runs on the square of side 20 / AUTO_CROP_FILL around them (weak peaks ignored); an object
+    that already fills the image, or a given box, is not cropped again."""
+    from interp3d import inference
+
+    predictor = Predictor.load(checkpoint, auto_crop=True)
+    first = predictor._predict_boxes
+    calls = []
+
+    def stub(images, sources, boxes, frames):
+        calls.append(list(boxes))
+        preds = first(images, sources, boxes, frames)
+        if boxes[0] is None:  # the first pass "sees" keypoints between (90, 100) and (110, 115), one weak outlier
+            for p in preds:
+                p.keypoints_2d = np.array([[90, 100], [110, 100], [90, 115], [110, 115], [100, 108], [5, 5]] + [[100, 105]] * 4, float)
+                p.extra["peak_values"] = [0.4, 0.5, 0.45, 0.42, 0.3, 0.1, 0.35, 0.35, 0.35, 0.35]
+        return preds
+
+    monkeypatch.setattr(predictor, "_predict_boxes", stub)
+    image = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    (pred,) = predictor.predict_arrays([image], ["small.png"])
+    side = 20 / inference.AUTO_CROP_FILL
+    np.testing.assert_allclose(calls[1][0], [100 - side / 2, 107.5 - side / 2, 100 + side / 2, 107.5 + side / 2])
+    assert pred.extra["auto_crop_box"] == [round(v, 1) for v in calls[1][0]]
+    calls.clear()
+    predictor.predict_arrays([image], ["boxed.png"], boxes=[(0, 0, 200, 200)])
+    assert calls == [[(0, 0, 200, 200)]]  # the user's box is kept
+    big = inference._framing_box(inference.Prediction(**{**vars(pred), "keypoints_2d": np.array([[10, 10], [190, 20], [20, 180], [180, 185]], float), "extra": {"peak_values": [0.5] * 4}}), image.shape)
+    assert big is None  # already framed
+    assert inference._framing_box(inference.Prediction(**{**vars(pred), "extra": {"peak_values": [0.5, 0.5, 0.5] + [0.01] * 7}}), image.shape) is None  # 3 confident: too few
+
+
 def test_image_modes_are_accepted(tmp_path):
     grey = _image(tmp_path, "g.png", np.full((20, 30), 100, np.uint8), "L")
     rgba = _image(tmp_path, "a.png", np.zeros((20, 30, 4), np.uint8), "RGBA")
@@ -95,7 +128,7 @@ def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):
     good = _image(tmp_path, "good.png", np.random.default_rng(2).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
-    result = CliRunner().invoke(app, ["predict", str(good), str(bad), "--model", str(checkpoint), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["predict", str(good), str(bad), "--model", str(checkpoint), "--out", str(tmp_path / "out"), "--flip-test", "--auto-crop"])
     assert result.exit_code == 1
     assert "1 of 2 inputs" in result.output and "bad.png: not a readable image" in result.output
     assert (tmp_path / "out" / "good.json").is_file() and (tmp_path / "out" / "good.png").is_file()

@@ -447,6 +447,7 @@ def predict(
     figures: Annotated[bool, typer.Option(help="Write a figure per input.")] = True,
     refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Test-time refinement of structure and camera (default: the model's recommendation).")] = None,
     flip_test: Annotated[Optional[bool], typer.Option("--flip-test/--no-flip-test", help="Average the 2D module's outputs with the mirrored image's (twice its cost; default: the model's recommendation).")] = None,
+    auto_crop: Annotated[Optional[bool], typer.Option("--auto-crop/--no-auto-crop", help="Images without --box: predict again on a crop around a small object (default: the model's recommendation).")] = None,
 ) -> None:
     """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
     from tqdm import tqdm
@@ -461,7 +462,7 @@ def predict(
             assert len(crop) == 4
         except (ValueError, AssertionError):
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
-    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine, flip_test=flip_test)
+    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine, flip_test=flip_test, auto_crop=auto_crop)
     category = predictor.model.category
     files: list[Path] = []
     for item in inputs:
