@@ -246,3 +246,39 @@ def test_refinement_survives_a_singular_step():
     result = refine(cat, uv.float(), weights, batch.params, options=RefineOptions(damping=1e-12, iterations=6))
     assert torch.isfinite(result.structure[[0, 2]]).all()
     assert result.reprojection_rms[[0, 2]].max() < 3.0  # plane px; the prior pulls the shape a little
+
+
+def test_keypoint_lifter_without_a_radius_keeps_a_plausible_size():
+    """Fewer than 2 confident keypoints (weak heatmaps of a real photo) give no radius to normalise
+    by: the lifter reads the plane at scale 1 instead of shrinking the object to nothing (it once
+    came out at 1e-3 of its size); a blob of keypoints is bounded likewise."""
+    torch.manual_seed(0)
+    net = KeypointLifter(CHAIR, width=64, blocks=1, hypotheses=2, dropout=0.0).eval()
+    b = SkeletonSampler("chair").sample(4, torch.Generator().manual_seed(3))
+    none, one = torch.zeros(4, 10), torch.zeros(4, 10)
+    one[:, 3] = 1.0
+    blob = b.keypoints[:, :1].expand(-1, 10, -1) + 1e-4 * torch.randn(4, 10, 2)
+    assert torch.equal(net.normalising_scale(b.keypoints, none), torch.ones(4))
+    assert torch.equal(net.normalising_scale(b.keypoints, one), torch.ones(4))
+    assert torch.allclose(net.normalising_scale(blob, torch.ones(4, 10)), torch.full((4,), 1 / KeypointLifter.MIN_RADIUS_FRACTION))
+    _, radius = geometry.keypoint_radius(b.keypoints, torch.ones(4, 10))
+    torch.testing.assert_close(net.normalising_scale(b.keypoints, torch.ones(4, 10)), KeypointLifter.RADIUS_FRACTION * CHAIR.plane_size / radius)
+    for weights in (none, one):  # the answer in the plane is the answer in the normalised frame
+        plane, _, frame = net(b.keypoints, weights)
+        torch.testing.assert_close(plane, frame, rtol=1e-5, atol=1e-5)
+
+
+def test_refinement_without_keypoints_keeps_the_start_in_view():
+    """No keypoint observed (all weights 0): the fit has only its priors, and the start keeps its
+    size and place in the image (the scale/centroid alignment once shrank it 400-fold to a point);
+    one keypoint moves the start's centroid onto it without rescaling."""
+    from interp3d.refine import refine
+
+    b = SkeletonSampler("chair").sample(4, torch.Generator().manual_seed(5), dtype=torch.float64)
+    _, _, uv = b.params.project(CHAIR)
+    extent = (uv.amax(1) - uv.amin(1)).amax(-1)
+    result = refine(CHAIR, uv, torch.zeros(4, 10, dtype=torch.float64), b.params, ShapePrior.from_ranges(CHAIR))
+    _, _, fitted = result.params.project(CHAIR)
+    fitted_extent = (fitted.amax(1) - fitted.amin(1)).amax(-1)
+    assert ((fitted_extent / extent) > 0.5).all() and ((fitted_extent / extent) < 2.0).all()
+    assert (fitted.mean(1) - uv.mean(1)).norm(dim=-1).max() < 0.2 * extent.min()

@@ -88,3 +88,18 @@ def test_tiny_hourglass_overfits_a_handful_of_images():
         loss.backward()
         opt.step()
     assert loss.item() < first / 10
+
+
+def test_a_models_own_peak_threshold_decides_which_keypoints_count():
+    """Heatmaps peaking at 0.3, 0.12 and 0.04: the default threshold (0.2) keeps one keypoint, a
+    header's info["peak_threshold"] = 0.1 keeps two, with the peak values as weights."""
+    from interp3d.heatmaps import render_heatmaps
+    from interp3d.models import Interpreter
+
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    heatmaps = render_heatmaps(torch.full((1, 10, 2), 8.5), 16, 1.0) * torch.tensor([0.3, 0.12] + [0.04] * 8).view(1, 10, 1, 1)
+    _, weights = model.heatmap_keypoints(heatmaps)
+    assert weights[0].tolist() == pytest.approx([0.3, 0.0] + [0.0] * 8, abs=1e-3)
+    model.info = {"peak_threshold": 0.1}
+    _, weights = model.heatmap_keypoints(heatmaps)
+    assert weights[0].tolist() == pytest.approx([0.3, 0.12] + [0.0] * 8, abs=1e-3)

@@ -244,18 +244,21 @@ class _Problem:
 
 
 def _align_scale_translation(problem: _Problem, x: Tensor, observed: Tensor, weight: Tensor) -> Tensor:
-    """Move and scale each start so its projection's weighted centroid and radius match the observed ones."""
+    """Move and scale each start so its projection's weighted centroid and radius match the observed
+    ones: the radius where at least 2 keypoints are observed, the centroid where 1 is (with none,
+    the start stays as it is; aligning to an empty radius once shrank objects 400-fold)."""
     m = problem.m
+    count = (weight > 0).sum(-1)
     c_obs, r_obs = geometry.keypoint_radius(observed, weight)
     for _ in range(2):
         c_pred, r_pred = geometry.keypoint_radius(problem.project(x)[1], weight)
-        ratio = (r_obs / r_pred.clamp_min(1e-6)).clamp(0.05, 20.0)
+        ratio = torch.where(count >= 2, (r_obs / r_pred.clamp_min(1e-6)).clamp(0.05, 20.0), torch.ones_like(r_obs))
         x = x.clone()
         x[..., m] = x[..., m] + ratio.log()
         x[..., m + 5] = x[..., m + 5] + ratio.log()  # same perspective strength
         x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] * ratio.unsqueeze(-1)
         c_pred, _ = geometry.keypoint_radius(problem.project(x)[1], weight)
-        x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] + (c_obs - c_pred)
+        x[..., m + 3 : m + 5] = x[..., m + 3 : m + 5] + torch.where((count >= 1).unsqueeze(-1), c_obs - c_pred, torch.zeros_like(c_obs))
     return x
 
 

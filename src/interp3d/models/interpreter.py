@@ -61,7 +61,8 @@ class InterpreterOutput(Lifted):
 class Interpreter(nn.Module):
     """``Interpreter(images)``: images ``(B, 3, S, S)`` in [0, 1] -> :class:`InterpreterOutput`."""
 
-    # a heatmap peak below this value counts as a missing keypoint for the keypoint lifter
+    # a heatmap peak below this value counts as a missing keypoint for the keypoint lifter (a model's
+    # header may set its own, info["peak_threshold"]: see peak_threshold)
     PEAK_THRESHOLD = 0.2
 
     def __init__(self, category: Category | str, keypoint_net: nn.Module, lifter: Lifter | KeypointLifter, image_size: int, heatmap_size: int):
@@ -110,7 +111,7 @@ class Interpreter(nn.Module):
     def heatmap_keypoints(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
         """(keypoints ``(B, N, 2)`` projection-plane px, weights ``(B, N)``) from heatmaps: the
         value-weighted mean of the 3x3 window around each peak (differentiable in the heatmap values)
-        and the peak value clamped to [0, 1] as confidence, 0 below :attr:`PEAK_THRESHOLD`."""
+        and the peak value clamped to [0, 1] as confidence, 0 below :attr:`peak_threshold`."""
         b, n, h, w = heatmaps.shape
         flat = heatmaps.flatten(2)
         peak, index = flat.detach().max(dim=-1)
@@ -126,7 +127,15 @@ class Interpreter(nn.Module):
         xy = torch.stack(((values * xs).sum(-1) / total, (values * ys).sum(-1) / total), dim=-1)
         plane = geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size)
         confidence = peak.clamp(0, 1)
-        return plane, torch.where(confidence >= self.PEAK_THRESHOLD, confidence, torch.zeros_like(confidence))
+        return plane, torch.where(confidence >= self.peak_threshold, confidence, torch.zeros_like(confidence))
+
+    @property
+    def peak_threshold(self) -> float:
+        """The peak value below which a keypoint counts as missing: the model's own
+        (``info["peak_threshold"]``, calibrated on its validation images) or :attr:`PEAK_THRESHOLD`.
+        Heatmaps of a briefly trained 2D module peak lower (0.1-0.15 for visible keypoints of the
+        product models): a fixed 0.2 left whole objects without a keypoint."""
+        return float((getattr(self, "info", None) or {}).get("peak_threshold", self.PEAK_THRESHOLD))
 
     def lifter_forward(self, heatmaps: Tensor) -> Tensor:
         """The 2D-to-3D module's normalised parameter vector ``(B, P)`` (best hypothesis) for heatmaps."""

@@ -62,6 +62,7 @@ class KeypointLifter(nn.Module):
     """
 
     RADIUS_FRACTION = 0.25  # normalised RMS radius of the present keypoints, in plane sides
+    MIN_RADIUS_FRACTION = 0.05  # radii below this share of it are taken as it (a blob, not an object)
 
     def __init__(self, category, width: int = 512, blocks: int = 2, hypotheses: int = 3, dropout: float = 0.1):
         super().__init__()
@@ -86,9 +87,14 @@ class KeypointLifter(nn.Module):
         self.register_buffer("codec_span", self.codec._span.float(), persistent=False)
 
     def normalising_scale(self, keypoints: Tensor, weights: Tensor) -> Tensor:
-        """``(B,)`` factor that brings the present keypoints to the fixed RMS radius about the plane centre."""
-        _, radius = geometry.keypoint_radius(keypoints, (weights > 0).to(keypoints.dtype))
-        return self.RADIUS_FRACTION * self.category.plane_size / radius.clamp_min(1e-3)
+        """``(B,)`` factor that brings the present keypoints to the fixed RMS radius about the plane
+        centre; 1 where fewer than 2 are present (no radius: without the guard, the object came out
+        hundreds of times too small), and at most ``1 / MIN_RADIUS_FRACTION`` of that radius."""
+        present = (weights > 0).to(keypoints.dtype)
+        _, radius = geometry.keypoint_radius(keypoints, present)
+        target = self.RADIUS_FRACTION * self.category.plane_size
+        scale = target / radius.clamp_min(self.MIN_RADIUS_FRACTION * target)
+        return torch.where(present.sum(-1) >= 2, scale, torch.ones_like(scale))
 
     @staticmethod
     def best(hypotheses: Tensor, scores: Tensor) -> Tensor:
