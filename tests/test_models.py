@@ -103,3 +103,27 @@ def test_a_models_own_peak_threshold_decides_which_keypoints_count():
     model.info = {"peak_threshold": 0.1}
     _, weights = model.heatmap_keypoints(heatmaps)
     assert weights[0].tolist() == pytest.approx([0.3, 0.12] + [0.0] * 8, abs=1e-3)
+
+
+def test_peak_threshold_calibration_separates_visible_from_hidden_keypoints(monkeypatch):
+    """A 2D module whose heatmaps peak at 0.3 for visible and 0.05 for hidden keypoints: the
+    calibrated threshold lies between the two and tells them apart perfectly."""
+    from types import SimpleNamespace
+
+    from interp3d.evaluation.evaluate import calibrate_peak_threshold
+    from interp3d.heatmaps import render_heatmaps
+    from interp3d.models import Interpreter
+
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    visible = torch.rand(12, 10, generator=torch.Generator().manual_seed(0)) > 0.4
+    images = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 3, 32, 32).contiguous()  # image i is filled with i
+
+    def outputs(x, flip_test=False):
+        index = (x[:, 0, 0, 0] * 255).round().long()
+        peak = torch.where(visible[index], 0.3, 0.05)
+        return [render_heatmaps(torch.full((len(x), 10, 2), 8.5), 16, 1.0) * peak[..., None, None]], None
+
+    monkeypatch.setattr(model, "keypoint_net_outputs", outputs)
+    result = calibrate_peak_threshold(model, SimpleNamespace(images=images, visible=visible))
+    assert 0.05 < result["peak_threshold"] <= 0.3 and result["balanced_accuracy"] == 1.0
+    assert result["visible_median_peak"] == pytest.approx(0.3) and result["hidden_median_peak"] == pytest.approx(0.05)

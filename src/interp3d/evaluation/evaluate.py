@@ -12,7 +12,7 @@ from ..models import Interpreter
 from ..refine import RefineOptions
 from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
-__all__ = ["evaluate_interpreter", "EvaluationResult", "format_metrics"]
+__all__ = ["evaluate_interpreter", "EvaluationResult", "format_metrics", "calibrate_peak_threshold"]
 
 
 class EvaluationResult(dict):
@@ -93,6 +93,29 @@ def evaluate_interpreter(
         "azimuth_gt": data.azimuth.numpy(),
     }
     return result
+
+
+def calibrate_peak_threshold(model: Interpreter, data, flip_test: bool = False, grid=None, device: str | torch.device = "cpu") -> dict:
+    """The heatmap peak value that best tells a model's visible keypoints from hidden ones on
+    labelled images ``data`` (a world-format folder, or anything with uint8 ``images`` and boolean
+    ``visible`` like ``AnnotatedImages``): the threshold of the
+    highest balanced accuracy (mean of the visible and hidden keypoints' recalls) over ``grid``.
+    Returns ``{"peak_threshold", "balanced_accuracy", "visible_median_peak", "hidden_median_peak"}``."""
+    from ..train.stages import AnnotatedImages, predict_batches
+
+    model = model.to(device).eval()
+    if not hasattr(data, "visible"):
+        data = AnnotatedImages(data, model.image_size, model.category)
+    outs = predict_batches(lambda x: model.keypoint_net_outputs(x, flip_test)[0][-1], data.images, torch.device(device), 32, memory_format=torch.channels_last)
+    peaks = torch.cat([o.float().cpu().flatten(2).amax(-1) for o in outs]).numpy()
+    visible = data.visible.numpy().astype(bool)
+    if visible.all() or not visible.any():
+        raise ValueError("calibrating a peak threshold needs both visible and hidden keypoints in the data")
+    grid = np.round(np.arange(0.02, 0.51, 0.01), 2) if grid is None else np.asarray(grid, float)
+    balanced = np.array([0.5 * ((peaks[visible] >= t).mean() + (peaks[~visible] < t).mean()) for t in grid])
+    best = int(balanced.argmax())
+    return {"peak_threshold": float(grid[best]), "balanced_accuracy": float(balanced[best]),
+            "visible_median_peak": float(np.median(peaks[visible])), "hidden_median_peak": float(np.median(peaks[~visible]))}
 
 
 def format_metrics(result: dict) -> str:
