@@ -146,8 +146,7 @@ def _framing_box(pred: Prediction, shape, fill: float = AUTO_CROP_FILL, zoom_bel
     its confident keypoints (peak value at least :data:`AUTO_CROP_PEAK` of the image's highest, at
     least 4), inside the image; None where too few are confident or the crop would not zoom in by
     more than 1 / ``zoom_below`` (the image already frames the object)."""
-    confident = pred.extra.get("peak_values")
-    values = np.asarray(confident if confident is not None else [])
+    values = np.asarray(pred.extra.get("peak_values", []))
     points = pred.keypoints_2d[values >= AUTO_CROP_PEAK * values.max()] if values.size else pred.keypoints_2d[:0]
     if len(points) < 4:
         return None
