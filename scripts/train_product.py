@@ -77,6 +77,21 @@ def _licences(photo_material: Path) -> list[str]:
     return sources.read_text().split("\n") if sources.is_file() else []
 
 
+def _initial_2d(path: Path, category: str) -> tuple[dict, dict]:
+    """The 2D module's weights of an exported model, and what the header says of how they were trained."""
+    model = load_interpreter(path)
+    if model.category.name != category:
+        raise SystemExit(f"--init-2d {path}: a {model.category.name} model, not {category}")
+    info = model.info or {}
+    summary = {
+        "model": path.name,
+        "overrides": info.get("overrides"),
+        "validation_pretrain_2d": (info.get("validation") or {}).get("pretrain_2d"),
+        "train_seconds": info.get("train_seconds"),
+    }
+    return model.keypoint_net.state_dict(), summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", required=True, choices=["chair", "swivelchair", "table", "bed", "sofa"])
@@ -85,6 +100,7 @@ def main() -> None:
     parser.add_argument("--real-shapes", type=Path, default=ROOT.parent / "shared" / "data", help="folder in the layout of ../shared/data ('' for none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.pretrain_2d.epochs=4")
+    parser.add_argument("--init-2d", type=Path, help="warm-start the 2D module from this model (an exported .safetensors or a shipped name's file) and train it for the run's epochs")
     parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<name>.safetensors")
     parser.add_argument("--name", help="shipped model name (default: the category)")
     parser.add_argument("--export-dir", type=Path, default=ROOT / "src" / "interp3d" / "pretrained", help="where --export writes <name>.safetensors (default: the package's shipped models)")
@@ -100,7 +116,8 @@ def main() -> None:
     start = time.perf_counter()
     rendered_before = all((out / "world" / kind / "meta.json").is_file() for kind in ("annotated2d", "test3d"))
     worlds = render(cfg, args.category, out, cad)
-    keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False)
+    init_state, init_info = _initial_2d(args.init_2d, args.category) if args.init_2d else (None, None)
+    keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False, init_state=init_state)
     lifter = pretrain_lift(cfg, args.category, out / "pretrain_lift", progress=False)
     # the stages' own epoch times (they survive resumes); the render's only when this invocation rendered
     timings = {"pretrain_2d_s": sum(h["seconds"] for h in keypoints.history), "pretrain_lift_s": sum(h["seconds"] for h in lifter.history)}
@@ -130,6 +147,8 @@ def main() -> None:
             "photo_material": _licences(args.photo_material),
         },
         "validation": {"pretrain_2d": keypoints.best_record, "pretrain_lift": lifter.best_record},
+        # a continued 2D module: where its first epoch started (its training time adds to this run's)
+        **({"init_2d": init_info} if init_info else {}),
         "train_seconds": {k: round(v, 1) for k, v in timings.items()},
         "shape_prior": prior.to_dict(),
         "refine_default": True,

@@ -67,6 +67,19 @@ def test_pretrain_2d_resume_after_kill_matches_uninterrupted_run(tiny_world, tmp
     assert any((tmp_path / "full" / "tb").iterdir()), "TensorBoard event file written"
 
 
+def test_pretrain_2d_warm_start_begins_from_the_given_weights(tiny_world, tmp_path):
+    trained = stage_weights(pretrain_2d(tiny_config(), "chair", tiny_world, tmp_path / "first", progress=False).best_checkpoint)
+    frozen = tiny_config(pretrain_2d=StageConfig(epochs=1, batch_size=8, lr=0.0))  # lr 0: parameters stay where they start
+    warm = stage_weights(pretrain_2d(frozen, "chair", tiny_world, tmp_path / "warm", progress=False, init_state=trained).out_dir / "last.pt")
+    cold = stage_weights(pretrain_2d(frozen, "chair", tiny_world, tmp_path / "cold", progress=False).out_dir / "last.pt")
+    weights = [k for k in trained if k.endswith(".weight")]
+    assert weights and all(torch.equal(warm[k], trained[k]) for k in weights)
+    assert not all(torch.equal(cold[k], trained[k]) for k in weights)
+    wrong = {k: v[:1] if k == weights[-1] else v for k, v in trained.items()}
+    with pytest.raises(ValueError, match="initial weights do not fit"):
+        pretrain_2d(frozen, "chair", tiny_world, tmp_path / "wrong", progress=False, init_state=wrong)
+
+
 def test_pipeline_stages_chain_into_a_baseline(tiny_world, tmp_path):
     cfg = tiny_config()
     r3 = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["render_heatmaps", "heatmap_peaks", "peak_confidence"]
+__all__ = ["render_heatmaps", "heatmap_peaks", "peak_confidence", "mirror_heatmaps"]
 
 
 def render_heatmaps(
@@ -98,3 +98,10 @@ def peak_confidence(heatmaps: Tensor, temperature: float = 1.0) -> Tensor:
     """
     flat = heatmaps.detach().flatten(-2) / temperature
     return torch.softmax(flat, dim=-1).amax(dim=-1)
+
+
+def mirror_heatmaps(heatmaps: Tensor, flip_permutation) -> Tensor:
+    """Heatmaps ``(B, N, H, W)`` of the horizontally mirrored image: each map mirrored and the
+    channels of left/right keypoints swapped (``flip_permutation[i]``: the keypoint that ``i``
+    becomes)."""
+    return heatmaps.flip(-1)[:, list(flip_permutation)]

@@ -247,10 +247,15 @@ class Predictor:
         self.backend = backend
         info = getattr(model, "info", {}) or {}
         self.prior = prior if prior is not None else model.shape_prior
-        self.refine = bool(info.get("refine_default", model.lifts_keypoints)) if refine is None else bool(refine)
+
+        def choice(given: bool | None, recommendation: str, default: bool) -> bool:
+            """The caller's choice, else what the model's header recommends, else ``default``."""
+            return bool(info.get(recommendation, default)) if given is None else bool(given)
+
+        self.refine = choice(refine, "refine_default", model.lifts_keypoints)
         self.refine_options = refine_options
-        self.flip_test = bool(info.get("flip_test_default", False)) if flip_test is None else bool(flip_test)
-        self.auto_crop = bool(info.get("auto_crop_default", False)) if auto_crop is None else bool(auto_crop)
+        self.flip_test = choice(flip_test, "flip_test_default", False)
+        self.auto_crop = choice(auto_crop, "auto_crop_default", False)
         # torch: channels_last inputs, 1.4-1.5x faster on CPU (benchmarks/run_all.py, exports)
         self._run, self._memory_format = self.model, torch.channels_last
         if backend == "onnxruntime":
@@ -304,14 +309,15 @@ class Predictor:
     def _to_predictions(self, out, affines, sources, frames) -> list[Prediction]:
         model, cat = self.model, self.model.category
         hm_to_img = model.image_size / model.heatmap_size
-        peaks, peak_values = heatmap_peaks(out.heatmaps.float().cpu(), subpixel=True)
-        conf = peak_confidence(out.heatmaps.float().cpu(), 0.1)
+        heatmaps = out.heatmaps.float().cpu()
+        peaks, peak_values = heatmap_peaks(heatmaps, subpixel=True)
+        conf = peak_confidence(heatmaps, 0.1)
         refined = None
         view_logits = getattr(out, "view_logits", None)
         head_azimuth = None if view_logits is None else viewpoint.most_probable_azimuth(view_logits.float().cpu())
         if self.refine:
             with torch.no_grad():
-                kp_plane, weights = model.heatmap_keypoints(out.heatmaps.float().cpu())
+                kp_plane, weights = model.heatmap_keypoints(heatmaps)
                 out, refined = self.refine_lifted(out, kp_plane, weights)
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..heatmaps import mirror_heatmaps
+
 __all__ = ["augment_batch", "flip_batch"]
 
 
@@ -95,5 +97,5 @@ def flip_batch(images: Tensor, heatmaps: Tensor | None = None, flip_permutation=
     """Mirror images (and heatmaps, with their channels swapped left/right) horizontally."""
     images = images.flip(-1)
     if heatmaps is not None:
-        heatmaps = heatmaps.flip(-1)[:, list(flip_permutation)]
+        heatmaps = mirror_heatmaps(heatmaps, flip_permutation)
     return images, heatmaps

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import geometry
+from ..heatmaps import mirror_heatmaps
 from ..params import ParamCodec, ShapeCamera
 from ..refine import RefineOptions, RefineResult, refine
 from ..shape_prior import ShapePrior
@@ -25,8 +26,7 @@ def merge_mirrored(all_heatmaps: list[Tensor], view_logits: Tensor | None, flip_
     left/right keypoints swapped and averaged with the first half's; its azimuth-bin probabilities
     are moved to the mirrored azimuths (bin ``i`` -> ``-i``, :func:`interp3d.viewpoint.mirrored_azimuth`)
     and averaged, returned as log probabilities (a valid logit vector)."""
-    perm = list(flip_permutation)
-    merged = [0.5 * (h[:batch] + h[batch:].flip(-1)[:, perm]) for h in all_heatmaps]
+    merged = [0.5 * (h[:batch] + mirror_heatmaps(h[batch:], flip_permutation)) for h in all_heatmaps]
     if view_logits is None:
         return merged, None
     bins = view_logits.shape[-1]

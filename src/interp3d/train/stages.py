@@ -144,16 +144,30 @@ def _model_info(cfg: Config, category: Category) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def pretrain_2d(cfg: Config, category: Category | str, world_root: str | Path, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None) -> StageResult:
+def pretrain_2d(
+    cfg: Config, category: Category | str, world_root: str | Path, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None,
+    init_state: dict[str, Tensor] | None = None,
+) -> StageResult:
     """The 2D module (``model.backbone``; a pretrained encoder starts from its ImageNet weights) on
-    2D-annotated images: MSE to Gaussian heatmaps; validation PCK (best kept)."""
+    2D-annotated images: MSE to Gaussian heatmaps; validation PCK (best kept).
+
+    ``init_state`` (a 2D module's state dict of the same architecture) warm-starts the first epoch
+    instead, e.g. to continue a shipped model with a new schedule; a resumed run reads its own
+    checkpoint over it."""
     category = get_category(category)
     train, val = annotated_splits(cfg, category, world_root)
     torch.manual_seed(cfg.seed)
     mc = cfg.model
     net = build_keypoint_net(
-        category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, pretrained=True, view_bins=mc.view_bins,
+        category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels,
+        pretrained=init_state is None, view_bins=mc.view_bins,
     )
+    if init_state is not None:
+        reference = net.state_dict()
+        try:
+            net.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in init_state.items()})
+        except RuntimeError as exc:
+            raise ValueError(f"pretrain_2d: the initial weights do not fit model.backbone={mc.backbone!r} with {category.num_keypoints} keypoints ({exc})") from exc
     return train_heatmaps("pretrain_2d", cfg, category, net, train, val, out_dir, cfg.train.pretrain_2d, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
 
 
