@@ -105,6 +105,26 @@ def test_a_models_own_peak_threshold_decides_which_keypoints_count():
     assert weights[0].tolist() == pytest.approx([0.3, 0.12] + [0.0] * 8, abs=1e-3)
 
 
+def test_a_relative_peak_threshold_keeps_the_strongest_keypoints_of_a_weak_image():
+    """A photo-like image peaking at 0.25, 0.2, 0.14 and 0.05 under a calibrated threshold of 0.32:
+    no keypoint counts (the fit collapses); with info["peak_relative"] = 0.5 those at >= 0.125 do.
+    A second, strong image in the same batch keeps the absolute threshold (its own maximum is high)."""
+    from interp3d.heatmaps import render_heatmaps
+    from interp3d.models import Interpreter
+
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    weak = [0.25, 0.2, 0.14] + [0.05] * 7
+    strong = [0.9, 0.4, 0.3] + [0.05] * 7
+    heatmaps = render_heatmaps(torch.full((2, 10, 2), 8.5), 16, 1.0) * torch.tensor([weak, strong]).view(2, 10, 1, 1)
+    model.info = {"peak_threshold": 0.32}
+    _, weights = model.heatmap_keypoints(heatmaps)
+    assert weights[0].tolist() == pytest.approx([0.0] * 10, abs=1e-3)
+    model.info = {"peak_threshold": 0.32, "peak_relative": 0.5}
+    _, weights = model.heatmap_keypoints(heatmaps)
+    assert weights[0].tolist() == pytest.approx([0.25, 0.2, 0.14] + [0.0] * 7, abs=1e-3)
+    assert weights[1].tolist() == pytest.approx([0.9, 0.4] + [0.0] * 8, abs=1e-3)
+
+
 def test_peak_threshold_calibration_separates_visible_from_hidden_keypoints(monkeypatch):
     """A 2D module whose heatmaps peak at 0.3 for visible and 0.05 for hidden keypoints: the
     calibrated threshold lies between the two and tells them apart perfectly."""

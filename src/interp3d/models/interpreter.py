@@ -111,7 +111,8 @@ class Interpreter(nn.Module):
     def heatmap_keypoints(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
         """(keypoints ``(B, N, 2)`` projection-plane px, weights ``(B, N)``) from heatmaps: the
         value-weighted mean of the 3x3 window around each peak (differentiable in the heatmap values)
-        and the peak value clamped to [0, 1] as confidence, 0 below :attr:`peak_threshold`."""
+        and the peak value clamped to [0, 1] as confidence, 0 below :attr:`peak_threshold` (or below
+        :attr:`peak_relative` times the image's highest peak, where that is lower)."""
         b, n, h, w = heatmaps.shape
         flat = heatmaps.flatten(2)
         peak, index = flat.detach().max(dim=-1)
@@ -127,7 +128,10 @@ class Interpreter(nn.Module):
         xy = torch.stack(((values * xs).sum(-1) / total, (values * ys).sum(-1) / total), dim=-1)
         plane = geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size)
         confidence = peak.clamp(0, 1)
-        return plane, torch.where(confidence >= self.peak_threshold, confidence, torch.zeros_like(confidence))
+        threshold = torch.full_like(confidence[:, :1], self.peak_threshold)
+        if self.peak_relative > 0:  # an image whose peaks are all low (a real photo) keeps its strongest ones
+            threshold = torch.minimum(threshold, self.peak_relative * confidence.amax(dim=-1, keepdim=True))
+        return plane, torch.where(confidence >= threshold, confidence, torch.zeros_like(confidence))
 
     @property
     def peak_threshold(self) -> float:
@@ -136,6 +140,13 @@ class Interpreter(nn.Module):
         Heatmaps of a briefly trained 2D module peak lower (0.1-0.15 for visible keypoints of the
         product models): a fixed 0.2 left whole objects without a keypoint."""
         return float((getattr(self, "info", None) or {}).get("peak_threshold", self.PEAK_THRESHOLD))
+
+    @property
+    def peak_relative(self) -> float:
+        """A keypoint also counts where its peak reaches this fraction of the image's highest peak
+        (``info["peak_relative"]``; 0 = off): the calibrated threshold is set on renders, and on real
+        photos, whose peaks are lower throughout, it left objects with 0-2 keypoints (a collapsed fit)."""
+        return float((getattr(self, "info", None) or {}).get("peak_relative", 0.0))
 
     def lifter_forward(self, heatmaps: Tensor) -> Tensor:
         """The 2D-to-3D module's normalised parameter vector ``(B, P)`` (best hypothesis) for heatmaps."""
