@@ -44,6 +44,7 @@ from interp3d.train.stages import lifting_data, pretrain_2d, pretrain_lift
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CAD_SHARE = 0.3  # of the annotated targets, where the category has complete PASCAL3D+ models
 PEAK_RELATIVE = 0.5  # a keypoint counts from half the image's highest peak where that is below the calibrated threshold
+WORLD_SEED_OFFSETS = {"annotated2d": 0, "test3d": 1000}  # each world's seed: the run's seed plus this
 METRIC_KEYS = ("structure", "azimuth", "elevation", "pck_heatmap", "pck_reprojection")
 
 
@@ -62,13 +63,13 @@ def _cad_folder(category: str, real_shapes: Path | None) -> str:
     return str(folder.resolve()) if folder is not None and folder.is_dir() and cad_targets(category, folder) else ""
 
 
-def render(cfg: Config, category: str, out: Path, cad: str, kinds=("annotated2d", "test3d")) -> dict[str, Path]:
+def render(cfg: Config, category: str, out: Path, cad: str, kinds=tuple(WORLD_SEED_OFFSETS)) -> dict[str, Path]:
     worlds = {}
-    for kind, seed_offset in ((k, o) for k, o in (("annotated2d", 0), ("test3d", 1000)) if k in kinds):
+    for kind in kinds:
         options = cfg.world.options(kind)
         if kind == "annotated2d" and cad:
             options = replace(options, real_shapes=cad, real_shape_fraction=REAL_CAD_SHARE)
-        worlds[kind] = render_world(out / "world" / kind, category, options, seed=cfg.seed + seed_offset, progress=False, config=cfg.to_dict())
+        worlds[kind] = render_world(out / "world" / kind, category, options, seed=cfg.seed + WORLD_SEED_OFFSETS[kind], progress=False, config=cfg.to_dict())
     return worlds
 
 
@@ -117,7 +118,8 @@ def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path |
     category = model.category.name
     cfg = product_config(category, photo_material, real_shapes, int(info["seed"]), list(info.get("overrides", [])))
     worlds = render(cfg, category, out, _cad_folder(category, real_shapes), kinds=("test3d",))
-    info |= recommendations() | {"remeasured": {"git": git_revision(ROOT), "recommendations": sorted(recommendations())}}
+    recommended = recommendations()
+    info |= recommended | {"remeasured": {"git": git_revision(ROOT), "recommendations": sorted(recommended)}}
     print(json.dumps(measure(target, worlds["test3d"], info), indent=2, default=str))
 
 

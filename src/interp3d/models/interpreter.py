@@ -139,14 +139,19 @@ class Interpreter(nn.Module):
         (``info["peak_threshold"]``, calibrated on its validation images) or :attr:`PEAK_THRESHOLD`.
         Heatmaps of a briefly trained 2D module peak lower (0.1-0.15 for visible keypoints of the
         product models): a fixed 0.2 left whole objects without a keypoint."""
-        return float((getattr(self, "info", None) or {}).get("peak_threshold", self.PEAK_THRESHOLD))
+        return float(self._header_info.get("peak_threshold", self.PEAK_THRESHOLD))
 
     @property
     def peak_relative(self) -> float:
         """A keypoint also counts where its peak reaches this fraction of the image's highest peak
         (``info["peak_relative"]``; 0 = off): the calibrated threshold is set on renders, and on real
         photos, whose peaks are lower throughout, it left objects with 0-2 keypoints (a collapsed fit)."""
-        return float((getattr(self, "info", None) or {}).get("peak_relative", 0.0))
+        return float(self._header_info.get("peak_relative", 0.0))
+
+    @property
+    def _header_info(self) -> dict:
+        """``info`` of an exported model's header ({} for a model built here)."""
+        return getattr(self, "info", None) or {}
 
     def lifter_forward(self, heatmaps: Tensor) -> Tensor:
         """The 2D-to-3D module's normalised parameter vector ``(B, P)`` (best hypothesis) for heatmaps."""
@@ -174,7 +179,7 @@ class Interpreter(nn.Module):
     @property
     def shape_prior(self) -> ShapePrior:
         """The refinement prior the model was trained with (``info["shape_prior"]``), else the ranges'."""
-        info = getattr(self, "info", None) or {}
+        info = self._header_info
         return ShapePrior.from_dict(info["shape_prior"]) if "shape_prior" in info else ShapePrior.from_ranges(self.category)
 
     def hypotheses_of(self, lifted: Lifted) -> ShapeCamera:

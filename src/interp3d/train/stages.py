@@ -163,9 +163,8 @@ def pretrain_2d(
         pretrained=init_state is None, view_bins=mc.view_bins,
     )
     if init_state is not None:
-        reference = net.state_dict()
         try:
-            net.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in init_state.items()})
+            net.load_state_dict(init_state)  # copies into the net's dtype (float16 exports too)
         except RuntimeError as exc:
             raise ValueError(f"pretrain_2d: the initial weights do not fit model.backbone={mc.backbone!r} with {category.num_keypoints} keypoints ({exc})") from exc
     return train_heatmaps("pretrain_2d", cfg, category, net, train, val, out_dir, cfg.train.pretrain_2d, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
