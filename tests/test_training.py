@@ -216,8 +216,9 @@ def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_wo
     assert [h["epoch"] for h in extended.history] == [1, 2, 3]
 
 
-def _toy_stage(out_dir, scores, finished_weights):
-    """A toy stage with one validation score per epoch, given in ``scores``."""
+def _toy_stage(out_dir, scores, finished_weights, validate_start=False, **options):
+    """A toy stage with one validation score per epoch, given in ``scores`` (first the starting
+    weights' with ``validate_start``)."""
     from interp3d.train.engine import run_stage
 
     torch.manual_seed(0)
@@ -226,9 +227,56 @@ def _toy_stage(out_dir, scores, finished_weights):
     pending = iter(scores)
     return net, run_stage(
         "toy", out_dir, net, net.parameters(), lambda epoch: [x] * 2, lambda model, batch, gen: (model(batch).pow(2).mean(), {}),
-        lambda core: {"score": next(pending)}, epochs=len(scores), lr=0.1, optimizer="adam", metric="score", higher_is_better=True,
-        seed=0, device=torch.device("cpu"), progress=False, finished_weights=finished_weights,
+        lambda core: {"score": next(pending)}, epochs=len(scores) - int(validate_start), lr=0.1, optimizer="adam", metric="score", higher_is_better=True,
+        seed=0, device=torch.device("cpu"), progress=False, finished_weights=finished_weights, validate_start=validate_start, **options,
     )
+
+
+def test_a_stage_that_only_harms_the_model_hands_on_its_starting_weights(tmp_path):
+    """``validate_start``: the starting weights are epoch 0 of the history and stay best.pt when no
+    epoch beats them; an epoch that does beat them replaces them; a rerun validates nothing again."""
+    torch.manual_seed(0)
+    start = torch.nn.Linear(3, 1).state_dict()
+    net, result = _toy_stage(tmp_path / "worse", [5.0, 1.0, 2.0], "best", validate_start=True)
+    assert result.best_epoch == 0 and result.best_metric == 5.0
+    assert [h["epoch"] for h in result.history] == [0, 1, 2] and result.best_record["score"] == 5.0
+    torch.testing.assert_close(stage_weights(tmp_path / "worse" / "last.pt"), start)
+    assert not torch.equal(net.weight.detach(), start["weight"])  # training did move the weights
+    again = _toy_stage(tmp_path / "worse", [9.0] * 3, "best", validate_start=True)[1]  # finished: a validation now would win
+    assert again.history == result.history and again.best_epoch == 0
+    with pytest.raises(Killed):  # killed after epoch 1: the resumed run keeps epoch 0 and its best
+        _toy_stage(tmp_path / "killed", [5.0, 1.0, 9.0], "best", validate_start=True, on_epoch_end=_kill_after_first_epoch)
+    resumed = _toy_stage(tmp_path / "killed", [2.0, 9.0, 9.0], "best", validate_start=True)[1]  # one validation left: epoch 2's
+    assert [(h["epoch"], h["score"]) for h in resumed.history] == [(0, 5.0), (1, 1.0), (2, 2.0)] and resumed.best_epoch == 0
+    _assert_same_weights(tmp_path / "killed" / "last.pt", tmp_path / "worse" / "last.pt")
+    net, better = _toy_stage(tmp_path / "better", [1.0, 3.0, 2.0], "best", validate_start=True)
+    assert better.best_epoch == 1
+    assert not torch.equal(load_checkpoint(tmp_path / "better" / "best.pt")["model"]["weight"], start["weight"])
+
+
+def test_gradient_clipping_bounds_the_step_of_plain_sgd(tmp_path):
+    """With SGD at lr 1 a clipped step moves the weights by exactly ``grad_clip_norm`` (the toy
+    loss's gradient norm is far above it); unclipped, by the gradient's own norm."""
+    from interp3d.train.engine import run_stage
+
+    def one_step(clip):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        x = 100 * torch.randn(16, 3)
+        before = torch.cat([p.detach().clone().flatten() for p in net.parameters()])
+        grad = torch.autograd.grad(net(x).pow(2).mean(), list(net.parameters()))
+        run_stage(
+            "sgd", tmp_path / f"clip{clip}", net, net.parameters(), lambda epoch: [x], lambda model, batch, gen: (model(batch).pow(2).mean(), {}),
+            lambda core: {"score": 0.0}, epochs=1, lr=1.0, optimizer="sgd", metric="score", higher_is_better=True,
+            seed=0, device=torch.device("cpu"), progress=False, grad_clip_norm=clip,
+        )
+        after = torch.cat([p.detach().flatten() for p in net.parameters()])
+        return float((after - before).norm()), float(torch.cat([g.flatten() for g in grad]).norm())
+
+    moved, norm = one_step(0.5)
+    assert norm > 10 and moved == pytest.approx(0.5, rel=1e-5)
+    moved, norm = one_step(0.0)
+    assert moved == pytest.approx(norm, rel=1e-5)
 
 
 @pytest.mark.parametrize("finished_weights", ["last", "best"])
@@ -283,3 +331,29 @@ def test_pretrained_encoder_backbone_through_every_stage(tiny_world, tmp_path):
     out = model(torch.rand(2, 3, 64, 64))
     assert out.heatmaps.shape == (2, 10, 16, 16) and torch.isfinite(out.structure).all()
     assert out.view_logits.shape == (2, 8)
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_warmup_raises_the_rate_linearly_per_step_and_resumes_on_the_same_ramp(tmp_path, killed):
+    """A loss linear in the weights has a constant gradient g, so plain SGD moves the weights by
+    g x (sum of the step rates): warm-up over 4 steps at lr 1 gives 1/4 + 2/4 + 3/4 + 1 = 2.5 over
+    two epochs of two batches, also when the run is killed after its first epoch and resumed."""
+    from interp3d.train.engine import run_stage
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1, bias=False)
+    start = net.weight.detach().clone()
+    x = torch.tensor([[1.0, -2.0, 0.5]])
+    kwargs = dict(epochs=2, lr=1.0, optimizer="sgd", metric="score", higher_is_better=True, seed=0, device=torch.device("cpu"), progress=False, warmup_steps=4)
+
+    def run(**extra):
+        return run_stage("warm", tmp_path / "run", net, net.parameters(), lambda epoch: [x] * 2, lambda model, batch, gen: (model(batch).sum(), {}),
+                         lambda core: {"score": 0.0}, **kwargs, **extra)
+
+    if killed:
+        with pytest.raises(Killed):
+            run(on_epoch_end=_kill_after_first_epoch)
+        torch.testing.assert_close(net.weight.detach(), start - 0.75 * x)  # 1/4 + 2/4
+        net.load_state_dict({"weight": torch.zeros_like(start)})  # the resumed run reads its weights from last.pt
+    run()
+    torch.testing.assert_close(stage_weights(tmp_path / "run" / "last.pt")["weight"], start - 2.5 * x)

@@ -6,6 +6,7 @@ import torch
 from interp3d.train.losses import (
     confidence_reprojection_loss,
     motion_smoothness_loss,
+    range_loss,
     reprojection_loss,
     structure_consistency_loss,
     update_latents,
@@ -75,3 +76,23 @@ def test_confidence_weighting_and_gradients():
     assert loss.item() == pytest.approx(4.0 * (0.5 * 1.0 + 0.0 * 4.0) / 2)
     loss.backward()
     assert projected.grad[0, 1].abs().sum() == 0 and projected.grad[0, 0].abs().sum() > 0
+
+
+def test_range_loss_hand_computed_zero_inside_and_pulls_back_from_outside():
+    from interp3d.params import ParamCodec
+
+    s = ParamCodec("chair").slices  # 5 alphas, inverse focal, r6, translation
+    inside = torch.full((2, 14), 0.5)
+    inside[:, s["r6"]] = 7.0  # rotation codes are not range-checked
+    assert range_loss(inside, s).item() == 0.0
+    x = inside.clone()
+    x[0, 0] = -0.5  # alpha 0.5 below its range
+    x[0, s["inv_focal"]] = 3.0  # 2 above
+    x[1, 12] = 1.25  # translation 0.25 above
+    x.requires_grad_(True)
+    loss = range_loss(x, s)
+    assert loss.item() == pytest.approx((0.5 + 2.0 + 0.25) / 2)
+    loss.backward()
+    expected = torch.zeros_like(x)
+    expected[0, 0], expected[0, 5], expected[1, 12] = -0.5, 0.5, 0.5  # a gradient step moves them back inside
+    torch.testing.assert_close(x.grad, expected)

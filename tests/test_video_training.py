@@ -38,10 +38,12 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     assert (tmp_path / "chair" / "video_curriculum" / "len06" / "best.pt").is_file()
     assert (tmp_path / "chair" / "video_curriculum" / "best.pt").is_file()
     history = json.loads((tmp_path / "chair" / "video_curriculum" / "history.json").read_text())
-    assert [h["clip_length"] for h in history] == [3, 6]
+    # each length: its starting weights validated as epoch 0, then its epoch
+    assert [(h["clip_length"], h["epoch"]) for h in history] == [(3, 0), (3, 1), (6, 0), (6, 1)]
+    assert history[2]["mean_ar"] == max(history[0]["mean_ar"], history[1]["mean_ar"])  # length 6 starts from length 3's best
     summary = json.loads((tmp_path / "chair" / "stages" / "video_curriculum.json").read_text())
     assert summary["best"]["mean_ar"] == summary["best_metric"] and summary["best"]["clip_length"] in (3, 6)
-    assert {"train_l_st", "train_l_ms", "train_l_rp", "train_l_kp", "structure_ar", "azimuth_ar"} <= set(history[0])
+    assert {"train_l_st", "train_l_ms", "train_l_rp", "train_l_kp", "train_l_range", "structure_ar", "azimuth_ar"} <= set(history[1])
     # rerunning skips finished stages and gives the same table
     run_ablation(cfg, tmp_path, categories=("chair",), echo=lambda s: None)
     assert json.loads((tmp_path / "table.json").read_text()) == table
@@ -112,11 +114,12 @@ def test_video_grid_search_ranks_trials_on_validation(tmp_path):
     init = base / "baseline" / "finetune" / "best.pt"
     unfrozen = cfg.override(["video.freeze_hourglass=false", "video.w_heatmap=10"])
     result = train_video(unfrozen, "chair", worlds["annotated2d"], base / "world" / "video", worlds["val3d"], init, tmp_path / "unfrozen", (3,), 1, progress=False)
-    assert result.history[0]["train_l_hm"] > 0
+    assert result.history[1]["train_l_hm"] > 0
     before, after = load_checkpoint(init)["model"], stage_weights(tmp_path / "unfrozen" / "len03" / "last.pt")
-    assert not torch.equal(before["keypoint_net.out.0.weight"], after["keypoint_net.out.0.weight"])
+    # the finished length keeps its best weights: the trained epoch's if it beat the start, else the start's
+    assert torch.equal(before["keypoint_net.out.0.weight"], after["keypoint_net.out.0.weight"]) == (result.best_epoch == 0)
     frozen = train_video(cfg, "chair", worlds["annotated2d"], base / "world" / "video", worlds["val3d"], init, tmp_path / "frozen", (3,), 1, progress=False)
-    assert frozen.history[0]["train_l_hm"] == 0
+    assert frozen.history[1]["train_l_hm"] == 0
     assert torch.equal(before["keypoint_net.out.0.weight"], stage_weights(tmp_path / "frozen" / "len03" / "last.pt")["keypoint_net.out.0.weight"])
 
 

@@ -151,6 +151,8 @@ class VideoConfig:
     epochs_per_length: int = 50
     fixed_epochs: int = 0  # 0 = as many epochs as the whole curriculum (a fair comparison)
     lr: float = 8e-6
+    optimizer: str = "rmsprop"  # rmsprop | adam | sgd (train.engine.run_stage)
+    warmup_steps: int = 30  # linear learning-rate warm-up of every clip length's fresh RMSprop (its first steps are ~10x the rate otherwise)
     clips_per_batch: int = 2
     images_per_batch: int = 6
     mean_phase_epochs: int = 1  # latents by the mean (L2 relaxation) for the first epochs, then the median
@@ -163,6 +165,8 @@ class VideoConfig:
     w_reprojection: float = 0.1
     w_heatmap: float = 0.0  # MSE of the annotated images' heatmaps (anchors an unfrozen hourglass; 0 = the paper's losses only)
     confidence_temperature: float = 0.1  # softmax temperature of the peak confidence c_{j,n}
+    w_range: float = 10.0  # L1 of shape and camera parameters outside the category's ranges (train.losses.range_loss; 0 = the paper's losses only)
+    grad_clip_norm: float = 0.0  # clip the network step's gradient norm (0 = off; measured not to stop a too-large step's collapse)
     # multi-frame bootstrapping of the 2D module (train.bootstrap): rounds after the curriculum
     # (0 = none; the ablation then has no Video+Curriculum+Bootstrap row), 2D fine-tuning per round
     bootstrap_rounds: int = 0

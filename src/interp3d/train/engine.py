@@ -143,6 +143,9 @@ def run_stage(
     dist_ctx: DistributedContext | None = None,
     lr_schedule: str = "constant",
     finished_weights: str = "last",
+    validate_start: bool = False,
+    grad_clip_norm: float = 0.0,
+    warmup_steps: int = 0,
 ) -> StageResult:
     """Train ``model`` for ``epochs``; ``batches(epoch)`` yields the epoch's batches.
 
@@ -152,6 +155,11 @@ def run_stage(
     extending the run to more epochs continues from) or ``best`` (no weights: it points at
     ``best.pt``, one copy less on disk, and an extension continues from the best weights), for
     stages whose consumers read ``best.pt`` only.
+    ``validate_start``: validate the starting weights first, as epoch 0 of the history; they stay
+    ``best.pt`` unless an epoch beats them (a stage that only makes a model worse hands it on unharmed).
+    ``grad_clip_norm``: clip the gradients' global L2 norm to this value before each step (0 = off).
+    ``warmup_steps``: raise the learning rate linearly over the first steps of the run (a fresh
+    RMSprop's second-moment estimate starts near 0, so its first steps are ~10x the rate).
 
     Writes ``last.pt`` (full state, for ``resume``; slimmed to weights and history once the last epoch
     is done, so a finished run folder holds no optimizer state) and ``best.pt`` (best ``metric``) in ``out_dir``,
@@ -167,8 +175,10 @@ def run_stage(
         optimiser = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=weight_decay)
     elif optimizer == "adam":
         optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        optimiser = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     else:
-        raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {optimizer!r}")
+        raise ValueError(f"optimizer must be 'rmsprop', 'adam' or 'sgd', got {optimizer!r}")
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     core = unwrap(model)
@@ -198,11 +208,21 @@ def run_stage(
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if finished_weights not in ("last", "best"):
         raise ValueError(f"finished_weights must be 'last' or 'best', got {finished_weights!r}")
+    if validate_start and start_epoch == 0 and epochs > 0:
+        model.eval()
+        started = time.perf_counter()
+        with torch.no_grad():
+            metrics = validate(core)
+        best, best_epoch = metrics[metric], 0
+        history.append({"epoch": 0, "step": 0, "seconds": round(time.perf_counter() - started, 2), **metrics})
+        if dist_ctx.is_main:
+            save_checkpoint(out_dir / "best.pt", {"kind": name, "model": core.state_dict(), "epoch": -1, "metrics": metrics, **(checkpoint_extra or {})})
+            for k, v in metrics.items():
+                writer.add_scalar(f"{name}/val_{k}", v, 0)
+            print(f"[{name}] starting weights: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
     for epoch in range(start_epoch, epochs):
         _seed_all(_epoch_seed(seed, epoch))
-        if lr_schedule == "cosine":
-            for group in optimiser.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        epoch_lr = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)) if lr_schedule == "cosine" else lr
         model.train()
         started = time.perf_counter()
         totals: dict[str, float] = {}
@@ -215,7 +235,12 @@ def run_stage(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}, batch {b}; lower the learning rate")
             optimiser.zero_grad(set_to_none=True)
+            for group in optimiser.param_groups:  # a function of epoch and step: a resumed run follows it too
+                group["lr"] = epoch_lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else epoch_lr
             scaler.scale(loss).backward()
+            if grad_clip_norm > 0:
+                scaler.unscale_(optimiser)
+                logs = dict(logs, grad_norm=float(torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)))
             scaler.step(optimiser)
             scaler.update()
             step += 1

@@ -21,6 +21,7 @@ __all__ = [
     "confidence_reprojection_loss",
     "update_latents",
     "hypothesis_loss",
+    "range_loss",
     "VideoLossWeights",
 ]
 
@@ -73,6 +74,16 @@ def confidence_reprojection_loss(projected: Tensor, peaks: Tensor, confidence: T
     """
     sq = ((projected - peaks.detach()) ** 2).sum(-1)
     return w_2d * (confidence.detach() * sq).mean()
+
+
+def range_loss(normalised: Tensor, slices: dict[str, slice], parts: tuple[str, ...] = ("alpha", "inv_focal", "translation")) -> Tensor:
+    """L1 distance of normalised parameters ``(..., P)`` outside [0, 1] (the category's sampling
+    ranges), summed over the ``parts``' components and averaged over samples; 0 inside the ranges.
+
+    Without it a network step can carry the structure and focal far out of the ranges (inverse
+    focal x100, points behind the camera) along directions the 2D losses do not see."""
+    x = torch.cat([normalised[..., slices[p]] for p in parts], dim=-1)
+    return (torch.relu(-x) + torch.relu(x - 1.0)).sum(-1).mean()
 
 
 def update_latents(alpha: Tensor, inv_focal: Tensor, use_median: bool) -> tuple[Tensor, Tensor]:

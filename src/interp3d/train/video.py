@@ -31,7 +31,7 @@ from ..io_utils import atomic_write_json, link_or_copy
 from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
-from .losses import confidence_reprojection_loss, motion_smoothness_loss, reprojection_loss, structure_consistency_loss, update_latents
+from .losses import confidence_reprojection_loss, motion_smoothness_loss, range_loss, reprojection_loss, structure_consistency_loss, update_latents
 from .stages import AnnotatedImages, annotated_splits, freeze_view_head, predict_batches
 
 __all__ = ["train_video", "VideoFrames"]
@@ -145,8 +145,9 @@ def train_video(
             image_heat = heatmaps_of("images", image_ids)
             lifted = net.lift(image_heat)
             gt = geometry.rescale_points(images.keypoints[image_ids].to(device), size, hm)
+            # a keypoint projected from behind the camera is no fit at all (geometry.perspective_project)
             visible = images.visible[image_ids].to(device)
-            l_kp = reprojection_loss(lifted.keypoints.float(), gt, visible)
+            l_kp = reprojection_loss(lifted.keypoints.float(), gt, visible & geometry.points_in_front(lifted.points_cam, lifted.params.focal))
             l_hm = torch.zeros((), device=device)
             if vc.w_heatmap > 0 and not vc.freeze_hourglass:
                 l_hm = F.mse_loss(image_heat.float(), render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible))
@@ -161,9 +162,10 @@ def train_video(
             l_ms = motion_smoothness_loss(norm[..., s["r6"]], norm[..., s["translation"]], w.rotation, w.translation)
             peaks, _ = heatmap_peaks(heat.detach())
             conf = peak_confidence(heat, vc.confidence_temperature)
-            l_rp = confidence_reprojection_loss(out.keypoints.float(), peaks, conf, w.reprojection)
-            loss = w.kp * l_kp + l_st + l_ms + l_rp + vc.w_heatmap * l_hm
-            return loss, {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item(), "l_hm": l_hm.item()}
+            l_rp = confidence_reprojection_loss(out.keypoints.float(), peaks, conf * geometry.points_in_front(out.points_cam, out.params.focal), w.reprojection)
+            l_range = range_loss(torch.cat([lifted.params_normalised, out.params_normalised]).float(), s)
+            loss = w.kp * l_kp + l_st + l_ms + l_rp + vc.w_heatmap * l_hm + vc.w_range * l_range
+            return loss, {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item(), "l_hm": l_hm.item(), "l_range": l_range.item()}
 
         def validate(core):
             r = evaluate_interpreter(core, val, device=device)
@@ -172,10 +174,12 @@ def train_video(
         params = net.lifter.parameters() if vc.freeze_hourglass else net.parameters()
         result = run_stage(
             "video", out_dir / f"len{length:02d}", net, params, batches, loss_fn, validate,
-            epochs=epochs_per_length, lr=vc.lr, metric="mean_ar", higher_is_better=True, seed=cfg.seed + length,
+            epochs=epochs_per_length, lr=vc.lr, optimizer=vc.optimizer, metric="mean_ar", higher_is_better=True, seed=cfg.seed + length,
             device=device, config=cfg.to_dict(), checkpoint_extra={"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "clip_length": length},
             resume=resume, progress=progress, steps_per_epoch=steps,
             finished_weights="best",  # the next length and the curriculum's best.pt read best.pt only
+            validate_start=True,  # a length that only harms the model hands its start on unchanged
+            grad_clip_norm=vc.grad_clip_norm, warmup_steps=vc.warmup_steps,
         )
         results.append(result)
         start = result.best_checkpoint
