@@ -84,7 +84,8 @@ def train_video(
 
     Each length is a run folder ``out_dir/len{M:02d}`` that starts from the previous one's best
     checkpoint. The final model, ``out_dir/best.pt``, is the best on the validation set over all
-    lengths (a later stage can end below an earlier one's best).
+    lengths (a later stage can end below an earlier one's best); each length's starting weights
+    are its epoch 0, so no length hands on a model worse on validation than the one it got.
     """
     category = get_category(category)
     device = resolve_device(cfg.train.device)
