@@ -50,6 +50,12 @@ class Lifted:
     scores: Tensor | None = None  # (B, H) logits of the hypotheses
     roll: Tensor | None = None  # (B,) in-plane camera roll of a refined fit (the network predicts none)
 
+    @property
+    def in_front(self) -> Tensor:
+        """``(B, N)``: the keypoint lies in front of the camera, so its projection means something
+        (a prediction may put points behind it; :func:`geometry.perspective_project`)."""
+        return geometry.points_in_front(self.points_cam, self.params.focal)
+
 
 @dataclass
 class InterpreterOutput(Lifted):

@@ -208,6 +208,13 @@ def run_stage(
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if finished_weights not in ("last", "best"):
         raise ValueError(f"finished_weights must be 'last' or 'best', got {finished_weights!r}")
+
+    def log_validation(metrics: dict[str, float], epoch: int, improved: bool) -> None:  # main process only
+        for k, v in metrics.items():
+            writer.add_scalar(f"{name}/val_{k}", v, step)
+        if improved:
+            save_checkpoint(out_dir / "best.pt", {"kind": name, "model": core.state_dict(), "epoch": epoch, "metrics": metrics, **(checkpoint_extra or {})})
+
     if validate_start and start_epoch == 0 and epochs > 0:
         model.eval()
         started = time.perf_counter()
@@ -216,9 +223,7 @@ def run_stage(
         best, best_epoch = metrics[metric], 0
         history.append({"epoch": 0, "step": 0, "seconds": round(time.perf_counter() - started, 2), **metrics})
         if dist_ctx.is_main:
-            save_checkpoint(out_dir / "best.pt", {"kind": name, "model": core.state_dict(), "epoch": -1, "metrics": metrics, **(checkpoint_extra or {})})
-            for k, v in metrics.items():
-                writer.add_scalar(f"{name}/val_{k}", v, 0)
+            log_validation(metrics, -1, improved=True)
             print(f"[{name}] starting weights: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
     for epoch in range(start_epoch, epochs):
         _seed_all(_epoch_seed(seed, epoch))
@@ -258,10 +263,7 @@ def run_stage(
         value = metrics[metric]
         improved = value > best if higher_is_better else value < best
         if dist_ctx.is_main:
-            for k, v in metrics.items():
-                writer.add_scalar(f"{name}/val_{k}", v, step)
-            if improved:
-                save_checkpoint(out_dir / "best.pt", {"kind": name, "model": core.state_dict(), "epoch": epoch, "metrics": metrics, **(checkpoint_extra or {})})
+            log_validation(metrics, epoch, improved)
         if improved:
             best, best_epoch = value, epoch + 1
         if dist_ctx.is_main:

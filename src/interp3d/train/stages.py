@@ -408,7 +408,7 @@ def finetune(
             net.keypoint_net.eval()
         out = model(images.contiguous(memory_format=mf))
         gt = geometry.rescale_points(keypoints, size, hm)
-        loss = reprojection_loss(out.keypoints.float(), gt, visible & geometry.points_in_front(out.points_cam, out.params.focal))  # no fit from behind the camera
+        loss = reprojection_loss(out.keypoints.float(), gt, visible & out.in_front)  # no fit from behind the camera
         logs = {"l_kp": loss.item()}
         if cfg.train.finetune_heatmap_weight > 0:
             target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible)

@@ -146,9 +146,9 @@ def train_video(
             image_heat = heatmaps_of("images", image_ids)
             lifted = net.lift(image_heat)
             gt = geometry.rescale_points(images.keypoints[image_ids].to(device), size, hm)
-            # a keypoint projected from behind the camera is no fit at all (geometry.perspective_project)
+            # a keypoint projected from behind the camera is no fit at all (Lifted.in_front)
             visible = images.visible[image_ids].to(device)
-            l_kp = reprojection_loss(lifted.keypoints.float(), gt, visible & geometry.points_in_front(lifted.points_cam, lifted.params.focal))
+            l_kp = reprojection_loss(lifted.keypoints.float(), gt, visible & lifted.in_front)
             l_hm = torch.zeros((), device=device)
             if vc.w_heatmap > 0 and not vc.freeze_hourglass:
                 l_hm = F.mse_loss(image_heat.float(), render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible))
@@ -163,7 +163,7 @@ def train_video(
             l_ms = motion_smoothness_loss(norm[..., s["r6"]], norm[..., s["translation"]], w.rotation, w.translation)
             peaks, _ = heatmap_peaks(heat.detach())
             conf = peak_confidence(heat, vc.confidence_temperature)
-            l_rp = confidence_reprojection_loss(out.keypoints.float(), peaks, conf * geometry.points_in_front(out.points_cam, out.params.focal), w.reprojection)
+            l_rp = confidence_reprojection_loss(out.keypoints.float(), peaks, conf * out.in_front, w.reprojection)
             l_range = range_loss(torch.cat([lifted.params_normalised, out.params_normalised]).float(), s)
             loss = w.kp * l_kp + l_st + l_ms + l_rp + vc.w_heatmap * l_hm + vc.w_range * l_range
             return loss, {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item(), "l_hm": l_hm.item(), "l_range": l_range.item()}
