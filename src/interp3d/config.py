@@ -172,6 +172,7 @@ class VideoConfig:
     bootstrap_rounds: int = 0
     bootstrap_2d_epochs: int = 3
     bootstrap_lr: float = 1e-4
+    bootstrap_track: str = "motion"  # the video fit's camera track (video_fit.VideoFitOptions.track): "motion" carries frames read from the wrong side; "viterbi" does not
 
     def fixed_total_epochs(self) -> int:
         return self.fixed_epochs or self.epochs_per_length * len(self.curriculum)

@@ -6,15 +6,24 @@ The model is the video losses' own (shared alpha, smooth R and t), solved in fou
 
 1. **candidates** per frame: each given hypothesis (e.g. the lifter's) and its front/back and
    mirror flips, each refined to the frame's keypoints (:func:`interp3d.refine.refine`);
-2. **track**: one candidate per frame by dynamic programming (Viterbi) over the refinement costs
-   plus a quadratic penalty on the azimuth change between neighbouring frames, so the smooth track
-   carries the pose through frames whose keypoints cannot tell front from back;
+2. **track**, one of two (``VideoFitOptions.track``):
+   ``"motion"`` (default): the camera orbits at a steady angular speed, so the azimuth is a line in
+   time; the line is fitted robustly to all frames' candidates (every pair of candidates proposes
+   one, the one with the lowest capped cost over the frames wins, then a least-squares touch-up on
+   its inliers). A frame with a candidate near the line keeps that candidate; a frame with none
+   (its 2D keypoints read the object from the wrong side, e.g. a back view read as a front one, or
+   are garbage) is *carried*: its azimuth is the line's, the rest of its camera is interpolated from
+   the neighbouring frames, and its own keypoints are not fitted.
+   This is what lets a video teach the 2D module views it cannot read yet.
+   ``"viterbi"``: one candidate per frame by dynamic programming over the refinement costs plus a
+   quadratic penalty on the azimuth change between neighbouring frames (no frame is carried);
 3. **shared shape**: the median of the chosen candidates' relative coefficients (the video
    losses' latent alpha_c), then every frame re-fitted with its shape held near it;
 4. **pseudo-labels**: the fit re-projected into every frame; a frame whose own fit does not match
    its keypoints (median residual) takes the camera interpolated from its nearest good frames; a
    keypoint is kept where the fitted geometry shows it (self-occlusion, inside the plane) and, where
-   the 2D module reported it, where the two agree (re-projection residual).
+   the 2D module reported it in a frame fitted on its own keypoints, where the two agree
+   (re-projection residual).
 """
 
 from __future__ import annotations
@@ -43,6 +52,13 @@ class VideoFitOptions:
     inlier_fraction: float = 0.1  # pseudo-label limit on the re-projection residual, times the object's RMS radius in the frame
     frame_fraction: float = 0.12  # a frame's own fit counts when its median residual is below this (times the radius)
     min_observed: int = 4  # keypoints a frame needs for its own fit to count
+    track: str = "motion"  # "motion" (a steady orbit fitted robustly, carries frames read from the wrong side) or "viterbi"
+    motion_tolerance_deg: float = 20.0  # a candidate this far from the orbit's line costs one unit of fit cost; 2x this: an outlier
+    max_speed_deg: float = 30.0  # fastest orbit considered, degrees per frame
+
+    def __post_init__(self):
+        if self.track not in ("motion", "viterbi"):
+            raise ValueError(f"VideoFitOptions.track must be 'motion' or 'viterbi', got {self.track!r}")
 
 
 @dataclass
@@ -53,8 +69,9 @@ class VideoFit:
     residual: Tensor  # (T, N) plane-px distance to the observed keypoints (NaN where none was observed)
     visible: Tensor  # (T, N) bool: shown by the fitted geometry and inside the plane
     pseudo_label: Tensor  # (T, N) bool: keypoints to train the 2D module on
-    frame_source: Tensor  # (T,) 0: the frame's own fit, 1: camera interpolated from neighbours, -1: no labels
-    chosen: Tensor  # (T,) the candidate the track chose (hypothesis h, flip k -> h * 4 + k)
+    frame_source: Tensor  # (T,) 0: the frame's own fit, 1: camera interpolated from neighbours, 2: carried by the motion track, -1: no labels
+    chosen: Tensor  # (T,) the candidate the track chose (hypothesis h, flip k -> h * 4 + k; -1 for a carried frame)
+    track_azimuth: Tensor | None = None  # (T,) the motion track's azimuth line (radians; None for the Viterbi track)
 
 
 def _flip_candidates(init: ShapeCamera) -> ShapeCamera:
@@ -85,6 +102,66 @@ def _viterbi(unary: Tensor, azimuth: Tensor, smooth: float) -> Tensor:
     return path
 
 
+def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFitOptions) -> tuple[Tensor, Tensor] | None:
+    """The orbit ``azimuth(t) = a + w t`` (radians, unwrapped, ``(T,)``) that best explains the
+    candidates ``(T, C)`` of the ``valid`` frames, and each frame's inlier candidate (``-1``: none);
+    None with fewer than two valid frames. Cost of a line: the sum over valid frames of
+    ``min_c(unary - min unary + (distance / tolerance)^2)``, capped at 4 (an outlier frame)."""
+    t, c = unary.shape
+    frames = torch.nonzero(valid).flatten()
+    if len(frames) < 2:
+        return None
+    tol, cap = math.radians(options.motion_tolerance_deg), 4.0
+    relative = unary - unary.min(dim=1, keepdim=True).values
+    # proposals: pairs of the frames' most plausible candidates
+    top = relative.topk(min(4, c), dim=1, largest=False).indices  # (T, k)
+    points = [(int(i), float(azimuth[i, q])) for i in frames for q in top[i]]
+    ti = torch.tensor([p[0] for p in points], dtype=torch.float64)
+    ai = torch.tensor([p[1] for p in points], dtype=torch.float64)
+    first, second = torch.triu_indices(len(points), len(points), offset=1)
+    keep = ti[second] != ti[first]
+    first, second = first[keep], second[keep]
+    speed = geometry.wrap_angle(ai[second] - ai[first]) / (ti[second] - ti[first])
+    keep = speed.abs() <= math.radians(options.max_speed_deg)
+    first, speed = first[keep], speed[keep]
+    if not len(speed):
+        return None
+    offset = ai[first] - speed * ti[first]  # (L,) line through the pair
+    steps = torch.arange(t, dtype=torch.float64)
+
+    def line_costs(offset: Tensor, speed: Tensor) -> tuple[Tensor, Tensor]:
+        line = offset.unsqueeze(-1) + speed.unsqueeze(-1) * steps  # (L, T)
+        distance = geometry.wrap_angle(azimuth.unsqueeze(0) - line.unsqueeze(-1))  # (L, T, C)
+        per_candidate = relative.unsqueeze(0) + (distance / tol) ** 2
+        per_frame, best = per_candidate.min(dim=-1)
+        return torch.where(valid, per_frame.clamp_max(cap), torch.zeros_like(per_frame)).sum(-1), torch.where(per_frame < cap, best, -1)
+
+    costs, _ = line_costs(offset, speed)
+    k = int(costs.argmin())
+    offset, speed = offset[k : k + 1], speed[k : k + 1]
+    # least-squares touch-up of the line on its inliers
+    _, inlier = line_costs(offset, speed)
+    inlier = torch.where(valid, inlier[0], -1)
+    used = torch.nonzero(inlier >= 0).flatten()
+    if len(used) >= 2:
+        e = geometry.wrap_angle(azimuth[used, inlier[used]] - (offset + speed * steps[used]))
+        design = torch.stack((torch.ones_like(e), steps[used]), dim=1)
+        correction = torch.linalg.lstsq(design, e.unsqueeze(-1)).solution.squeeze(-1)
+        offset, speed = offset + correction[0], speed + correction[1]
+        _, inlier = line_costs(offset, speed)
+        inlier = torch.where(valid, inlier[0], -1)
+    return offset + speed * steps, inlier
+
+
+def _carry(params: ShapeCamera, keep: Tensor, line: Tensor, m: int) -> Tensor:
+    """Packed starts of every frame: the kept frames' own, the others' interpolated from the kept
+    ones (copied beyond the ends) with the azimuth of the line."""
+    packed = pack_parameters(params)
+    packed, _ = _interpolate(packed, keep, m)
+    packed[~keep, m + 1] = geometry.wrap_angle(line[~keep], 0.0).to(packed)
+    return packed
+
+
 def _interpolate(x: Tensor, good: Tensor, m: int) -> tuple[Tensor, Tensor]:
     """Packed camera parameters of the frames that are not ``good``, linearly interpolated (azimuth
     unwrapped) between the nearest good frames, or copied from the one good side; (x, source)."""
@@ -108,6 +185,19 @@ def _interpolate(x: Tensor, good: Tensor, m: int) -> tuple[Tensor, Tensor]:
             x[i] = x[before[-1] if before else after[0]]
         source[i] = 1
     return x, source
+
+
+def _refit(category: Category, keypoints: Tensor, weights: Tensor, start: ShapeCamera, prior: ShapePrior, options: RefineOptions, frames: Tensor) -> ShapeCamera:
+    """The ``frames`` (bool ``(T,)``) of ``start`` re-fitted to their keypoints; all frames come back,
+    the others unchanged."""
+    out = ShapeCamera(*(getattr(start, f).clone() for f in ("alpha", "r6", "translation", "focal")))
+    if not frames.any():
+        return out
+    subset = ShapeCamera(*(getattr(start, f)[frames] for f in ("alpha", "r6", "translation", "focal")))
+    fitted = refine(category, keypoints[frames], weights[frames], subset, prior, replace(options, anchor=0.0))
+    for f in ("alpha", "r6", "translation", "focal"):
+        getattr(out, f)[frames] = getattr(fitted.params, f).to(getattr(out, f))
+    return out
 
 
 def _against_observations(category: Category, params: ShapeCamera, keypoints: Tensor, weights: Tensor):
@@ -147,27 +237,36 @@ def fit_video(
     azimuth = fitted.params.view()[0].double().view(t, c)
 
     # 2. the track
-    chosen = _viterbi(unary, azimuth, math.radians(options.smooth_deg))
-    pick = torch.arange(t) * c + chosen
+    m = category.num_bases - 1
+    motion = _motion_line(unary, azimuth, observed >= 3, options) if options.track == "motion" else None
+    if motion is not None and (motion[1] >= 0).any():
+        line, chosen = motion
+    else:  # the Viterbi track (asked for, or too few frames for a line)
+        line, chosen = None, _viterbi(unary, azimuth, math.radians(options.smooth_deg))
+    carried = chosen < 0
+    pick = torch.arange(t) * c + chosen.clamp_min(0)
     chosen_params = ShapeCamera(*(getattr(fitted.params, f)[pick].double() for f in ("alpha", "r6", "translation", "focal")))
 
-    # 3. the shared shape (median of the relative coefficients over frames that observed enough), then a re-fit near it
+    # 3. the shared shape (median of the relative coefficients over own-fit frames that observed enough), then a re-fit near it
     relative = chosen_params.alpha[:, 1:] / chosen_params.alpha[:, :1]
-    enough = observed >= options.min_observed
-    shared = (relative[enough] if enough.any() else relative).median(dim=0).values
+    enough = (observed >= options.min_observed) & ~carried
+    shared = (relative[enough] if enough.any() else relative[~carried]).median(dim=0).values
     shape_prior = replace(prior, mean=shared.numpy(), covariance=prior.covariance * options.shape_sd**2, residual_bases=None, residual_sd=None)
-    start = ShapeCamera(chosen_params.alpha[:, :1] * torch.cat((torch.ones(t, 1, dtype=torch.float64), shared.expand(t, -1)), dim=1), chosen_params.r6, chosen_params.translation, chosen_params.focal)
-    refit = refine(category, keypoints, weights, start, shape_prior, replace(options.refine, anchor=0.0))
-    params = ShapeCamera(*(getattr(refit.params, f).double() for f in ("alpha", "r6", "translation", "focal")))
+    packed = pack_parameters(chosen_params) if line is None else _carry(chosen_params, ~carried, line, m)
+    packed[:, :m] = shared
+    start = unpack_parameters(packed, category.num_bases)
+    # a carried frame keeps the camera of the line and its neighbours: its keypoints read the object
+    # from elsewhere (or are garbage), so fitting them would only pull it off
+    params = _refit(category, keypoints, weights, start, shape_prior, options.refine, ~carried)
 
     # 4. which frames' own fits count; the others take the camera of their neighbours
     _, _, d, residual, radius = _against_observations(category, params, keypoints, weights)
     median_residual = torch.nanmedian(residual, dim=-1).values
     good = enough & (median_residual <= options.frame_fraction * radius)
     packed = pack_parameters(params)
-    m = category.num_bases - 1
     packed[:, :m] = shared  # one shape for the whole video
-    packed, source = _interpolate(packed, good, m)
+    packed, source = _interpolate(packed, good | carried, m)
+    source = torch.where(carried, 2, source)
     params = unpack_parameters(packed, category.num_bases)
     structure_cam, projected, d, residual, radius = _against_observations(category, params, keypoints, weights)
     hidden = geometry.self_occlusion(structure_cam, params.focal, torch.as_tensor(category.surface_triangles)) if category.surface_triangles.size else torch.zeros_like(weights, dtype=torch.bool)
@@ -178,4 +277,4 @@ def fit_video(
     agrees = torch.where((weights > 0) & (source == 0).unsqueeze(-1), d <= options.inlier_fraction * radius.unsqueeze(-1), torch.ones_like(visible))
     pseudo = visible & agrees & (source >= 0).unsqueeze(-1)
     unit = torch.cat((torch.ones(1, dtype=torch.float64), shared)).unsqueeze(0)
-    return VideoFit(params, geometry.structure_from_alpha(unit, category.bases(torch.float64))[0], projected, residual, visible, pseudo, source, chosen)
+    return VideoFit(params, geometry.structure_from_alpha(unit, category.bases(torch.float64))[0], projected, residual, visible, pseudo, source, chosen, line)

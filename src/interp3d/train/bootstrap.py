@@ -50,7 +50,8 @@ def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str =
     keypoints, visible, sources = torch.cat(keypoints), torch.cat(visible), torch.cat(sources)
     summary = {
         "frames": int(v * j), "labelled_keypoints": int(visible.sum()), "keypoint_share": float(visible.float().mean()),
-        "frames_fitted": int((sources == 0).sum()), "frames_interpolated": int((sources == 1).sum()), "frames_unlabelled": int((sources < 0).sum()),
+        "frames_fitted": int((sources == 0).sum()), "frames_interpolated": int((sources == 1).sum()), "frames_carried": int((sources == 2).sum()),
+        "frames_unlabelled": int((sources < 0).sum()),
     }
     return LabelledImages(frames.frames.flatten(0, 1), keypoints, visible), summary
 
@@ -88,7 +89,7 @@ def train_bootstrap(
             cached = load_checkpoint(labels_file)
             pseudo, summary = LabelledImages(frames.frames.flatten(0, 1), cached["keypoints"], cached["visible"]), cached["summary"]
         else:
-            pseudo, summary = pseudo_label_videos(model, frames, device)
+            pseudo, summary = pseudo_label_videos(model, frames, device, VideoFitOptions(track=cfg.video.bootstrap_track))
             save_checkpoint(labels_file, {"kind": "pseudo_labels", "keypoints": pseudo.keypoints, "visible": pseudo.visible, "summary": summary, "source": str(current)})
         summaries.append({"round": r, **summary})
         # the 2D module on annotated images + pseudo-labelled frames, from the current weights
