@@ -136,7 +136,7 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
         per_frame, best = per_candidate.min(dim=-1)
         return torch.where(valid, per_frame.clamp_max(cap), torch.zeros_like(per_frame)).sum(-1), torch.where(per_frame < cap, best, -1)
 
-    costs, _ = line_costs(offset, speed)
+    costs = torch.cat([line_costs(o, v)[0] for o, v in zip(offset.split(4096), speed.split(4096))])  # in chunks: long videos propose many lines
     k = int(costs.argmin())
     offset, speed = offset[k : k + 1], speed[k : k + 1]
     # least-squares touch-up of the line on its inliers
