@@ -18,9 +18,11 @@ lifter never sees the renderer, so it does not learn the world's shortcuts.
     .venv/bin/python scripts/train_product.py --remeasure src/interp3d/pretrained/sofa.safetensors --out runs/product/sofa_remeasure
 
 Every step resumes after a kill (renders by chunk, stages by epoch): rerun the same command.
-``--export`` evaluates the composed model on the run's rendered ``test3d`` (held-out backgrounds)
-with refinement off, on, and on with the flip test (the Predictor's default) and writes the fp16 file with recipe, data, licences and metrics in
-its header.
+``--export`` chooses refinement's shape anchor on a validation world (``val3d``: rendered like
+``test3d`` with another seed), then evaluates the composed model on the run's rendered ``test3d``
+(held-out backgrounds) with refinement off, on, and on with the flip test (the Predictor's default)
+and writes the fp16 file with recipe, data, licences, the calibration and metrics in its header.
+``--remeasure`` calibrates and measures a shipped model the same way (weights unchanged).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from interp3d.train.stages import lifting_data, pretrain_2d, pretrain_lift
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CAD_SHARE = 0.3  # of the annotated targets, where the category has complete PASCAL3D+ models
 PEAK_RELATIVE = 0.5  # a keypoint counts from half the image's highest peak where that is below the calibrated threshold
-WORLD_SEED_OFFSETS = {"annotated2d": 0, "test3d": 1000}  # each world's seed: the run's seed plus this
+WORLD_SEED_OFFSETS = {"annotated2d": 0, "test3d": 1000, "val3d": 2000}  # each world's seed: the run's seed plus this (val3d: rendered as test3d, half as many, for calibration)
 METRIC_KEYS = ("structure", "azimuth", "elevation", "pck_heatmap", "pck_reprojection")
 
 
@@ -66,7 +68,7 @@ def _cad_folder(category: str, real_shapes: Path | None) -> str:
 def render(cfg: Config, category: str, out: Path, cad: str, kinds=tuple(WORLD_SEED_OFFSETS)) -> dict[str, Path]:
     worlds = {}
     for kind in kinds:
-        options = cfg.world.options(kind)
+        options = cfg.world.options(kind) if kind != "val3d" else replace(cfg.world.options("test3d"), count=max(cfg.world.n_test3d // 2, 1))
         if kind == "annotated2d" and cad:
             options = replace(options, real_shapes=cad, real_shape_fraction=REAL_CAD_SHARE)
         worlds[kind] = render_world(out / "world" / kind, category, options, seed=cfg.seed + WORLD_SEED_OFFSETS[kind], progress=False, config=cfg.to_dict())
@@ -94,6 +96,20 @@ def recommendations() -> dict:
     }
 
 
+def calibrate_refinement(target: Path, val3d: Path, info: dict) -> dict:
+    """Choose refinement's shape anchor on the validation world (``calibrate_shape_anchor``; the
+    Predictor's flip test as recommended) and record it in ``info["refine_options"]``."""
+    from interp3d.evaluation.evaluate import calibrate_shape_anchor
+
+    model = load_interpreter(target)
+    model.info = info
+    result = calibrate_shape_anchor(model, val3d, flip_test=bool(info.get("flip_test_default")))
+    info["refine_options"] = {result["option"]: result["value"]}
+    info["refine_calibration"] = {k: ({str(a): round(v, 2) for a, v in r.items()} if isinstance(r, dict) else r) for k, r in result.items()}
+    print(json.dumps({"refine_calibration": info["refine_calibration"]}, indent=2))
+    return result
+
+
 def measure(target: Path, test3d: Path, info: dict) -> dict:
     """Write ``info`` into the header of ``target`` (weights as they are), evaluate the file as users
     get it on ``test3d`` (refinement off, on, and on with the flip test) and write the metrics too."""
@@ -117,9 +133,10 @@ def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path |
     info = dict(model.info)
     category = model.category.name
     cfg = product_config(category, photo_material, real_shapes, int(info["seed"]), list(info.get("overrides", [])))
-    worlds = render(cfg, category, out, _cad_folder(category, real_shapes), kinds=("test3d",))
+    worlds = render(cfg, category, out, _cad_folder(category, real_shapes), kinds=("test3d", "val3d"))
     recommended = recommendations()
-    info |= recommended | {"remeasured": {"git": git_revision(ROOT), "recommendations": sorted(recommended)}}
+    info |= recommended | {"remeasured": {"git": git_revision(ROOT), "recommendations": sorted(recommended) + ["refine_options"]}}
+    calibrate_refinement(target, worlds["val3d"], info)
     print(json.dumps(measure(target, worlds["test3d"], info), indent=2, default=str))
 
 
@@ -216,6 +233,7 @@ def main() -> None:
     info["test3d"] = f"{cfg.world.n_test3d} rendered images: whole view sphere, clutter, 1-2 occluders, held-out photo backgrounds"
     with torch.no_grad():
         export_interpreter(model, target, half=True, info=info)
+    calibrate_refinement(target, worlds["val3d"], info)
     print(json.dumps(measure(target, worlds["test3d"], info), indent=2, default=str))
     print(f"exported -> {target} ({target.stat().st_size / 1e6:.1f} MB)")
 

@@ -147,3 +147,58 @@ def test_peak_threshold_calibration_separates_visible_from_hidden_keypoints(monk
     result = calibrate_peak_threshold(model, SimpleNamespace(images=images, visible=visible))
     assert 0.05 < result["peak_threshold"] <= 0.3 and result["balanced_accuracy"] == 1.0
     assert result["visible_median_peak"] == pytest.approx(0.3) and result["hidden_median_peak"] == pytest.approx(0.05)
+
+
+def test_refinement_follows_the_options_in_the_model_header():
+    """A header's ``refine_options`` (calibrated at export) are what refinement runs with unless the
+    caller passes options; unknown keys from another version are ignored."""
+    from dataclasses import replace
+
+    from interp3d.inference import Predictor
+    from interp3d.models import Interpreter
+    from interp3d.refine import RefineOptions
+
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16)).eval()
+    assert model.refine_options == RefineOptions()
+    model.info = {"refine_options": {"anchor": 1.0, "iterations": 3, "from_a_later_version": 1}}
+    assert model.refine_options == replace(RefineOptions(), anchor=1.0, iterations=3)
+    assert Predictor(model).refine_options == model.refine_options
+    assert Predictor(model, refine_options=RefineOptions()).refine_options == RefineOptions()
+    with torch.no_grad():
+        out = model(torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    keypoints, weights = model.heatmap_keypoints(out.heatmaps)
+    weights = torch.ones_like(weights)  # an untrained network's peaks are all faint
+    by_header, _ = model.refine(out, keypoints, weights)
+    explicit, _ = model.refine(out, keypoints, weights, options=replace(RefineOptions(), anchor=1.0, iterations=3))
+    defaults, _ = model.refine(out, keypoints, weights, options=RefineOptions())
+    assert torch.equal(by_header.structure, explicit.structure)
+    assert not torch.allclose(by_header.structure, defaults.structure)
+
+
+def test_shape_anchor_calibration_picks_the_best_mean_ar(monkeypatch):
+    """The anchor with the highest mean of structure and azimuth AR wins, on the option that the
+    model's refinement reads (``anchor`` without a viewpoint head)."""
+    import interp3d.evaluation.evaluate as evaluate
+    from interp3d.models import Interpreter
+    from interp3d.train.stages import AnnotatedImages
+
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    data = AnnotatedImages.__new__(AnnotatedImages)
+    data.images = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
+    table = {0.0: (50.0, 80.0), 0.5: (60.0, 79.0), 1.0: (62.0, 70.0)}  # mean AR 65 / 69.5 / 66
+    seen = []
+
+    def fake_evaluate(m, d, refine=False, refine_options=None, **kwargs):
+        assert refine and d is data
+        seen.append(refine_options.anchor)
+        s, a = table[refine_options.anchor]
+        return {"structure": {"average_recall": s}, "azimuth": {"average_recall": a}}
+
+    monkeypatch.setattr(evaluate, "evaluate_interpreter", fake_evaluate)
+    result = evaluate.calibrate_shape_anchor(model, data)
+    assert seen == [0.0, 0.5, 1.0]
+    assert result["option"] == "anchor" and result["value"] == 0.5 and result["objects"] == 5
+    assert result["mean_ar"] == {0.0: 65.0, 0.5: 69.5, 1.0: 66.0}
+    monkeypatch.setattr(evaluate, "evaluate_interpreter", lambda *a, **k: {"structure": {}, "azimuth": {"average_recall": 1.0}})
+    with pytest.raises(ValueError, match="3D structure and pose ground truth"):
+        evaluate.calibrate_shape_anchor(model, data)

@@ -227,13 +227,13 @@ class Predictor:
 
     def __init__(
         self, model: Interpreter, device: str | torch.device = "cpu", batch_size: int = 16, backend: str = "torch",
-        refine: bool | None = None, refine_options: RefineOptions = RefineOptions(), prior: ShapePrior | None = None,
+        refine: bool | None = None, refine_options: RefineOptions | None = None, prior: ShapePrior | None = None,
         flip_test: bool | None = None, auto_crop: bool | None = None,
     ):
         """``backend``: ``torch`` (any device) or ``onnxruntime`` (CPU; needs the onnxruntime package).
         ``refine``: fit the shape model to the 2D keypoints after the network (:mod:`interp3d.refine`);
         None takes the model's own recommendation (``info["refine_default"]``, else on for keypoint
-        lifters). ``prior``: the refinement's shape prior (default: the model's, else the ranges').
+        lifters); ``refine_options`` default to the model's (:attr:`Interpreter.refine_options`). ``prior``: the refinement's shape prior (default: the model's, else the ranges').
         ``flip_test``: average the 2D module's outputs with those of the mirrored image (twice its
         cost); None takes the model's recommendation (``info["flip_test_default"]``, else off).
         ``auto_crop``: where an image has no box and its confident keypoints span a small part of it,
@@ -253,7 +253,7 @@ class Predictor:
             return bool(info.get(recommendation, default)) if given is None else bool(given)
 
         self.refine = choice(refine, "refine_default", model.lifts_keypoints)
-        self.refine_options = refine_options
+        self.refine_options = refine_options if refine_options is not None else model.refine_options
         self.flip_test = choice(flip_test, "flip_test_default", False)
         self.auto_crop = choice(auto_crop, "auto_crop_default", False)
         # torch: channels_last inputs, 1.4-1.5x faster on CPU (benchmarks/run_all.py, exports)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -155,6 +155,15 @@ class Interpreter(nn.Module):
         return float(self._header_info.get("peak_relative", 0.0))
 
     @property
+    def refine_options(self) -> RefineOptions:
+        """The refinement options the model recommends: :class:`RefineOptions` defaults with the
+        header's ``info["refine_options"]`` (e.g. ``view_shape_anchor``, calibrated at export on a
+        validation world; :func:`interp3d.evaluation.calibrate_shape_anchor`) on top."""
+        given = self._header_info.get("refine_options") or {}
+        known = {f.name for f in fields(RefineOptions)}
+        return replace(RefineOptions(), **{k: v for k, v in given.items() if k in known})
+
+    @property
     def _header_info(self) -> dict:
         """``info`` of an exported model's header ({} for a model built here)."""
         return getattr(self, "info", None) or {}
@@ -198,12 +207,14 @@ class Interpreter(nn.Module):
         hyps = lifted.hypotheses.gather(1, order.unsqueeze(-1).expand_as(lifted.hypotheses))
         return self.codec.decode(self.codec.denormalise(hyps.double()))
 
-    def refine(self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions = RefineOptions()) -> tuple[Lifted, RefineResult]:
+    def refine(self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions | None = None) -> tuple[Lifted, RefineResult]:
         """Test-time refinement (:func:`interp3d.refine.refine`, on the CPU in ``options.precision``) of
         a prediction against plane-px keypoints ``(B, N, 2)`` with weights ``(B, N)``, from all its
         hypotheses and, for an :class:`InterpreterOutput` with viewpoint logits, the image's azimuth
-        belief; returns the refined prediction, projected, and the fit's report."""
+        belief; returns the refined prediction, projected, and the fit's report. ``options``: default
+        :attr:`refine_options` (the model's recommendation)."""
         prior = prior if prior is not None else self.shape_prior
+        options = options if options is not None else self.refine_options
         view_logits = getattr(lifted, "view_logits", None)
         view = None if view_logits is None else torch.log_softmax(view_logits.detach().float().cpu(), dim=-1)
         result = refine(self.category, keypoints.detach().cpu(), weights.detach().cpu(), self.hypotheses_of(lifted), prior, options, view_log_probs=view)
