@@ -193,8 +193,7 @@ def _refit(category: Category, keypoints: Tensor, weights: Tensor, start: ShapeC
     out = ShapeCamera(*(getattr(start, f).clone() for f in ("alpha", "r6", "translation", "focal")))
     if not frames.any():
         return out
-    subset = ShapeCamera(*(getattr(start, f)[frames] for f in ("alpha", "r6", "translation", "focal")))
-    fitted = refine(category, keypoints[frames], weights[frames], subset, prior, replace(options, anchor=0.0))
+    fitted = refine(category, keypoints[frames], weights[frames], start.index(frames), prior, replace(options, anchor=0.0))
     for f in ("alpha", "r6", "translation", "focal"):
         getattr(out, f)[frames] = getattr(fitted.params, f).to(getattr(out, f))
     return out
