@@ -90,3 +90,10 @@ def test_evaluation_on_2d_only_data_reports_pcp_and_no_3d(keypoint5_root, tmp_pa
     result = evaluate_interpreter(model, out)
     assert result["n"] == 6 and result["n_with_3d"] == 0 and result["structure"] is None
     assert 0 <= result["pcp"] <= 100 and 0 <= result["ae"] <= 5 and 0 <= result["pck_heatmap"] <= 100
+    # the network's outputs computed once and passed in give the same metrics
+    from interp3d.evaluation.evaluate import network_outputs
+    from interp3d.train.stages import AnnotatedImages
+
+    images = AnnotatedImages(out, 32, "chair")
+    again = evaluate_interpreter(model, images, outputs=network_outputs(model, images))
+    assert (again["pcp"], again["ae"], again["pck_heatmap"]) == (result["pcp"], result["ae"], result["pck_heatmap"])

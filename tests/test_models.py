@@ -186,17 +186,24 @@ def test_shape_anchor_calibration_picks_the_best_mean_ar(monkeypatch):
     data = AnnotatedImages.__new__(AnnotatedImages)
     data.images = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
     table = {0.0: (50.0, 80.0), 0.5: (60.0, 79.0), 1.0: (62.0, 70.0)}  # mean AR 65 / 69.5 / 66
-    seen = []
+    seen, network_runs = [], []
+    network_outputs = evaluate.network_outputs
 
-    def fake_evaluate(m, d, refine=False, refine_options=None, **kwargs):
+    def counted_network_outputs(*args, **kwargs):
+        network_runs.append(network_outputs(*args, **kwargs))
+        return network_runs[-1]
+
+    def fake_evaluate(m, d, refine=False, refine_options=None, outputs=None, **kwargs):
         assert refine and d is data
+        assert outputs is network_runs[-1]  # only the refinement differs between anchors
         seen.append(refine_options.anchor)
         s, a = table[refine_options.anchor]
         return {"structure": {"average_recall": s}, "azimuth": {"average_recall": a}}
 
+    monkeypatch.setattr(evaluate, "network_outputs", counted_network_outputs)
     monkeypatch.setattr(evaluate, "evaluate_interpreter", fake_evaluate)
     result = evaluate.calibrate_shape_anchor(model, data)
-    assert seen == [0.0, 0.5, 1.0]
+    assert seen == [0.0, 0.5, 1.0] and len(network_runs) == 1
     assert result["option"] == "anchor" and result["value"] == 0.5 and result["objects"] == 5
     assert result["mean_ar"] == {0.0: 65.0, 0.5: 69.5, 1.0: 66.0}
     monkeypatch.setattr(evaluate, "evaluate_interpreter", lambda *a, **k: {"structure": {}, "azimuth": {"average_recall": 1.0}})

@@ -13,7 +13,7 @@ from ..models import Interpreter
 from ..refine import RefineOptions
 from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
-__all__ = ["evaluate_interpreter", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_shape_anchor"]
+__all__ = ["evaluate_interpreter", "network_outputs", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_shape_anchor"]
 
 
 class EvaluationResult(dict):
@@ -22,22 +22,31 @@ class EvaluationResult(dict):
     per_object: dict[str, np.ndarray]
 
 
+def network_outputs(model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", flip_test: bool = False) -> list:
+    """The interpreter's outputs (unrefined) on the images of ``data`` (an ``AnnotatedImages``), in batches."""
+    from ..train.stages import predict_batches
+
+    model = model.to(device).eval()
+    # channels_last inputs alone give oneDNN's NHWC kernels (as fast as converting the weights too)
+    # and leave the caller's model, e.g. one being trained, as it is
+    return predict_batches(lambda x: model(x, flip_test=flip_test), data.images, torch.device(device), batch_size, memory_format=torch.channels_last)
+
+
 def evaluate_interpreter(
     model: Interpreter, data, batch_size: int = 32, device: str | torch.device = "cpu", limit: int | None = None, refine: bool = False, refine_options: RefineOptions | None = None,
-    flip_test: bool = False,
+    flip_test: bool = False, outputs: list | None = None,
 ) -> EvaluationResult:
     """Metrics of ``model`` on ``data``: a world-format folder, or an already loaded ``AnnotatedImages``.
     ``refine`` adds test-time refinement to the heatmap keypoints (:meth:`Interpreter.refine`, with
     ``refine_options`` or the model's own, :attr:`Interpreter.refine_options`); ``flip_test`` averages the 2D module's outputs with those of
-    the mirrored images (:meth:`Interpreter.forward`)."""
-    from ..train.stages import AnnotatedImages, predict_batches
+    the mirrored images (:meth:`Interpreter.forward`). ``outputs``: the network's outputs on ``data``
+    from :func:`network_outputs` (to measure several refinements without running the network again)."""
+    from ..train.stages import AnnotatedImages
 
     model = model.to(device).eval()
     if not isinstance(data, AnnotatedImages):
         data = AnnotatedImages(data, model.image_size, model.category, None if limit is None else np.arange(limit))
-    # channels_last inputs alone give oneDNN's NHWC kernels (as fast as converting the weights too)
-    # and leave the caller's model, e.g. one being trained, as it is
-    outs = predict_batches(lambda x: model(x, flip_test=flip_test), data.images, torch.device(device), batch_size, memory_format=torch.channels_last)
+    outs = network_outputs(model, data, batch_size, device, flip_test) if outputs is None else outputs
     if refine:
         refined = []
         for o in outs:
@@ -137,8 +146,9 @@ def calibrate_shape_anchor(model: Interpreter, data, anchors=SHAPE_ANCHORS, flip
         data = AnnotatedImages(data, model.image_size, model.category)
     option = "view_shape_anchor" if model.view_bins > 0 else "anchor"
     structure, azimuth = {}, {}
+    outputs = network_outputs(model, data, device=device, flip_test=flip_test)  # only the refinement differs between anchors
     for value in anchors:
-        metrics = evaluate_interpreter(model, data, device=device, refine=True, flip_test=flip_test, refine_options=replace(model.refine_options, **{option: float(value)}))
+        metrics = evaluate_interpreter(model, data, device=device, refine=True, refine_options=replace(model.refine_options, **{option: float(value)}), outputs=outputs)
         if not metrics.get("structure") or not metrics.get("azimuth"):
             raise ValueError("calibrating the shape anchor needs data with 3D structure and pose ground truth")
         structure[float(value)] = metrics["structure"]["average_recall"]
