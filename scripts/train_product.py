@@ -14,6 +14,12 @@ lifter never sees the renderer, so it does not learn the world's shortcuts.
     # continue a shipped 2D module on a fresh world sample (its header's recipe plus these overrides):
     .venv/bin/python scripts/train_product.py --category chair --seed 1 --init-2d src/interp3d/pretrained/chair.safetensors \
         --set world.n_annotated2d=6000 --set train.pretrain_2d.lr=5e-4 --out runs/product/chair_more --export
+    # on a GPU machine: only the 2D module (render in 15 processes, mixed precision), a portable checkpoint out:
+    python scripts/train_product.py --category chair --seed 2 --init-2d src/interp3d/pretrained/chair.safetensors --only-2d --workers 15 \
+        --set train.device=cuda --set train.pretrain_2d.amp=true --set world.n_annotated2d=12000 --out runs/gpu/chair
+    # ... and back on the CPU machine: that 2D module with the shipped model's lifter, calibrated, measured, exported:
+    python scripts/train_product.py --category chair --seed 2 --keypoint-checkpoint runs/gpu/chair/keypoint_net.pt \
+        --lifter-from src/interp3d/pretrained/chair.safetensors --out runs/product/chair_gpu --export
     # a shipped model's header brought to today's recommendations (weights unchanged), test3d measured again:
     .venv/bin/python scripts/train_product.py --remeasure src/interp3d/pretrained/sofa.safetensors --out runs/product/sofa_remeasure
 
@@ -38,7 +44,7 @@ import torch
 from interp3d.config import Config, preset
 from interp3d.data.lifting import bank_from_folder
 from interp3d.data.world import cad_targets, render_world
-from interp3d.io_utils import git_revision, load_checkpoint, write_run_metadata
+from interp3d.io_utils import git_revision, load_checkpoint, save_checkpoint, write_run_metadata
 from interp3d.models.serialization import build_interpreter, export_interpreter, load_interpreter
 from interp3d.shape_model import get_category
 from interp3d.train.stages import lifting_data, pretrain_2d, pretrain_lift
@@ -46,7 +52,10 @@ from interp3d.train.stages import lifting_data, pretrain_2d, pretrain_lift
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CAD_SHARE = 0.3  # of the annotated targets, where the category has complete PASCAL3D+ models
 PEAK_RELATIVE = 0.5  # a keypoint counts from half the image's highest peak where that is below the calibrated threshold
-WORLD_SEED_OFFSETS = {"annotated2d": 0, "test3d": 1000, "val3d": 2000}  # each world's seed: the run's seed plus this (val3d: rendered as test3d, half as many, for calibration)
+# each world's seed: the run's seed plus this (val3d: rendered as test3d, half as many, for calibration;
+# val2d: rendered as annotated2d, for the peak threshold of a 2D module trained elsewhere)
+WORLD_SEED_OFFSETS = {"annotated2d": 0, "test3d": 1000, "val3d": 2000, "val2d": 3000}
+VAL2D_IMAGES = 600
 METRIC_KEYS = ("structure", "azimuth", "elevation", "pck_heatmap", "pck_reprojection")
 
 
@@ -65,21 +74,41 @@ def _cad_folder(category: str, real_shapes: Path | None) -> str:
     return str(folder.resolve()) if folder is not None and folder.is_dir() and cad_targets(category, folder) else ""
 
 
-def render(cfg: Config, category: str, out: Path, cad: str, kinds=tuple(WORLD_SEED_OFFSETS)) -> dict[str, Path]:
+def render(cfg: Config, category: str, out: Path, cad: str, kinds=("annotated2d", "test3d", "val3d"), workers: int = 1) -> dict[str, Path]:
     worlds = {}
     for kind in kinds:
-        options = cfg.world.options(kind) if kind != "val3d" else replace(cfg.world.options("test3d"), count=max(cfg.world.n_test3d // 2, 1))
-        if kind == "annotated2d" and cad:
+        if kind == "val3d":
+            options = replace(cfg.world.options("test3d"), count=max(cfg.world.n_test3d // 2, 1))
+        elif kind == "val2d":
+            options = replace(cfg.world.options("annotated2d"), count=VAL2D_IMAGES)
+        else:
+            options = cfg.world.options(kind)
+        if kind in ("annotated2d", "val2d") and cad:
             options = replace(options, real_shapes=cad, real_shape_fraction=REAL_CAD_SHARE)
-        worlds[kind] = render_world(out / "world" / kind, category, options, seed=cfg.seed + WORLD_SEED_OFFSETS[kind], progress=False, config=cfg.to_dict())
+        worlds[kind] = render_world(
+            out / "world" / kind, category, options, seed=cfg.seed + WORLD_SEED_OFFSETS[kind], progress=False, config=cfg.to_dict(), workers=workers,
+        )
     return worlds
 
 
-def compose(cfg: Config, category: str, keypoint_ckpt: Path, lifter_ckpt: Path):
+def compose(cfg: Config, category: str, keypoint_weights: dict, lifter_weights: dict):
     model = build_interpreter(category, asdict(cfg.model) | {"heatmap_sigma": cfg.synthetic.sigma}, cfg.synthetic.heatmap_size)
-    model.keypoint_net.load_state_dict(load_checkpoint(keypoint_ckpt, kind="pretrain_2d")["model"])
-    model.lifter.load_state_dict(load_checkpoint(lifter_ckpt, kind="pretrain_lift")["model"])
+    model.keypoint_net.load_state_dict(keypoint_weights)
+    model.lifter.load_state_dict(lifter_weights)
     return model.eval()
+
+
+def write_keypoint_checkpoint(result, out: Path, cfg: Config, category: str, init_info: dict | None) -> Path:
+    """The 2D module of a finished pretrain-2d stage as one portable file (best weights in float16,
+    the stage's history, config and seconds), for ``--keypoint-checkpoint`` on another machine."""
+    best = load_checkpoint(result.best_checkpoint, kind="pretrain_2d")
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in best["model"].items()}
+    return save_checkpoint(out / "keypoint_net.pt", {
+        "kind": "pretrain_2d", "model": weights, "category": category, "config": cfg.to_dict(), "seed": cfg.seed,
+        "history": result.history, "best_record": result.best_record, "seconds": sum(h["seconds"] for h in result.history),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "init_2d": init_info,
+        "git": git_revision(ROOT),
+    })
 
 
 def recommendations() -> dict:
@@ -160,6 +189,29 @@ def _initial_2d(path: Path, category: str) -> tuple[dict, dict]:
     return model.keypoint_net.state_dict(), summary
 
 
+def _trained_elsewhere(path: Path, category: str) -> dict:
+    """A portable 2D checkpoint (``--only-2d``'s ``keypoint_net.pt``) of this category."""
+    state = load_checkpoint(path, kind="pretrain_2d")
+    if state.get("category") != category:
+        raise SystemExit(f"--keypoint-checkpoint {path}: a {state.get('category')} 2D module, not {category}")
+    return state
+
+
+def _lifter_of(path: Path, category: str) -> tuple[dict, dict]:
+    """The lifter weights of an exported model and what its header says of them (shapes, prior, validation, seconds)."""
+    model = load_interpreter(path)
+    if model.category.name != category:
+        raise SystemExit(f"--lifter-from {path}: a {model.category.name} model, not {category}")
+    info = model.info or {}
+    return model.lifter.state_dict(), {
+        "lifter": dict(info.get("lifter") or {}, taken_from=path.name),
+        "shape_prior": info.get("shape_prior"),
+        "lifter_shapes": (info.get("data") or {}).get("lifter_shapes"),
+        "validation": (info.get("validation") or {}).get("pretrain_lift"),
+        "seconds": (info.get("train_seconds") or {}).get("pretrain_lift_s"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", choices=["chair", "swivelchair", "table", "bed", "sofa"], help="required unless --remeasure")
@@ -169,6 +221,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.pretrain_2d.epochs=4")
     parser.add_argument("--init-2d", type=Path, help="warm-start the 2D module from this model (an exported .safetensors or a shipped name's file) and train it for the run's epochs")
+    parser.add_argument("--workers", type=int, default=1, help="render the worlds in this many processes (same files as one)")
+    parser.add_argument("--only-2d", action="store_true", help="render annotated2d, train the 2D module, write OUT/keypoint_net.pt and stop (e.g. on a GPU machine)")
+    parser.add_argument("--keypoint-checkpoint", type=Path, help="use this 2D module (an --only-2d keypoint_net.pt) instead of training one; its peak threshold is calibrated on a val2d world")
+    parser.add_argument("--lifter-from", type=Path, help="use the lifter of this exported model instead of training one")
     parser.add_argument("--remeasure", type=Path, help="instead of training: bring this exported model's header to today's recommendations and measure it on its recipe's test3d (rendered again under --out)")
     parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<name>.safetensors")
     parser.add_argument("--name", help="shipped model name (default: the category)")
@@ -181,32 +237,60 @@ def main() -> None:
         return remeasure(args.remeasure, args.out, args.photo_material, real_shapes)
     if args.category is None:
         parser.error("--category is required (unless --remeasure)")
+    if args.only_2d and args.keypoint_checkpoint:
+        parser.error("--only-2d trains the 2D module that --keypoint-checkpoint would replace: give one of them")
     cfg = product_config(args.category, args.photo_material, real_shapes, args.seed, args.overrides)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cad = _cad_folder(args.category, real_shapes)
     write_run_metadata(out, cfg.to_dict(), cfg.seed, {"recipe": "scripts/train_product.py", "category": args.category, "cad_targets": cad})
     start = time.perf_counter()
-    rendered_before = all((out / "world" / kind / "meta.json").is_file() for kind in ("annotated2d", "test3d"))
-    worlds = render(cfg, args.category, out, cad)
-    init_state, init_info = _initial_2d(args.init_2d, args.category) if args.init_2d else (None, None)
-    keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False, init_state=init_state)
-    lifter = pretrain_lift(cfg, args.category, out / "pretrain_lift", progress=False)
+    kinds = ("annotated2d",) if args.only_2d else ("val2d", "test3d", "val3d") if args.keypoint_checkpoint else ("annotated2d", "test3d", "val3d")
+    rendered_before = all((out / "world" / kind / "meta.json").is_file() for kind in kinds)
+    worlds = render(cfg, args.category, out, cad, kinds, workers=args.workers)
+    render_s = time.perf_counter() - start
+    if args.keypoint_checkpoint:
+        trained = _trained_elsewhere(args.keypoint_checkpoint, args.category)
+        keypoint_weights, keypoint_record, init_info = trained["model"], trained["best_record"], trained.get("init_2d")
+        keypoint_info = {"keypoint_checkpoint": {
+            "file": args.keypoint_checkpoint.name, "device": trained.get("device"), "git": trained.get("git"), "seed": trained.get("seed"),
+            "n_annotated2d": trained["config"]["world"]["n_annotated2d"], "epochs": len([h for h in trained["history"] if h["epoch"] > 0]),
+        }}
+        n_annotated, timings = trained["config"]["world"]["n_annotated2d"], {"pretrain_2d_s": trained["seconds"]}
+    else:
+        init_state, init_info = _initial_2d(args.init_2d, args.category) if args.init_2d else (None, None)
+        keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False, init_state=init_state)
+        if args.only_2d:
+            written = write_keypoint_checkpoint(keypoints, out, cfg, args.category, init_info)
+            print(json.dumps({"pretrain_2d": keypoints.best_record, "pretrain_2d_s": sum(h["seconds"] for h in keypoints.history), "render_s": render_s, "written": str(written)}, indent=2, default=str))
+            return
+        keypoint_weights, keypoint_record, keypoint_info = load_checkpoint(keypoints.best_checkpoint, kind="pretrain_2d")["model"], keypoints.best_record, {}
+        n_annotated, timings = cfg.world.n_annotated2d, {"pretrain_2d_s": sum(h["seconds"] for h in keypoints.history)}
+    if args.lifter_from:
+        lifter_weights, lifted = _lifter_of(args.lifter_from, args.category)
+    else:
+        lifter = pretrain_lift(cfg, args.category, out / "pretrain_lift", progress=False)
+        prior = lifting_data(cfg, args.category)[2]
+        lifter_weights = load_checkpoint(lifter.best_checkpoint, kind="pretrain_lift")["model"]
+        lifted = {
+            "lifter": {"recipe": "scripts/train_product.py", "real_shapes": prior.source, "validation": lifter.best_record},
+            "shape_prior": prior.to_dict(), "lifter_shapes": prior.source, "validation": lifter.best_record, "seconds": sum(h["seconds"] for h in lifter.history),
+        }
     # the stages' own epoch times (they survive resumes); the render's only when this invocation rendered
-    timings = {"pretrain_2d_s": sum(h["seconds"] for h in keypoints.history), "pretrain_lift_s": sum(h["seconds"] for h in lifter.history)}
+    timings["pretrain_lift_s"] = lifted["seconds"]
     if not rendered_before:
-        timings["render_s"] = time.perf_counter() - start - sum(timings.values())
-    print(json.dumps({"pretrain_2d": keypoints.best_record, "pretrain_lift": lifter.best_record, **timings}, indent=2, default=str))
+        timings["render_s"] = render_s
+    print(json.dumps({"pretrain_2d": keypoint_record, "pretrain_lift": lifted["validation"], **timings}, indent=2, default=str))
     if not args.export:
         return
 
     from interp3d.evaluation.evaluate import calibrate_peak_threshold
     from interp3d.train.stages import annotated_splits
 
-    model = compose(cfg, args.category, keypoints.best_checkpoint, lifter.best_checkpoint)
-    prior = lifting_data(cfg, args.category)[2]
-    # which peaks count as keypoints, from the 2D module's own validation images (as Predictor runs it)
-    calibration = calibrate_peak_threshold(model, annotated_splits(cfg, get_category(args.category), worlds["annotated2d"])[1], flip_test=True)
+    model = compose(cfg, args.category, keypoint_weights, lifter_weights)
+    # which peaks count as keypoints, on images the 2D module never trained on (as Predictor runs it)
+    held_out = worlds["val2d"] if args.keypoint_checkpoint else annotated_splits(cfg, get_category(args.category), worlds["annotated2d"])[1]
+    calibration = calibrate_peak_threshold(model, held_out, flip_test=True)
     info = {
         "recipe": "scripts/train_product.py",
         "preset": "product",
@@ -214,20 +298,21 @@ def main() -> None:
         "overrides": list(args.overrides),
         "git": json.loads((out / "run.json").read_text()).get("git"),
         "data": {
-            "annotated2d": f"{cfg.world.n_annotated2d} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
+            "annotated2d": f"{n_annotated} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
             + (f", {REAL_CAD_SHARE:.0%} PASCAL3D+ CAD targets" if cad else ""),
-            "lifter_shapes": prior.source,
+            "lifter_shapes": lifted["lifter_shapes"],
             "photo_material": _licences(args.photo_material),
         },
-        "validation": {"pretrain_2d": keypoints.best_record, "pretrain_lift": lifter.best_record},
+        "validation": {"pretrain_2d": keypoint_record, "pretrain_lift": lifted["validation"]},
         # a continued 2D module: where its first epoch started (its training time adds to this run's)
         **({"init_2d": init_info} if init_info else {}),
-        "train_seconds": {k: round(v, 1) for k, v in timings.items()},
-        "shape_prior": prior.to_dict(),
+        **keypoint_info,
+        "train_seconds": {k: round(v, 1) for k, v in timings.items() if v is not None},
+        "shape_prior": lifted["shape_prior"],
         **recommendations(),
         "peak_threshold": calibration["peak_threshold"],
         "peak_calibration": calibration,
-        "lifter": {"recipe": "scripts/train_product.py", "real_shapes": prior.source, "validation": lifter.best_record},
+        "lifter": lifted["lifter"],
     }
     target = args.export_dir / f"{args.name or args.category}.safetensors"
     info["test3d"] = f"{cfg.world.n_test3d} rendered images: whole view sphere, clutter, 1-2 occluders, held-out photo backgrounds"

@@ -158,6 +158,24 @@ def test_rendering_is_deterministic_and_resumes_after_a_kill(tmp_path):
         render_world(tmp_path / "a", "sofa", opts, seed=3, progress=False)
 
 
+def test_rendering_in_worker_processes_gives_the_same_files(tmp_path):
+    opts = WorldOptions(kind="annotated2d", count=7, view_sphere="full", **SMALL)
+    render_world(tmp_path / "serial", "chair", opts, seed=5, progress=False)
+
+    def killed(chunk, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # one chunk committed serially, the rest in 2 processes
+        render_world(tmp_path / "parallel", "chair", opts, seed=5, progress=False, on_chunk=killed)
+    assert len(list((tmp_path / "parallel" / "parts").glob("chunk_*.npz"))) == 1
+    render_world(tmp_path / "parallel", "chair", opts, seed=5, progress=False, workers=2)
+    a, b = WorldDataset(tmp_path / "serial"), WorldDataset(tmp_path / "parallel")
+    for key in a.annotations:
+        assert np.array_equal(a.annotations[key], b.annotations[key]), key
+    for p in a.annotations["path"]:
+        assert (tmp_path / "serial" / p).read_bytes() == (tmp_path / "parallel" / p).read_bytes(), p
+
+
 def test_corrupt_and_wrong_folders_give_clear_errors(worlds, tmp_path):
     with pytest.raises(WorldFormatError, match="not found"):
         WorldDataset(tmp_path / "nothing")

@@ -341,6 +341,22 @@ def _stack(records: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
+def _chunk_size(options: WorldOptions, chunk: int) -> int:
+    return min(options.count, (chunk + 1) * options.chunk) - chunk * options.chunk
+
+
+def _render_chunk(root: Path, category: Category, options: WorldOptions, seed: int, chunk: int, on_item: Callable[[], None] | None = None) -> None:
+    """Render the items of one chunk and commit them atomically as ``parts/chunk_<c>.npz``."""
+    codec = ParamCodec(category)
+    records = []
+    for index in range(chunk * options.chunk, chunk * options.chunk + _chunk_size(options, chunk)):
+        records += _render_item(root, category, codec, options, seed, index)
+        if on_item:
+            on_item()
+    with atomic_path(root / "parts" / f"chunk_{chunk:05d}.npz", suffix=".npz") as tmp:
+        np.savez(tmp, **_stack(records))
+
+
 def render_world(
     root: str | Path,
     category: Category | str,
@@ -349,17 +365,18 @@ def render_world(
     progress: bool = True,
     config: dict | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Render (or resume rendering) a world dataset into ``root``; returns ``root``.
 
     An existing complete dataset with the same settings is left as it is; different settings are an
-    error (use another folder).
+    error (use another folder). ``workers > 1`` renders chunks in that many processes: every item is
+    seeded by itself, so the files are the same as with one.
     """
     from tqdm import tqdm
 
     root = Path(root)
     category = get_category(category)
-    codec = ParamCodec(category)
     settings = {"format": FORMAT, "category": category.name, "seed": seed, "options": _options_json(options)}
     meta_path = root / "meta.json"
     parts = root / "parts"
@@ -378,20 +395,29 @@ def render_world(
     n_chunks = math.ceil(options.count / options.chunk)
     units = "videos" if options.kind == "video" else "images"
     bar = tqdm(total=options.count, desc=f"{category.name} {options.kind}", unit=units[:-1], disable=None if progress else True)  # None: off when not a terminal
+    todo = []
     for c in range(n_chunks):
-        part = parts / f"chunk_{c:05d}.npz"
-        lo, hi = c * options.chunk, min(options.count, (c + 1) * options.chunk)
-        if part.is_file():
-            bar.update(hi - lo)
-            continue
-        records = []
-        for index in range(lo, hi):
-            records += _render_item(root, category, codec, options, seed, index)
-            bar.update(1)
-        with atomic_path(part, suffix=".npz") as tmp:
-            np.savez(tmp, **_stack(records))
-        if on_chunk:
-            on_chunk(c, n_chunks)
+        if (parts / f"chunk_{c:05d}.npz").is_file():
+            bar.update(_chunk_size(options, c))
+        else:
+            todo.append(c)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: a GL context inherited through fork hangs; each worker makes its own
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_render_chunk, root, category, options, seed, c): c for c in todo}
+            for future in as_completed(futures):
+                future.result()
+                bar.update(_chunk_size(options, futures[future]))
+                if on_chunk:
+                    on_chunk(futures[future], n_chunks)
+    else:
+        for c in todo:
+            _render_chunk(root, category, options, seed, c, on_item=lambda: bar.update(1))
+            if on_chunk:
+                on_chunk(c, n_chunks)
     bar.close()
 
     merged: dict[str, list] = {}
