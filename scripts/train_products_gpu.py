@@ -65,6 +65,19 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _initial_weights(init_dir: Path | None, category: str) -> tuple[dict, dict]:
+    """The 2D module to continue: the shipped model's, or ``init_dir/<category>.pt`` (a portable
+    checkpoint of an earlier run, whose own start and history the new header keeps)."""
+    if init_dir is None:
+        return train_product._initial_2d(train_product.ROOT / "src" / "interp3d" / "pretrained" / f"{category}.safetensors", category)
+    state = train_product._trained_elsewhere(init_dir / f"{category}.pt", category)
+    return state["model"], {
+        "model": f"{category}.pt", "seed": state.get("seed"), "n_annotated2d": state["config"]["world"]["n_annotated2d"],
+        "epochs": len(state["history"]), "device": state.get("device"), "validation_pretrain_2d": state.get("best_record"),
+        "train_seconds": state.get("seconds"), "init_2d": state.get("init_2d"),
+    }
+
+
 def run_category(args) -> None:
     import torch
 
@@ -83,17 +96,22 @@ def run_category(args) -> None:
         if time.time() > args.deadline - 60:
             break  # another category is stuck rendering: train anyway
         time.sleep(2)
-    shipped = train_product.ROOT / "src" / "interp3d" / "pretrained" / f"{category}.safetensors"
-    init_state, init_info = train_product._initial_2d(shipped, category)
+    init_state, init_info = _initial_weights(args.init_dir, category)
     copy = lambda epoch: _snapshot(out / "pretrain_2d", out, cfg, category, init_info, args.copy_to)  # noqa: E731
-    first_start = time.time()
-    first = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
-    epoch_s = first.history[-1]["seconds"]
-    load_s = time.time() - first_start - sum(h["seconds"] for h in first.history)  # reading the images: paid again on the extension
-    epochs = max(1, min(MAX_EPOCHS, 1 + math.floor((args.deadline - time.time() - load_s) / (1.1 * epoch_s))))
-    print(f"[{category}] first epoch {epoch_s:.1f} s (+{load_s:.0f} s loading): extending to {epochs} epochs", flush=True)
-    cfg = train_product.product_config(category, args.photo_material, args.real_shapes, args.seed, overrides + [f"train.pretrain_2d.epochs={epochs}"])
-    result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
+    if args.epochs:  # the epoch time is known (an earlier run on the same kind of machine): one schedule
+        epochs = args.epochs
+        cfg = train_product.product_config(category, args.photo_material, args.real_shapes, args.seed, overrides + [f"train.pretrain_2d.epochs={epochs}"])
+        first = result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
+        epoch_s = result.history[-1]["seconds"]
+    else:
+        first_start = time.time()
+        first = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
+        epoch_s = first.history[-1]["seconds"]  # the first epoch also pays cuDNN's autotuning: an overestimate
+        load_s = time.time() - first_start - sum(h["seconds"] for h in first.history)  # reading the images: paid again on the extension
+        epochs = max(1, min(MAX_EPOCHS, 1 + math.floor((args.deadline - time.time() - load_s) / (1.1 * epoch_s))))
+        print(f"[{category}] first epoch {epoch_s:.1f} s (+{load_s:.0f} s loading): extending to {epochs} epochs", flush=True)
+        cfg = train_product.product_config(category, args.photo_material, args.real_shapes, args.seed, overrides + [f"train.pretrain_2d.epochs={epochs}"])
+        result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
     train_product.write_keypoint_checkpoint(result, out, cfg, category, init_info)
     n_train = cfg.world.n_annotated2d - round(cfg.world.n_annotated2d * cfg.train.val_fraction)
     summary = {
@@ -119,6 +137,8 @@ def main() -> None:
     parser.add_argument("--photo-material", type=Path, default=train_product.ROOT / "data" / "photo_material")
     parser.add_argument("--real-shapes", type=Path, default=train_product.ROOT.parent / "shared" / "data", help="a folder holding pascal3d_cad/ (CAD targets for chairs and tables)")
     parser.add_argument("--copy-to", type=Path)
+    parser.add_argument("--init-dir", type=Path, help="continue <dir>/<category>.pt (an earlier run's portable checkpoints) instead of the shipped models")
+    parser.add_argument("--epochs", type=int, help="train this many epochs in one schedule instead of fitting them to --seconds from the first epoch")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--category", help=argparse.SUPPRESS)  # one category's process
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
