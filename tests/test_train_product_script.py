@@ -1,0 +1,65 @@
+"""scripts/train_product.py's split recipe: a 2D module trained on one machine (``--only-2d``'s
+portable checkpoint) composed on another with an exported model's lifter (``--lifter-from``)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from interp3d.config import preset
+from interp3d.io_utils import save_checkpoint
+from interp3d.models.serialization import load_interpreter, pretrained_models
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def train_product():
+    spec = importlib.util.spec_from_file_location("train_product", SCRIPTS / "train_product.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("train_product", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def shipped_chair():
+    return load_interpreter(pretrained_models()["chair"]).eval()
+
+
+def test_a_portable_2d_checkpoint_round_trips_and_names_its_category(train_product, shipped_chair, tmp_path):
+    weights = {k: v.float() for k, v in shipped_chair.keypoint_net.state_dict().items()}
+    best = save_checkpoint(tmp_path / "best.pt", {"kind": "pretrain_2d", "model": weights, "epoch": 2})
+    history = [{"epoch": 1, "seconds": 3.0, "pck": 50.0}, {"epoch": 3, "seconds": 4.5, "pck": 60.0}]
+    result = SimpleNamespace(best_checkpoint=best, history=history, best_record=history[1])
+    cfg = preset("product")
+    path = train_product.write_keypoint_checkpoint(result, tmp_path, cfg, "chair", {"model": "chair.safetensors"})
+    state = train_product._trained_elsewhere(path, "chair")
+    assert state["seconds"] == 7.5 and state["best_record"]["pck"] == 60.0 and state["init_2d"] == {"model": "chair.safetensors"}
+    assert state["config"]["world"]["n_annotated2d"] == cfg.world.n_annotated2d
+    for key, value in weights.items():
+        assert state["model"][key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
+        torch.testing.assert_close(state["model"][key].float(), value.half().float(), msg=key)
+    with pytest.raises(SystemExit, match="a chair 2D module, not sofa"):
+        train_product._trained_elsewhere(path, "sofa")
+
+
+def test_composing_a_models_own_parts_reproduces_it(train_product, shipped_chair):
+    """The 2D module and lifter of the shipped chair, composed by the recipe, give the shipped
+    model's outputs; a lifter of another category is refused."""
+    path = pretrained_models()["chair"]
+    lifter_weights, lifted = train_product._lifter_of(path, "chair")
+    assert lifted["lifter"]["taken_from"] == path.name and lifted["shape_prior"] == shipped_chair.info["shape_prior"]
+    cfg = train_product.product_config("chair", Path("unused"), None, 0, [])
+    composed = train_product.compose(cfg, "chair", shipped_chair.keypoint_net.state_dict(), lifter_weights)
+    composed.info = shipped_chair.info  # the header's peak thresholds, as an export writes them
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = composed.float()(images), shipped_chair.float()(images)
+    for field in ("heatmaps", "view_logits", "params_normalised", "structure", "keypoints"):
+        torch.testing.assert_close(getattr(ours, field), getattr(theirs, field), msg=field)
+    with pytest.raises(SystemExit, match="a chair model, not sofa"):
+        train_product._lifter_of(path, "sofa")
