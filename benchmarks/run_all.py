@@ -385,6 +385,8 @@ def bench_product(device, quick: bool) -> dict:
         info = read_model_info(path).get("info", {})
         if info.get("recipe") == "scripts/train_product.py":
             recipes[name] = {"minutes": round(sum(info.get("train_seconds", {}).values()) / 60, 1), **{k.removesuffix("_s") + "_min": round(v / 60, 1) for k, v in info.get("train_seconds", {}).items()}}
+            if info.get("keypoint_checkpoint"):  # the last 2D training ran elsewhere (e.g. a GPU): its minutes are that device's
+                recipes[name]["pretrain_2d_device"] = info["keypoint_checkpoint"].get("device")
     out["recipe_minutes_2_cores"] = recipes
     return out
 
