@@ -78,6 +78,37 @@ def _initial_weights(init_dir: Path | None, category: str) -> tuple[dict, dict]:
     }
 
 
+def _warm_up(cfg, category: str, init_state: dict, steps: int = 30) -> None:
+    """Throwaway training steps on a copy of the 2D module, so that the timed first epoch does not
+    pay CUDA's start-up and cuDNN's autotuning (on the H100 the first epoch took 51 s, the next
+    ones 20 s, and the budget was fitted to the 51)."""
+    import torch
+
+    from interp3d.models import build_keypoint_net
+    from interp3d.shape_model import get_category
+    from interp3d.train.engine import resolve_device
+
+    device, mc = resolve_device(cfg.train.device), cfg.model
+    net = build_keypoint_net(
+        get_category(category).num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, view_bins=mc.view_bins,
+    )
+    net.load_state_dict(init_state)
+    net = net.to(device, memory_format=torch.channels_last).train()
+    optimiser = torch.optim.Adam(net.parameters(), 1e-9)
+    images = torch.rand(cfg.train.pretrain_2d.batch_size, 3, mc.image_size, mc.image_size, device=device).contiguous(memory_format=torch.channels_last)
+    for _ in range(steps):
+        with torch.autocast(device_type=device.type, enabled=cfg.train.pretrain_2d.amp and device.type == "cuda"):
+            heatmaps, view_logits = net(images, with_view=True)
+            loss = sum(h.float().square().mean() for h in heatmaps) + view_logits.float().square().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        net.eval()(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def run_category(args) -> None:
     import torch
 
@@ -104,9 +135,11 @@ def run_category(args) -> None:
         first = result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
         epoch_s = result.history[-1]["seconds"]
     else:
+        if args.device.startswith("cuda"):
+            _warm_up(cfg, category, init_state)
         first_start = time.time()
         first = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
-        epoch_s = first.history[-1]["seconds"]  # the first epoch also pays cuDNN's autotuning: an overestimate
+        epoch_s = first.history[-1]["seconds"]
         load_s = time.time() - first_start - sum(h["seconds"] for h in first.history)  # reading the images: paid again on the extension
         epochs = max(1, min(MAX_EPOCHS, 1 + math.floor((args.deadline - time.time() - load_s) / (1.1 * epoch_s))))
         print(f"[{category}] first epoch {epoch_s:.1f} s (+{load_s:.0f} s loading): extending to {epochs} epochs", flush=True)
