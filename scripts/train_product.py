@@ -98,14 +98,16 @@ def compose(cfg: Config, category: str, keypoint_weights: dict, lifter_weights: 
     return model.eval()
 
 
-def write_keypoint_checkpoint(result, out: Path, cfg: Config, category: str, init_info: dict | None) -> Path:
-    """The 2D module of a finished pretrain-2d stage as one portable file (best weights in float16,
-    the stage's history, config and seconds), for ``--keypoint-checkpoint`` on another machine."""
-    best = load_checkpoint(result.best_checkpoint, kind="pretrain_2d")
+def write_keypoint_checkpoint(best_checkpoint: Path, history: list[dict], out: Path, cfg: Config, category: str, init_info: dict | None) -> Path:
+    """The 2D module of a pretrain-2d stage (its ``best.pt`` and history, finished or not) as one
+    portable file (best weights in float16, history, config and seconds), for
+    ``--keypoint-checkpoint`` on another machine."""
+    best = load_checkpoint(best_checkpoint, kind="pretrain_2d")
     weights = {k: v.half() if v.is_floating_point() else v for k, v in best["model"].items()}
+    best_record = next((h for h in history if h["epoch"] == best["epoch"] + 1), {})  # best.pt's epoch counts from 0
     return save_checkpoint(out / "keypoint_net.pt", {
         "kind": "pretrain_2d", "model": weights, "category": category, "config": cfg.to_dict(), "seed": cfg.seed,
-        "history": result.history, "best_record": result.best_record, "seconds": sum(h["seconds"] for h in result.history),
+        "history": history, "best_record": best_record, "seconds": sum(h["seconds"] for h in history),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "init_2d": init_info,
         "git": git_revision(ROOT),
     })
@@ -261,7 +263,7 @@ def main() -> None:
         init_state, init_info = _initial_2d(args.init_2d, args.category) if args.init_2d else (None, None)
         keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False, init_state=init_state)
         if args.only_2d:
-            written = write_keypoint_checkpoint(keypoints, out, cfg, args.category, init_info)
+            written = write_keypoint_checkpoint(keypoints.best_checkpoint, keypoints.history, out, cfg, args.category, init_info)
             print(json.dumps({"pretrain_2d": keypoints.best_record, "pretrain_2d_s": sum(h["seconds"] for h in keypoints.history), "render_s": render_s, "written": str(written)}, indent=2, default=str))
             return
         keypoint_weights, keypoint_record, keypoint_info = load_checkpoint(keypoints.best_checkpoint, kind="pretrain_2d")["model"], keypoints.best_record, {}

@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_product  # noqa: E402  (the recipe this continues)
@@ -44,25 +43,13 @@ def _overrides(args, category: str) -> list[str]:
 
 def _snapshot(stage_dir: Path, out: Path, cfg, category: str, init_info: dict, copy_to: Path | None) -> None:
     """The best 2D module so far as a portable checkpoint, in the run folder and ``copy_to``."""
+    from interp3d.io_utils import atomic_path
+
     history = json.loads((stage_dir / "history.json").read_text())
-    best = load_best_record(stage_dir, history)
-    result = SimpleNamespace(best_checkpoint=stage_dir / "best.pt", history=history, best_record=best)
-    written = train_product.write_keypoint_checkpoint(result, out, cfg, category, init_info)
+    written = train_product.write_keypoint_checkpoint(stage_dir / "best.pt", history, out, cfg, category, init_info)
     if copy_to is not None:
-        copy_to.mkdir(parents=True, exist_ok=True)
-        os.replace(_copy(written, copy_to / f".{category}.pt.tmp"), copy_to / f"{category}.pt")
-
-
-def load_best_record(stage_dir: Path, history: list[dict]) -> dict:
-    from interp3d.io_utils import load_checkpoint
-
-    epoch = load_checkpoint(stage_dir / "best.pt", kind="pretrain_2d")["epoch"] + 1
-    return next((h for h in history if h["epoch"] == epoch), {})
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    dst.write_bytes(src.read_bytes())
-    return dst
+        with atomic_path(copy_to / f"{category}.pt") as tmp:
+            shutil.copyfile(written, tmp)
 
 
 def _initial_weights(init_dir: Path | None, category: str) -> tuple[dict, dict]:
@@ -84,14 +71,12 @@ def _warm_up(cfg, category: str, init_state: dict, steps: int = 30) -> None:
     ones 20 s, and the budget was fitted to the 51)."""
     import torch
 
-    from interp3d.models import build_keypoint_net
     from interp3d.shape_model import get_category
     from interp3d.train.engine import resolve_device
+    from interp3d.train.stages import keypoint_net_of
 
     device, mc = resolve_device(cfg.train.device), cfg.model
-    net = build_keypoint_net(
-        get_category(category).num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels, view_bins=mc.view_bins,
-    )
+    net = keypoint_net_of(cfg, get_category(category))
     net.load_state_dict(init_state)
     net = net.to(device, memory_format=torch.channels_last).train()
     optimiser = torch.optim.Adam(net.parameters(), 1e-9)
@@ -129,12 +114,9 @@ def run_category(args) -> None:
         time.sleep(2)
     init_state, init_info = _initial_weights(args.init_dir, category)
     copy = lambda epoch: _snapshot(out / "pretrain_2d", out, cfg, category, init_info, args.copy_to)  # noqa: E731
-    if args.epochs:  # the epoch time is known (an earlier run on the same kind of machine): one schedule
-        epochs = args.epochs
-        cfg = train_product.product_config(category, args.photo_material, args.real_shapes, args.seed, overrides + [f"train.pretrain_2d.epochs={epochs}"])
-        first = result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
-        epoch_s = result.history[-1]["seconds"]
-    else:
+    first = None
+    epochs = args.epochs  # known from an earlier run on the same kind of machine: one schedule
+    if not epochs:  # one epoch, then the schedule extended to what the budget allows at its pace
         if args.device.startswith("cuda"):
             _warm_up(cfg, category, init_state)
         first_start = time.time()
@@ -143,9 +125,11 @@ def run_category(args) -> None:
         load_s = time.time() - first_start - sum(h["seconds"] for h in first.history)  # reading the images: paid again on the extension
         epochs = max(1, min(MAX_EPOCHS, 1 + math.floor((args.deadline - time.time() - load_s) / (1.1 * epoch_s))))
         print(f"[{category}] first epoch {epoch_s:.1f} s (+{load_s:.0f} s loading): extending to {epochs} epochs", flush=True)
-        cfg = train_product.product_config(category, args.photo_material, args.real_shapes, args.seed, overrides + [f"train.pretrain_2d.epochs={epochs}"])
-        result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
-    train_product.write_keypoint_checkpoint(result, out, cfg, category, init_info)
+    cfg = train_product.product_config(category, args.photo_material, args.real_shapes, args.seed, overrides + [f"train.pretrain_2d.epochs={epochs}"])
+    result = pretrain_2d(cfg, category, world, out / "pretrain_2d", progress=False, init_state=init_state, on_epoch_end=copy)
+    first = first or result
+    epoch_s = first.history[-1]["seconds"]  # the timed first epoch, or with --epochs the last one
+    train_product.write_keypoint_checkpoint(result.best_checkpoint, result.history, out, cfg, category, init_info)
     n_train = cfg.world.n_annotated2d - round(cfg.world.n_annotated2d * cfg.train.val_fraction)
     summary = {
         "category": category, "epochs": epochs, "render_s": round(render_s, 1), "first_epoch_s": epoch_s,

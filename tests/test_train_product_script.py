@@ -4,7 +4,6 @@ portable checkpoint) composed on another with an exported model's lifter (``--li
 import importlib.util
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,9 +33,8 @@ def test_a_portable_2d_checkpoint_round_trips_and_names_its_category(train_produ
     weights = {k: v.float() for k, v in shipped_chair.keypoint_net.state_dict().items()}
     best = save_checkpoint(tmp_path / "best.pt", {"kind": "pretrain_2d", "model": weights, "epoch": 2})
     history = [{"epoch": 1, "seconds": 3.0, "pck": 50.0}, {"epoch": 3, "seconds": 4.5, "pck": 60.0}]
-    result = SimpleNamespace(best_checkpoint=best, history=history, best_record=history[1])
     cfg = preset("product")
-    path = train_product.write_keypoint_checkpoint(result, tmp_path, cfg, "chair", {"model": "chair.safetensors"})
+    path = train_product.write_keypoint_checkpoint(best, history, tmp_path, cfg, "chair", {"model": "chair.safetensors"})
     state = train_product._trained_elsewhere(path, "chair")
     assert state["seconds"] == 7.5 and state["best_record"]["pck"] == 60.0 and state["init_2d"] == {"model": "chair.safetensors"}
     assert state["config"]["world"]["n_annotated2d"] == cfg.world.n_annotated2d

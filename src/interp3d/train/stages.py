@@ -37,6 +37,7 @@ __all__ = [
     "AnnotatedImages",
     "annotated_splits",
     "pretrain_2d",
+    "keypoint_net_of",
     "pretrain_3d",
     "pretrain_lift",
     "lifting_data",
@@ -143,6 +144,15 @@ def _model_info(cfg: Config, category: Category) -> dict:
     return {"category": category.name, "model_config": asdict(cfg.model), "heatmap_size": cfg.synthetic.heatmap_size}
 
 
+def keypoint_net_of(cfg: Config, category: Category, pretrained: bool = False) -> nn.Module:
+    """The config's 2D module for ``category`` (``model.*``, heatmaps of ``synthetic.heatmap_size``)."""
+    mc = cfg.model
+    return build_keypoint_net(
+        category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels,
+        pretrained=pretrained, view_bins=mc.view_bins,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 def pretrain_2d(
     cfg: Config, category: Category | str, world_root: str | Path, out_dir: str | Path, *, resume: bool = True, progress: bool = True, on_epoch_end=None,
@@ -157,16 +167,12 @@ def pretrain_2d(
     category = get_category(category)
     train, val = annotated_splits(cfg, category, world_root)
     torch.manual_seed(cfg.seed)
-    mc = cfg.model
-    net = build_keypoint_net(
-        category.num_keypoints, mc.image_size, cfg.synthetic.heatmap_size, mc.backbone, mc.features, mc.depth, mc.stacks, mc.decoder_channels,
-        pretrained=init_state is None, view_bins=mc.view_bins,
-    )
+    net = keypoint_net_of(cfg, category, pretrained=init_state is None)
     if init_state is not None:
         try:
             net.load_state_dict(init_state)  # copies into the net's dtype (float16 exports too)
         except RuntimeError as exc:
-            raise ValueError(f"pretrain_2d: the initial weights do not fit model.backbone={mc.backbone!r} with {category.num_keypoints} keypoints ({exc})") from exc
+            raise ValueError(f"pretrain_2d: the initial weights do not fit model.backbone={cfg.model.backbone!r} with {category.num_keypoints} keypoints ({exc})") from exc
     return train_heatmaps("pretrain_2d", cfg, category, net, train, val, out_dir, cfg.train.pretrain_2d, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
 
 
