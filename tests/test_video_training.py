@@ -61,6 +61,11 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     result = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
     labels = load_checkpoint(tmp_path / "boot" / "round1" / "pseudo_labels.pt")
     assert labels["keypoints"].shape == (18, 10, 2) and labels["summary"]["frames"] == 18
+    # the fitted track per frame, kept for diagnostics against the videos' ground truth
+    track = labels["track"]
+    assert track["azimuth"].shape == track["elevation"].shape == track["source"].shape == (18,)
+    assert ((track["azimuth"] >= 0) & (track["azimuth"] < 2 * np.pi)).all() and set(track["source"].tolist()) <= {-1, 0, 1, 2}
+    assert int((track["source"] == 2).sum()) == labels["summary"]["frames_carried"]
     assert (tmp_path / "boot" / "round1" / "keypoints" / "best.pt").is_file() and (tmp_path / "boot" / "best.pt").is_file()
     model = load_checkpoint(tmp_path / "boot" / "best.pt")["model"]
     before = load_checkpoint(tmp_path / "chair" / "video_curriculum" / "best.pt")["model"]

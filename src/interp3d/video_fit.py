@@ -8,9 +8,13 @@ The model is the video losses' own (shared alpha, smooth R and t), solved in fou
    mirror flips, each refined to the frame's keypoints (:func:`interp3d.refine.refine`);
 2. **track**, one of two (``VideoFitOptions.track``):
    ``"motion"`` (default): the camera orbits at a steady angular speed, so the azimuth is a line in
-   time; the line is fitted robustly to all frames' candidates (every pair of candidates proposes
-   one, the one with the lowest capped cost over the frames wins, then a least-squares touch-up on
-   its inliers). A frame with a candidate near the line keeps that candidate; a frame with none
+   time; the line is fitted robustly to all frames' candidates: every pair of candidates proposes
+   one, and the line that the longest run of consecutive frames follows wins (the lowest capped
+   cost over all frames breaks ties), then a least-squares touch-up on that run. Why a run: the 2D
+   module reads the views it knows in order as the camera moves, but collapses views it has not
+   learnt (the back of a chair) onto familiar ones in no steady order, so a line through those
+   collapsed readings and a few others can have a lower total cost than the true orbit, never a
+   longer run. A frame with a candidate near the line keeps that candidate; a frame with none
    (its 2D keypoints read the object from the wrong side, e.g. a back view read as a front one, or
    are garbage) is *carried*: its azimuth is the line's, the rest of its camera is interpolated from
    the neighbouring frames, and its own keypoints are not fitted.
@@ -20,7 +24,8 @@ The model is the video losses' own (shared alpha, smooth R and t), solved in fou
 3. **shared shape**: the median of the chosen candidates' relative coefficients (the video
    losses' latent alpha_c), then every frame re-fitted with its shape held near it;
 4. **pseudo-labels**: the fit re-projected into every frame; a frame whose own fit does not match
-   its keypoints (median residual) takes the camera interpolated from its nearest good frames; a
+   its keypoints (median residual), or with the motion track lies off the orbit's line, takes the
+   camera interpolated from its nearest good frames (with the motion track, the line's azimuth); a
    keypoint is kept where the fitted geometry shows it (self-occlusion, inside the plane) and, where
    the 2D module reported it in a frame fitted on its own keypoints, where the two agree
    (re-projection residual).
@@ -52,9 +57,12 @@ class VideoFitOptions:
     inlier_fraction: float = 0.1  # pseudo-label limit on the re-projection residual, times the object's RMS radius in the frame
     frame_fraction: float = 0.12  # a frame's own fit counts when its median residual is below this (times the radius)
     min_observed: int = 4  # keypoints a frame needs for its own fit to count
+    min_run: int = 3  # consecutive frames on a line that make it the orbit; shorter runs: the lowest capped cost decides
     track: str = "motion"  # "motion" (a steady orbit fitted robustly, carries frames read from the wrong side) or "viterbi"
+    relabel: bool = True  # also candidates fitted to the keypoints with left and right swapped (a back view read as the mirrored front view)
     motion_tolerance_deg: float = 20.0  # a candidate this far from the orbit's line costs one unit of fit cost; 2x this: an outlier
     max_speed_deg: float = 30.0  # fastest orbit considered, degrees per frame
+    motion_cap: float = 4.0  # a frame's cost for a line is capped here (an outlier frame)
 
     def __post_init__(self):
         if self.track not in ("motion", "viterbi"):
@@ -70,7 +78,7 @@ class VideoFit:
     visible: Tensor  # (T, N) bool: shown by the fitted geometry and inside the plane
     pseudo_label: Tensor  # (T, N) bool: keypoints to train the 2D module on
     frame_source: Tensor  # (T,) 0: the frame's own fit, 1: camera interpolated from neighbours, 2: carried by the motion track, -1: no labels
-    chosen: Tensor  # (T,) the candidate the track chose (hypothesis h, flip k -> h * 4 + k; -1 for a carried frame)
+    chosen: Tensor  # (T,) the candidate the track chose (hypothesis h, flip k -> h * 4 + k, + 4H where fitted to the keypoints with left and right swapped; -1 for a carried frame)
     track_azimuth: Tensor | None = None  # (T,) the motion track's azimuth line (radians; None for the Viterbi track)
 
 
@@ -102,16 +110,29 @@ def _viterbi(unary: Tensor, azimuth: Tensor, smooth: float) -> Tensor:
     return path
 
 
+def _longest_run(inlier: Tensor, valid: Tensor) -> Tensor:
+    """``(L,)`` the longest run of consecutive valid frames that are inliers, per row of ``inlier``
+    ``(L, T)``; frames that are not valid (too few keypoints to read) neither extend nor break a run."""
+    current = torch.zeros(inlier.shape[0], dtype=torch.long)
+    longest = current.clone()
+    for i in torch.nonzero(valid).flatten().tolist():
+        current = (current + 1) * inlier[:, i]
+        longest = torch.maximum(longest, current)
+    return longest
+
+
 def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFitOptions) -> tuple[Tensor, Tensor] | None:
     """The orbit ``azimuth(t) = a + w t`` (radians, unwrapped, ``(T,)``) that best explains the
     candidates ``(T, C)`` of the ``valid`` frames, and each frame's inlier candidate (``-1``: none);
-    None with fewer than two valid frames. Cost of a line: the sum over valid frames of
-    ``min_c(unary - min unary + (distance / tolerance)^2)``, capped at 4 (an outlier frame)."""
+    None with fewer than two valid frames. A frame is an inlier of a line when one of its candidates
+    costs less than 4 (an outlier frame) in ``unary - min unary + (distance / tolerance)^2``; the
+    line with the longest run of consecutive inlier frames wins (at least ``min_run``), the sum of
+    the capped costs breaking ties and deciding alone when no line has such a run."""
     t, c = unary.shape
     frames = torch.nonzero(valid).flatten()
     if len(frames) < 2:
         return None
-    tol, cap = math.radians(options.motion_tolerance_deg), 4.0
+    tol, cap = math.radians(options.motion_tolerance_deg), options.motion_cap
     relative = unary - unary.min(dim=1, keepdim=True).values
     # proposals: pairs of the frames' most plausible candidates
     top = relative.topk(min(4, c), dim=1, largest=False).indices  # (T, k)
@@ -136,13 +157,21 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
         per_frame, best = per_candidate.min(dim=-1)
         return torch.where(valid, per_frame.clamp_max(cap), torch.zeros_like(per_frame)).sum(-1), torch.where(per_frame < cap, best, -1)
 
-    costs = torch.cat([line_costs(o, v)[0] for o, v in zip(offset.split(4096), speed.split(4096))])  # in chunks: long videos propose many lines
-    k = int(costs.argmin())
+    costs, runs = [], []
+    for o, v in zip(offset.split(4096), speed.split(4096)):  # in chunks: long videos propose many lines
+        cost, best = line_costs(o, v)
+        costs.append(cost)
+        runs.append(_longest_run(best >= 0, valid))
+    costs, runs = torch.cat(costs), torch.cat(runs)
+    longest = int(runs.max())
+    k = int(torch.where(runs == longest, costs, torch.full_like(costs, math.inf)).argmin()) if longest >= options.min_run else int(costs.argmin())
     offset, speed = offset[k : k + 1], speed[k : k + 1]
-    # least-squares touch-up of the line on its inliers
+    # least-squares touch-up of the line on its inliers: those of the winning run when it decided
     _, inlier = line_costs(offset, speed)
     inlier = torch.where(valid, inlier[0], -1)
     used = torch.nonzero(inlier >= 0).flatten()
+    if longest >= options.min_run:
+        used = _run_frames(inlier >= 0, valid)
     if len(used) >= 2:
         e = geometry.wrap_angle(azimuth[used, inlier[used]] - (offset + speed * steps[used]))
         design = torch.stack((torch.ones_like(e), steps[used]), dim=1)
@@ -151,6 +180,17 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
         _, inlier = line_costs(offset, speed)
         inlier = torch.where(valid, inlier[0], -1)
     return offset + speed * steps, inlier
+
+
+def _run_frames(inlier: Tensor, valid: Tensor) -> Tensor:
+    """Indices of the valid frames of the first longest run of consecutive valid inlier frames ``(T,)``."""
+    frames = torch.nonzero(valid).flatten().tolist()
+    best, current = [], []
+    for i in frames:
+        current = current + [i] if inlier[i] else []
+        if len(current) > len(best):
+            best = current
+    return torch.tensor(best, dtype=torch.long)
 
 
 def _carry(params: ShapeCamera, keep: Tensor, line: Tensor, m: int) -> Tensor:
@@ -225,11 +265,20 @@ def fit_video(
         init = ShapeCamera(*(v.unsqueeze(1) for v in (init.alpha, init.r6, init.translation, init.focal)))
     init = init.to(dtype=torch.float64, device="cpu")
 
-    # 1. candidates, each refined on its own frame
+    # 1. candidates, each refined on its own frame (and, with relabel, also on its keypoints with left and right swapped)
     candidates = _flip_candidates(init)
+    readings = [(keypoints, weights)]
+    if options.relabel and category.flip_pairs:
+        perm = list(category.flip_permutation)
+        readings.append((keypoints[:, perm], weights[:, perm]))
+        candidates = ShapeCamera(*(torch.cat([getattr(candidates, f)] * 2, dim=1) for f in ("alpha", "r6", "translation", "focal")))
     c = candidates.alpha.shape[1]
+    per_reading = c // len(readings)
+    reading_of = torch.arange(c) // per_reading  # (C,) which reading each candidate was refined on
     flat = ShapeCamera(*(getattr(candidates, f).flatten(0, 1) for f in ("alpha", "r6", "translation", "focal")))
-    fitted = refine(category, keypoints.repeat_interleave(c, 0), weights.repeat_interleave(c, 0), flat, prior, options.refine)
+    every_kp = torch.stack([r[0] for r in readings], dim=1).repeat_interleave(per_reading, 1).flatten(0, 1)  # (T * C, N, 2)
+    every_w = torch.stack([r[1] for r in readings], dim=1).repeat_interleave(per_reading, 1).flatten(0, 1)
+    fitted = refine(category, every_kp, every_w, flat, prior, options.refine)
     unary = torch.nan_to_num(fitted.cost.double().view(t, c), nan=1e9, posinf=1e9)
     observed = (weights > 0).sum(-1)
     unary = torch.where((observed >= 3).unsqueeze(-1), unary, torch.zeros_like(unary))  # too few keypoints: the track decides
@@ -243,6 +292,12 @@ def fit_video(
     else:  # the Viterbi track (asked for, or too few frames for a line)
         line, chosen = None, _viterbi(unary, azimuth, math.radians(options.smooth_deg))
     carried = chosen < 0
+    # a frame whose chosen candidate explains its keypoints with left and right swapped is fitted
+    # and labelled with them swapped: the 2D module read it as the mirror view
+    relabelled = ~carried & (reading_of[chosen.clamp_min(0)] > 0)
+    if relabelled.any():
+        keypoints = torch.where(relabelled[:, None, None], readings[-1][0], keypoints)
+        weights = torch.where(relabelled[:, None], readings[-1][1], weights)
     pick = torch.arange(t) * c + chosen.clamp_min(0)
     chosen_params = ShapeCamera(*(getattr(fitted.params, f)[pick].double() for f in ("alpha", "r6", "translation", "focal")))
 
@@ -262,9 +317,13 @@ def fit_video(
     _, _, d, residual, radius = _against_observations(category, params, keypoints, weights)
     median_residual = torch.nanmedian(residual, dim=-1).values
     good = enough & (median_residual <= options.frame_fraction * radius)
+    if line is not None:  # the orbit decides the azimuth: an own fit far off it has read the frame from the wrong side
+        good &= geometry.wrap_angle(params.view()[0] - line).abs() <= 2 * math.radians(options.motion_tolerance_deg)
     packed = pack_parameters(params)
     packed[:, :m] = shared  # one shape for the whole video
     packed, source = _interpolate(packed, good | carried, m)
+    if line is not None:  # beyond the last good frame the orbit goes on; copying that frame's camera would stop it
+        packed[source == 1, m + 1] = geometry.wrap_angle(line[source == 1], 0.0).to(packed)
     source = torch.where(carried, 2, source)
     params = unpack_parameters(packed, category.num_bases)
     structure_cam, projected, d, residual, radius = _against_observations(category, params, keypoints, weights)

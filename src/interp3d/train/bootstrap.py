@@ -30,14 +30,16 @@ from .video import VideoFrames, train_video
 __all__ = ["pseudo_label_videos", "train_bootstrap"]
 
 
-def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str = "cpu", options: VideoFitOptions = VideoFitOptions()) -> tuple[LabelledImages, dict]:
+def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str = "cpu", options: VideoFitOptions = VideoFitOptions()) -> tuple[LabelledImages, dict, dict[str, torch.Tensor]]:
     """Pseudo-labelled frames of every video (keypoints in image px at the frames' size, visibility
-    = the fit's pseudo-label mask) and a summary (labels kept, frames fitted / interpolated)."""
+    = the fit's pseudo-label mask), a summary (labels kept, frames fitted / interpolated / carried)
+    and the fitted track per frame (``azimuth``, ``elevation`` in radians, ``source`` as
+    :attr:`interp3d.video_fit.VideoFit.frame_source`), which a diagnostic compares with the truth."""
     device = torch.device(device)
     model = model.to(device).eval()
     v, j = frames.frames.shape[:2]
     size = frames.frames.shape[-1]
-    keypoints, visible, sources = [], [], []
+    keypoints, visible, sources, views = [], [], [], []
     for k in range(v):
         with torch.no_grad():
             heatmaps = torch.cat([o[-1] for o in predict_batches(model.keypoint_net, frames.frames[k], device)]).float()
@@ -47,13 +49,15 @@ def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str =
         keypoints.append(geometry.rescale_points(fit.keypoints.float(), model.category.plane_size, size))
         visible.append(fit.pseudo_label)
         sources.append(fit.frame_source)
-    keypoints, visible, sources = torch.cat(keypoints), torch.cat(visible), torch.cat(sources)
+        views.append(torch.stack(fit.params.view(), dim=-1).float())
+    keypoints, visible, sources, views = torch.cat(keypoints), torch.cat(visible), torch.cat(sources), torch.cat(views)
     summary = {
         "frames": int(v * j), "labelled_keypoints": int(visible.sum()), "keypoint_share": float(visible.float().mean()),
         "frames_fitted": int((sources == 0).sum()), "frames_interpolated": int((sources == 1).sum()), "frames_carried": int((sources == 2).sum()),
         "frames_unlabelled": int((sources < 0).sum()),
     }
-    return LabelledImages(frames.frames.flatten(0, 1), keypoints, visible), summary
+    track = {"azimuth": views[:, 0], "elevation": views[:, 1], "source": sources}
+    return LabelledImages(frames.frames.flatten(0, 1), keypoints, visible), summary, track
 
 
 def train_bootstrap(
@@ -89,8 +93,8 @@ def train_bootstrap(
             cached = load_checkpoint(labels_file)
             pseudo, summary = LabelledImages(frames.frames.flatten(0, 1), cached["keypoints"], cached["visible"]), cached["summary"]
         else:
-            pseudo, summary = pseudo_label_videos(model, frames, device, VideoFitOptions(track=cfg.video.bootstrap_track))
-            save_checkpoint(labels_file, {"kind": "pseudo_labels", "keypoints": pseudo.keypoints, "visible": pseudo.visible, "summary": summary, "source": str(current)})
+            pseudo, summary, track = pseudo_label_videos(model, frames, device, VideoFitOptions(track=cfg.video.bootstrap_track))
+            save_checkpoint(labels_file, {"kind": "pseudo_labels", "keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track, "summary": summary, "source": str(current)})
         summaries.append({"round": r, **summary})
         # the 2D module on annotated images + pseudo-labelled frames, from the current weights
         mixed = LabelledImages.concat([LabelledImages(train_images.images, train_images.keypoints, train_images.visible), pseudo])

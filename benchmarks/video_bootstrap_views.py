@@ -1,0 +1,178 @@
+"""Where multi-frame bootstrapping teaches the 2D module, per true view (a diagnostic with ground truth).
+
+    .venv/bin/python benchmarks/video_bootstrap_views.py --run runs/abl13/seed_0/chair \\
+        --out benchmarks/results/video_bootstrap_views
+
+``--run`` is one category's ablation folder (``world/video``, ``world/test3d``, ``baseline/``,
+``video_curriculum/``, ``video_bootstrap/round<r>/``). Per view bin of the true azimuth measured
+from the front (0-45, 45-90, 90-135, 135-180 deg) it reports:
+
+* for each bootstrap round's pseudo-labels (``pseudo_labels.pt``) against the video world's ground
+  truth: how the frames were labelled (own fit / interpolated / carried by the motion track / not
+  at all), the fitted track's median azimuth error, how many truly visible keypoints got a label,
+  and how many of those labels lie within 5 % / 10 % of the image side of the truth;
+* for each model (Baseline, Video+Curriculum, each round's composed 2D module and video model) on
+  ``test3d``: the 2D module's heatmap PCK@0.05 and the interpreter's median azimuth error (the
+  ablation's evaluation: no refinement, no flip test).
+
+The training code never reads the videos' ground truth; only this diagnostic does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interp3d import geometry
+from interp3d.evaluation.evaluate import evaluate_interpreter, network_outputs
+from interp3d.evaluation.metrics import angle_error
+from interp3d.heatmaps import heatmap_peaks
+from interp3d.io_utils import atomic_write_json, atomic_write_text, load_checkpoint
+from interp3d.models.serialization import load_interpreter
+from interp3d.train.stages import AnnotatedImages
+
+BINS = ((0, 45), (45, 90), (90, 135), (135, 180.0001))
+SOURCES = {0: "own fit", 1: "interpolated", 2: "carried", -1: "none"}
+
+
+def view_bin(azimuth_rad: np.ndarray) -> np.ndarray:
+    """0..3: the true view's angle from the front in 45-degree bins."""
+    from_front = np.degrees(angle_error(np.asarray(azimuth_rad, np.float64), np.zeros_like(azimuth_rad, dtype=np.float64)))
+    return np.minimum((from_front // 45).astype(int), 3)
+
+
+def _median(x) -> float | None:
+    x = np.asarray(x, np.float64)
+    return float(np.median(x)) if x.size else None
+
+
+def pseudo_label_quality(labels: dict, truth: AnnotatedImages) -> list[dict]:
+    """Per view bin: frame sources, track azimuth error, label coverage and accuracy (image px)."""
+    a = truth.source.annotations
+    order = np.lexsort((a["frame_index"][truth.indices], a["video_index"][truth.indices]))  # the bootstrap's (video, frame) order
+    gt_kp, gt_vis, gt_az = truth.keypoints.numpy()[order], truth.visible.numpy()[order], truth.azimuth.numpy()[order]
+    kp, kept = labels["keypoints"].float().numpy(), labels["visible"].bool().numpy()
+    track = labels.get("track")
+    size = truth.image_size
+    bins = view_bin(gt_az)
+    d = np.linalg.norm(kp - gt_kp, axis=-1)
+    rows = []
+    for b, (lo, hi) in enumerate(BINS):
+        m = bins == b
+        row = {"view_deg": f"{lo}-{int(hi)}", "frames": int(m.sum())}
+        if track is not None:
+            source = track["source"].numpy()[m]
+            row.update({f"frames_{SOURCES[s].replace(' ', '_')}": int((source == s).sum()) for s in SOURCES})
+            row["track_azimuth_median_deg"] = _median(np.degrees(angle_error(track["azimuth"].double().numpy()[m], gt_az[m])))
+        visible, labelled = gt_vis[m], kept[m] & gt_vis[m]
+        row["visible_keypoints"] = int(visible.sum())
+        row["labelled_share"] = float(labelled.sum() / max(visible.sum(), 1) * 100)
+        row["labels_within_5pct"] = float((d[m][labelled] <= 0.05 * size).mean() * 100) if labelled.any() else None
+        row["labels_within_10pct"] = float((d[m][labelled] <= 0.10 * size).mean() * 100) if labelled.any() else None
+        row["label_error_median_px"] = _median(d[m][labelled])
+        rows.append(row)
+    return rows
+
+
+def model_quality(checkpoint: Path, test: AnnotatedImages) -> list[dict]:
+    """Per view bin on test3d: heatmap PCK@0.05 and the interpreter's median azimuth error."""
+    model = load_interpreter(checkpoint)
+    outputs = network_outputs(model, test)
+    result = evaluate_interpreter(model, test, outputs=outputs)
+    hm = model.heatmap_size
+    peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outputs]).numpy()
+    gt = geometry.rescale_points(test.keypoints, model.image_size, hm).numpy()
+    d = np.linalg.norm(peaks - gt, axis=-1)
+    vis = test.visible.numpy()
+    bins = view_bin(test.azimuth.numpy())
+    az_err = np.degrees(result.per_object["azimuth_error"])
+    rows = []
+    for b, (lo, hi) in enumerate(BINS):
+        m = bins == b
+        correct = (d[m] <= 0.05 * hm) & vis[m]
+        rows.append({
+            "view_deg": f"{lo}-{int(hi)}", "objects": int(m.sum()),
+            "pck_heatmap": float(correct.sum() / max(vis[m].sum(), 1) * 100),
+            "azimuth_median_deg": _median(az_err[m]),
+        })
+    rows.append({"view_deg": "all", "objects": len(bins), "pck_heatmap": float(result["pck_heatmap"]), "azimuth_median_deg": _median(az_err),
+                 "azimuth_ar": result["azimuth"]["average_recall"], "structure_ar": result["structure"]["average_recall"]})
+    return rows
+
+
+def _models(run: Path) -> dict[str, Path]:
+    found = {"Baseline": run / "baseline" / "finetune" / "best.pt", "Video+Curriculum": run / "video_curriculum" / "best.pt"}
+    for folder in sorted((run / "video_bootstrap").glob("round*")):
+        found[f"{folder.name}: 2D module + previous lifter"] = folder / "composed.pt"
+        found[f"{folder.name}: after the video stage"] = folder / "video" / "best.pt"
+    return {name: path for name, path in found.items() if path.is_file()}
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# Bootstrapping per true view: `{report['run']}`", "", "## Pseudo-labels against the videos' ground truth", ""]
+    for name, rows in report["pseudo_labels"].items():
+        lines += [f"**{name}**", "", "| view from front | frames | own fit / interpolated / carried / none | track azimuth median deg | visible keypoints labelled % | labels within 5 % / 10 % of the side | label error median px |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            sources = " / ".join(str(r.get(f"frames_{s.replace(' ', '_')}", "-")) for s in SOURCES.values())
+            fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            lines.append(f"| {r['view_deg']} | {r['frames']} | {sources} | {fmt(r.get('track_azimuth_median_deg'))} | {r['labelled_share']:.1f} | {fmt(r['labels_within_5pct'])} / {fmt(r['labels_within_10pct'])} | {fmt(r['label_error_median_px'])} |")
+        lines.append("")
+    lines += ["## Models on test3d", "", "| model | " + " | ".join(f"{lo}-{int(hi)} deg: PCK / az median" for lo, hi in BINS) + " | all: PCK / az median | structure AR / azimuth AR |", "|---|" + "---|" * (len(BINS) + 2)]
+    for name, rows in report["models"].items():
+        cells = [f"{r['pck_heatmap']:.1f} / {r['azimuth_median_deg']:.0f} ({r['objects']})" for r in rows]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rows[-1]['structure_ar']:.2f} / {rows[-1]['azimuth_ar']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="one category's ablation folder")
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    parser.add_argument("--skip-models", action="store_true", help="pseudo-labels only (no network runs)")
+    parser.add_argument("--label-with", type=Path, action="append", default=[], help="also pseudo-label the videos now with this model (e.g. the Baseline)")
+    parser.add_argument("--track", choices=("motion", "viterbi"), default="motion", help="the video fit's track for --label-with")
+    args = parser.parse_args()
+    run = args.run
+    report = {"run": str(run), "pseudo_labels": {}, "models": {}}
+    rounds = sorted((run / "video_bootstrap").glob("round*/pseudo_labels.pt"))
+    truth = None
+    if rounds or args.label_with:
+        truth = AnnotatedImages(run / "world" / "video", _frame_size(run))
+    for path in rounds:
+        report["pseudo_labels"][path.parent.name] = pseudo_label_quality(load_checkpoint(path), truth)
+    for path in args.label_with:
+        from interp3d.train.bootstrap import pseudo_label_videos
+        from interp3d.train.video import VideoFrames
+        from interp3d.video_fit import VideoFitOptions
+
+        model = load_interpreter(path)
+        pseudo, summary, track = pseudo_label_videos(model, VideoFrames(run / "world" / "video", model.image_size), "cpu", VideoFitOptions(track=args.track))
+        labels = {"keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track}
+        report["pseudo_labels"][f"{path} now ({args.track})"] = pseudo_label_quality(labels, truth)
+    if not args.skip_models:
+        models = _models(run)
+        if models:
+            first = load_interpreter(next(iter(models.values())))
+            test = AnnotatedImages(run / "world" / "test3d", first.image_size, first.category)
+            for name, path in models.items():
+                report["models"][name] = model_quality(path, test)
+                print(name, report["models"][name][-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out.with_suffix(".json"), report)
+    atomic_write_text(args.out.with_suffix(".md"), _markdown(report))
+    print(_markdown(report))
+
+
+def _frame_size(run: Path) -> int:
+    """The image size the pseudo-labels were made at (the model's), read from the round's composed model."""
+    composed = run / "video_bootstrap" / "round1" / "composed.pt"
+    if composed.is_file():
+        return int(load_checkpoint(composed)["model_config"]["image_size"])
+    return int(load_interpreter(run / "baseline" / "finetune" / "best.pt").image_size)
+
+
+if __name__ == "__main__":
+    main()
