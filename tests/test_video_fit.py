@@ -139,3 +139,33 @@ def test_motion_line_ignores_outlier_frames_and_falls_back_without_frames():
     assert single.track_azimuth is None
     with pytest.raises(ValueError, match="track must be"):
         VideoFitOptions(track="kalman")
+
+
+def _observe(uv, visible):
+    return torch.where(visible.unsqueeze(-1), uv, torch.full_like(uv, float("nan"))), visible.double()
+
+
+def test_back_views_read_as_mirrored_front_views_are_relabelled():
+    """What the 2D module does on back views it never learnt: the keypoints sit on the right image
+    features but with left and right swapped (the mirrored front view). Candidates fitted to the
+    swapped keypoints put those frames on the orbit; their pseudo-labels carry the right labels."""
+    cat = get_category("chair")
+    azimuths = np.linspace(20.0, 200.0, 15)
+    truth, uv, visible = _orbit(cat, azimuths, seed=5)
+    misread = torch.as_tensor(azimuths > 110.0)
+    perm = list(cat.flip_permutation)
+    observed, weights = _observe(torch.where(misread[:, None, None], uv[:, perm], uv), torch.where(misread[:, None], visible[:, perm], visible))
+    fit = fit_video(cat, observed, weights, truth)
+    error = torch.rad2deg(geometry.wrap_angle(fit.params.view()[0] - truth.view()[0]).abs())
+    assert error.max() < 10.0
+    relabelled = fit.chosen >= 4  # one hypothesis: candidates 4..7 were fitted to the swapped keypoints
+    assert relabelled[misread].all() and not relabelled[~misread].any()
+    labelled = fit.pseudo_label[misread]
+    assert labelled.sum() >= 5 * int(misread.sum())
+    assert torch.linalg.norm(fit.keypoints[misread] - uv[misread], dim=-1)[labelled].median() < 0.03 * cat.plane_size  # the true labels, not the swapped ones
+    # without relabelling, the swapped frames' mirror line (180 - azimuth) explains them better and
+    # the video is read mirrored: most frames end far from the truth
+    plain = fit_video(cat, observed, weights, truth, options=VideoFitOptions(relabel=False))
+    plain_error = torch.rad2deg(geometry.wrap_angle(plain.params.view()[0] - truth.view()[0]).abs())
+    assert (plain_error > 60.0).sum() >= 8
+

@@ -8,13 +8,9 @@ The model is the video losses' own (shared alpha, smooth R and t), solved in fou
    mirror flips, each refined to the frame's keypoints (:func:`interp3d.refine.refine`);
 2. **track**, one of two (``VideoFitOptions.track``):
    ``"motion"`` (default): the camera orbits at a steady angular speed, so the azimuth is a line in
-   time; the line is fitted robustly to all frames' candidates: every pair of candidates proposes
-   one, and the line that the longest run of consecutive frames follows wins (the lowest capped
-   cost over all frames breaks ties), then a least-squares touch-up on that run. Why a run: the 2D
-   module reads the views it knows in order as the camera moves, but collapses views it has not
-   learnt (the back of a chair) onto familiar ones in no steady order, so a line through those
-   collapsed readings and a few others can have a lower total cost than the true orbit, never a
-   longer run. A frame with a candidate near the line keeps that candidate; a frame with none
+   time; the line is fitted robustly to all frames' candidates (every pair of candidates proposes
+   one, the one with the lowest capped cost over the frames wins, then a least-squares touch-up on
+   its inliers). A frame with a candidate near the line keeps that candidate; a frame with none
    (its 2D keypoints read the object from the wrong side, e.g. a back view read as a front one, or
    are garbage) is *carried*: its azimuth is the line's, the rest of its camera is interpolated from
    the neighbouring frames, and its own keypoints are not fitted.
@@ -57,7 +53,6 @@ class VideoFitOptions:
     inlier_fraction: float = 0.1  # pseudo-label limit on the re-projection residual, times the object's RMS radius in the frame
     frame_fraction: float = 0.12  # a frame's own fit counts when its median residual is below this (times the radius)
     min_observed: int = 4  # keypoints a frame needs for its own fit to count
-    min_run: int = 3  # consecutive frames on a line that make it the orbit; shorter runs: the lowest capped cost decides
     track: str = "motion"  # "motion" (a steady orbit fitted robustly, carries frames read from the wrong side) or "viterbi"
     relabel: bool = True  # also candidates fitted to the keypoints with left and right swapped (a back view read as the mirrored front view)
     motion_tolerance_deg: float = 20.0  # a candidate this far from the orbit's line costs one unit of fit cost; 2x this: an outlier
@@ -110,24 +105,11 @@ def _viterbi(unary: Tensor, azimuth: Tensor, smooth: float) -> Tensor:
     return path
 
 
-def _longest_run(inlier: Tensor, valid: Tensor) -> Tensor:
-    """``(L,)`` the longest run of consecutive valid frames that are inliers, per row of ``inlier``
-    ``(L, T)``; frames that are not valid (too few keypoints to read) neither extend nor break a run."""
-    current = torch.zeros(inlier.shape[0], dtype=torch.long)
-    longest = current.clone()
-    for i in torch.nonzero(valid).flatten().tolist():
-        current = (current + 1) * inlier[:, i]
-        longest = torch.maximum(longest, current)
-    return longest
-
-
 def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFitOptions) -> tuple[Tensor, Tensor] | None:
     """The orbit ``azimuth(t) = a + w t`` (radians, unwrapped, ``(T,)``) that best explains the
     candidates ``(T, C)`` of the ``valid`` frames, and each frame's inlier candidate (``-1``: none);
-    None with fewer than two valid frames. A frame is an inlier of a line when one of its candidates
-    costs less than 4 (an outlier frame) in ``unary - min unary + (distance / tolerance)^2``; the
-    line with the longest run of consecutive inlier frames wins (at least ``min_run``), the sum of
-    the capped costs breaking ties and deciding alone when no line has such a run."""
+    None with fewer than two valid frames. Cost of a line: the sum over valid frames of
+    ``min_c(unary - min unary + (distance / tolerance)^2)``, capped at ``motion_cap`` (an outlier frame)."""
     t, c = unary.shape
     frames = torch.nonzero(valid).flatten()
     if len(frames) < 2:
@@ -157,21 +139,13 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
         per_frame, best = per_candidate.min(dim=-1)
         return torch.where(valid, per_frame.clamp_max(cap), torch.zeros_like(per_frame)).sum(-1), torch.where(per_frame < cap, best, -1)
 
-    costs, runs = [], []
-    for o, v in zip(offset.split(4096), speed.split(4096)):  # in chunks: long videos propose many lines
-        cost, best = line_costs(o, v)
-        costs.append(cost)
-        runs.append(_longest_run(best >= 0, valid))
-    costs, runs = torch.cat(costs), torch.cat(runs)
-    longest = int(runs.max())
-    k = int(torch.where(runs == longest, costs, torch.full_like(costs, math.inf)).argmin()) if longest >= options.min_run else int(costs.argmin())
+    costs = torch.cat([line_costs(o, v)[0] for o, v in zip(offset.split(4096), speed.split(4096))])  # in chunks: long videos propose many lines
+    k = int(costs.argmin())
     offset, speed = offset[k : k + 1], speed[k : k + 1]
-    # least-squares touch-up of the line on its inliers: those of the winning run when it decided
+    # least-squares touch-up of the line on its inliers
     _, inlier = line_costs(offset, speed)
     inlier = torch.where(valid, inlier[0], -1)
     used = torch.nonzero(inlier >= 0).flatten()
-    if longest >= options.min_run:
-        used = _run_frames(inlier >= 0, valid)
     if len(used) >= 2:
         e = geometry.wrap_angle(azimuth[used, inlier[used]] - (offset + speed * steps[used]))
         design = torch.stack((torch.ones_like(e), steps[used]), dim=1)
@@ -180,17 +154,6 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
         _, inlier = line_costs(offset, speed)
         inlier = torch.where(valid, inlier[0], -1)
     return offset + speed * steps, inlier
-
-
-def _run_frames(inlier: Tensor, valid: Tensor) -> Tensor:
-    """Indices of the valid frames of the first longest run of consecutive valid inlier frames ``(T,)``."""
-    frames = torch.nonzero(valid).flatten().tolist()
-    best, current = [], []
-    for i in frames:
-        current = current + [i] if inlier[i] else []
-        if len(current) > len(best):
-            best = current
-    return torch.tensor(best, dtype=torch.long)
 
 
 def _carry(params: ShapeCamera, keep: Tensor, line: Tensor, m: int) -> Tensor:
