@@ -17,6 +17,7 @@ def tiny_ablation_config():
             "model.image_size=32", "model.features=16", "model.depth=2", "model.lifter_widths=[32,16]",
             "world.image_size=32", "world.n_annotated2d=16", "world.n_videos=3", "world.video_length=6", "world.n_test3d=6",
             "video.curriculum=[3,6]", "video.fixed_length=6", "video.epochs_per_length=1", "video.clips_per_batch=2", "video.images_per_batch=4",
+            "video.bootstrap_rounds=0", "video.bootstrap_2d_epochs=1",
         ]
     )
     one = StageConfig(epochs=1, batch_size=8, lr=1e-3)
@@ -84,10 +85,11 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
 def test_demo_writes_a_report_and_resumes(tmp_path):
     from interp3d.pipeline import run_demo
 
-    cfg = tiny_ablation_config()
+    cfg = tiny_ablation_config().override(["video.bootstrap_rounds=1"])  # the demo includes bootstrapping, as cpu-small does
     report = run_demo(cfg, tmp_path, echo=lambda s: None)
     text = report.read_text()
     assert "| chair | Baseline |" in text and "| chair | Video+Curriculum |" in text and "paired bootstrap" in text
+    assert "| chair | Video+Curriculum+Bootstrap |" in text
     for figure in ("synthetic_chair.png", "world_chair_video.png", "world_chair_test3d.png", "predictions_chair.png", "prediction_chair.png"):
         assert (tmp_path / "figures" / figure).is_file()
     run = json.loads((tmp_path / "run.json").read_text())
