@@ -28,11 +28,14 @@ import torch
 
 from interp3d import geometry
 from interp3d.evaluation.evaluate import evaluate_interpreter, network_outputs
-from interp3d.evaluation.metrics import angle_error
+from interp3d.evaluation.metrics import angle_error, pck
 from interp3d.heatmaps import heatmap_peaks
 from interp3d.io_utils import atomic_write_json, atomic_write_text, load_checkpoint
 from interp3d.models.serialization import load_interpreter
+from interp3d.train.bootstrap import pseudo_label_videos
 from interp3d.train.stages import AnnotatedImages
+from interp3d.train.video import VideoFrames
+from interp3d.video_fit import VideoFitOptions
 
 BINS = ((0, 45), (45, 90), (90, 135), (135, 180.0001))
 SOURCES = {0: "own fit", 1: "interpolated", 2: "carried", -1: "none"}
@@ -85,17 +88,15 @@ def model_quality(checkpoint: Path, test: AnnotatedImages) -> list[dict]:
     hm = model.heatmap_size
     peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outputs]).numpy()
     gt = geometry.rescale_points(test.keypoints, model.image_size, hm).numpy()
-    d = np.linalg.norm(peaks - gt, axis=-1)
     vis = test.visible.numpy()
     bins = view_bin(test.azimuth.numpy())
     az_err = np.degrees(result.per_object["azimuth_error"])
     rows = []
     for b, (lo, hi) in enumerate(BINS):
         m = bins == b
-        correct = (d[m] <= 0.05 * hm) & vis[m]
         rows.append({
             "view_deg": f"{lo}-{int(hi)}", "objects": int(m.sum()),
-            "pck_heatmap": float(correct.sum() / max(vis[m].sum(), 1) * 100),
+            "pck_heatmap": pck(peaks[m], gt[m], vis[m], hm),  # the evaluation's PCK@0.05, as in the "all" row
             "azimuth_median_deg": _median(az_err[m]),
         })
     rows.append({"view_deg": "all", "objects": len(bins), "pck_heatmap": float(result["pck_heatmap"]), "azimuth_median_deg": _median(az_err),
@@ -144,10 +145,6 @@ def main() -> None:
     for path in rounds:
         report["pseudo_labels"][path.parent.name] = pseudo_label_quality(load_checkpoint(path), truth)
     for path in args.label_with:
-        from interp3d.train.bootstrap import pseudo_label_videos
-        from interp3d.train.video import VideoFrames
-        from interp3d.video_fit import VideoFitOptions
-
         model = load_interpreter(path)
         pseudo, summary, track = pseudo_label_videos(model, VideoFrames(run / "world" / "video", model.image_size), "cpu", VideoFitOptions(track=args.track))
         labels = {"keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track}
@@ -167,11 +164,8 @@ def main() -> None:
 
 
 def _frame_size(run: Path) -> int:
-    """The image size the pseudo-labels were made at (the model's), read from the round's composed model."""
-    composed = run / "video_bootstrap" / "round1" / "composed.pt"
-    if composed.is_file():
-        return int(load_checkpoint(composed)["model_config"]["image_size"])
-    return int(load_interpreter(run / "baseline" / "finetune" / "best.pt").image_size)
+    """The image size the pseudo-labels were made at: the run's models' (all share one config)."""
+    return int(load_checkpoint(run / "baseline" / "finetune" / "best.pt")["model_config"]["image_size"])
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     from interp3d.io_utils import load_checkpoint
     from interp3d.train.bootstrap import train_bootstrap
 
-    boot_cfg = cfg.override(["video.bootstrap_rounds=1", "video.bootstrap_2d_epochs=1"])
+    boot_cfg = cfg.override(["video.bootstrap_rounds=1"])
     worlds = tmp_path / "chair" / "world"
     result = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
     labels = load_checkpoint(tmp_path / "boot" / "round1" / "pseudo_labels.pt")

@@ -338,7 +338,7 @@ def _cpu_small() -> Config:
             pretrain_3d=StageConfig(epochs=10, batch_size=64, lr=1e-4),
             finetune=StageConfig(epochs=10, batch_size=16, lr=2e-5),
         ),
-        # the demo includes the videos-that-teach stage (two bootstrapping rounds, ~7 minutes here)
+        # the demo includes the videos-that-teach stage (two bootstrapping rounds, ~6 minutes on 2 cores)
         video=replace(base.video, epochs_per_length=10, lr=1e-4, clips_per_batch=4, images_per_batch=16, bootstrap_rounds=2),
         lift=replace(base.lift, epochs=12, steps_per_epoch=250),
     )
