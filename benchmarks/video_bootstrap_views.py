@@ -21,7 +21,9 @@ The training code never reads the videos' ground truth; only this diagnostic doe
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -80,9 +82,8 @@ def pseudo_label_quality(labels: dict, truth: AnnotatedImages) -> list[dict]:
     return rows
 
 
-def model_quality(checkpoint: Path, test: AnnotatedImages) -> list[dict]:
+def model_quality(model, test: AnnotatedImages) -> list[dict]:
     """Per view bin on test3d: heatmap PCK@0.05 and the interpreter's median azimuth error."""
-    model = load_interpreter(checkpoint)
     outputs = network_outputs(model, test)
     result = evaluate_interpreter(model, test, outputs=outputs)
     hm = model.heatmap_size
@@ -104,12 +105,28 @@ def model_quality(checkpoint: Path, test: AnnotatedImages) -> list[dict]:
     return rows
 
 
-def _models(run: Path) -> dict[str, Path]:
+def _models(run: Path) -> dict[str, Callable[[], object]]:
+    """Loaders of the run's models by name; a round's new 2D module is composed with the model it
+    started from (its ``composed.pt`` is removed once its video stage is done)."""
     found = {"Baseline": run / "baseline" / "finetune" / "best.pt", "Video+Curriculum": run / "video_curriculum" / "best.pt"}
+    loaders = {name: partial(load_interpreter, path) for name, path in found.items() if path.is_file()}
+    previous = found["Video+Curriculum"]
     for folder in sorted((run / "video_bootstrap").glob("round*")):
-        found[f"{folder.name}: 2D module + previous lifter"] = folder / "composed.pt"
-        found[f"{folder.name}: after the video stage"] = folder / "video" / "best.pt"
-    return {name: path for name, path in found.items() if path.is_file()}
+        keypoints = folder / "keypoints" / "best.pt"
+        if (folder / "composed.pt").is_file():
+            loaders[f"{folder.name}: 2D module + previous lifter"] = partial(load_interpreter, folder / "composed.pt")
+        elif keypoints.is_file() and previous.is_file():
+            loaders[f"{folder.name}: 2D module + previous lifter"] = partial(_compose, previous, keypoints)
+        previous = folder / "video" / "best.pt"
+        if previous.is_file():
+            loaders[f"{folder.name}: after the video stage"] = partial(load_interpreter, previous)
+    return loaders
+
+
+def _compose(model_path: Path, keypoints_path: Path):
+    model = load_interpreter(model_path)
+    model.keypoint_net.load_state_dict(load_checkpoint(keypoints_path)["model"])
+    return model
 
 
 def _markdown(report: dict) -> str:
@@ -150,13 +167,13 @@ def main() -> None:
         labels = {"keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track}
         report["pseudo_labels"][f"{path} now ({args.track})"] = pseudo_label_quality(labels, truth)
     if not args.skip_models:
-        models = _models(run)
-        if models:
-            first = load_interpreter(next(iter(models.values())))
-            test = AnnotatedImages(run / "world" / "test3d", first.image_size, first.category)
-            for name, path in models.items():
-                report["models"][name] = model_quality(path, test)
-                print(name, report["models"][name][-1], flush=True)
+        test = None
+        for name, load in _models(run).items():
+            model = load()
+            if test is None:
+                test = AnnotatedImages(run / "world" / "test3d", model.image_size, model.category)
+            report["models"][name] = model_quality(model, test)
+            print(name, report["models"][name][-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), report)
     atomic_write_text(args.out.with_suffix(".md"), _markdown(report))

@@ -7,7 +7,7 @@ import torch
 
 from interp3d.config import StageConfig, preset
 from interp3d.pipeline import run_ablation
-from interp3d.train.video import VideoFrames
+from interp3d.train.video import VideoFrames, train_video
 
 
 def tiny_ablation_config():
@@ -34,11 +34,14 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     table = json.loads((tmp_path / "table.json").read_text())
     assert set(table["chair"]) == {"Baseline", "Video", "Video+Curriculum"}
     assert (tmp_path / "ablation_azimuth_chair.png").read_bytes()[:4] == b"\x89PNG"
-    # the curriculum ran both lengths, each starting from the previous best
-    assert (tmp_path / "chair" / "video_curriculum" / "len03" / "best.pt").is_file()
-    assert (tmp_path / "chair" / "video_curriculum" / "len06" / "best.pt").is_file()
-    assert (tmp_path / "chair" / "video_curriculum" / "best.pt").is_file()
-    history = json.loads((tmp_path / "chair" / "video_curriculum" / "history.json").read_text())
+    # the curriculum ran both lengths, each starting from the previous best; once done, only the
+    # winning length keeps its weights (the curriculum's best.pt is a hard link to them)
+    curriculum = tmp_path / "chair" / "video_curriculum"
+    best_length = json.loads((curriculum / "result.json").read_text())["best_length"]
+    other = 6 if best_length == 3 else 3
+    assert (curriculum / f"len{best_length:02d}" / "best.pt").samefile(curriculum / "best.pt")
+    assert not (curriculum / f"len{other:02d}" / "best.pt").exists() and (curriculum / f"len{other:02d}" / "pruned.json").is_file()
+    history = json.loads((curriculum / "history.json").read_text())
     # each length: its starting weights validated as epoch 0, then its epoch
     assert [(h["clip_length"], h["epoch"]) for h in history] == [(3, 0), (3, 1), (6, 0), (6, 1)]
     assert history[2]["mean_ar"] == max(history[0]["mean_ar"], history[1]["mean_ar"])  # length 6 starts from length 3's best
@@ -68,11 +71,15 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     assert ((track["azimuth"] >= 0) & (track["azimuth"] < 2 * np.pi)).all() and set(track["source"].tolist()) <= {-1, 0, 1, 2}
     assert int((track["source"] == 2).sum()) == labels["summary"]["frames_carried"]
     assert (tmp_path / "boot" / "round1" / "keypoints" / "best.pt").is_file() and (tmp_path / "boot" / "best.pt").is_file()
+    assert not (tmp_path / "boot" / "round1" / "composed.pt").exists()  # the video stage's start, kept by its length 3 where best
     model = load_checkpoint(tmp_path / "boot" / "best.pt")["model"]
     before = load_checkpoint(tmp_path / "chair" / "video_curriculum" / "best.pt")["model"]
     assert not torch.equal(model["keypoint_net.out.0.weight"], before["keypoint_net.out.0.weight"])  # the 2D module learned from the videos
     again = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
     assert again.history == result.history
+    assert not (tmp_path / "boot" / "round1" / "composed.pt").exists()  # a rerun of a finished round composes nothing
+    with pytest.raises(ValueError, match="finished video stage of lengths"):  # its pruned lengths cannot be extended in place
+        train_video(cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "baseline" / "finetune" / "best.pt", curriculum, (3, 6), 2, progress=False)
     run_ablation(boot_cfg, tmp_path, categories=("chair",), echo=lambda s: None)
     assert "| Video+Curriculum+Bootstrap |" in (tmp_path / "table.md").read_text()
     clips = frames.clips(3)
@@ -116,7 +123,6 @@ def test_video_grid_search_ranks_trials_on_validation(tmp_path):
     assert "| strong |" in report.read_text()
     # an unfrozen hourglass anchored by the heatmap loss on annotated images trains the hourglass too
     from interp3d.train.engine import load_checkpoint, stage_weights
-    from interp3d.train.video import train_video
 
     init = base / "baseline" / "finetune" / "best.pt"
     unfrozen = cfg.override(["video.freeze_hourglass=false", "video.w_heatmap=10"])

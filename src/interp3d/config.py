@@ -173,6 +173,9 @@ class VideoConfig:
     bootstrap_2d_epochs: int = 3
     bootstrap_lr: float = 1e-4
     bootstrap_track: str = "motion"  # the video fit's camera track (video_fit.VideoFitOptions.track): "motion" carries frames read from the wrong side; "viterbi" does not
+    # keep every clip length's and bootstrapping round's intermediate weights (len*/best.pt,
+    # round*/composed.pt, 40-60 MB each); off: only the weights later stages read stay
+    keep_length_weights: bool = False
 
     def fixed_total_epochs(self) -> int:
         return self.fixed_epochs or self.epochs_per_length * len(self.curriculum)

@@ -25,7 +25,7 @@ from ..shape_model import get_category
 from ..video_fit import VideoFitOptions, fit_video
 from .engine import StageResult, resolve_device
 from .stages import LabelledImages, annotated_splits, predict_batches, train_heatmaps
-from .video import VideoFrames, train_video
+from .video import VideoFrames, finished_video, train_video
 
 __all__ = ["pseudo_label_videos", "train_bootstrap"]
 
@@ -66,8 +66,8 @@ def train_bootstrap(
 ) -> StageResult:
     """``rounds`` (default ``video.bootstrap_rounds``) rounds of pseudo-labelling, 2D fine-tuning
     and the video stage, from a finetune or video checkpoint. ``out_dir/round<r>/`` holds each
-    round (``pseudo_labels.pt``, ``keypoints/``, ``composed.pt``, ``video/``); ``out_dir/best.pt`` is
-    the validation-best video model over the rounds."""
+    round (``pseudo_labels.pt``, ``keypoints/``, ``composed.pt`` until its video stage is done,
+    ``video/``); ``out_dir/best.pt`` is the validation-best video model over the rounds."""
     category = get_category(category)
     rounds = cfg.video.bootstrap_rounds if rounds is None else rounds
     if rounds < 1:
@@ -100,10 +100,14 @@ def train_bootstrap(
         mixed = LabelledImages.concat([LabelledImages(train_images.images, train_images.keypoints, train_images.visible), pseudo])
         result_2d = train_heatmaps("bootstrap_2d", cfg, category, model.keypoint_net, mixed, val_images, folder / "keypoints", stage, resume=resume, progress=progress)
         composed = folder / "composed.pt"
-        if not (resume and composed.is_file()):
+        finished = finished_video(folder / "video", lengths, epochs_per_length) if resume else None
+        if finished is None and not (resume and composed.is_file()):
             model.keypoint_net.load_state_dict(load_checkpoint(result_2d.best_checkpoint, kind="bootstrap_2d")["model"])
             save_checkpoint(composed, {"kind": "video", "model": model.state_dict(), "category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "bootstrap_round": r})
-        result = train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress)
+        result = finished if finished is not None else train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress)
+        if not cfg.video.keep_length_weights:
+            # the video stage's start: its first length validated it as epoch 0 and kept it where it was best
+            composed.unlink(missing_ok=True)
         results.append(result)
         current = result.best_checkpoint
     best = max(results, key=lambda res: res.best_metric)

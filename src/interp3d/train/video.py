@@ -15,6 +15,7 @@ ground truth. Model selection uses a separate validation set with 3D ground trut
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,7 +35,9 @@ from .engine import StageResult, load_checkpoint, resolve_device, run_stage
 from .losses import confidence_reprojection_loss, motion_smoothness_loss, range_loss, reprojection_loss, structure_consistency_loss, update_latents
 from .stages import AnnotatedImages, annotated_splits, freeze_view_head, predict_batches
 
-__all__ = ["train_video", "VideoFrames"]
+__all__ = ["train_video", "finished_video", "VideoFrames"]
+
+RESULT_FILE = "result.json"  # written last by a finished curriculum: a rerun returns it
 
 
 class VideoFrames:
@@ -86,7 +89,13 @@ def train_video(
     checkpoint. The final model, ``out_dir/best.pt``, is the best on the validation set over all
     lengths (a later stage can end below an earlier one's best); each length's starting weights
     are its epoch 0, so no length hands on a model worse on validation than the one it got.
+    Once done, the other lengths' weights are removed (``video.keep_length_weights`` keeps them;
+    their histories stay) and ``out_dir/result.json`` lets a rerun return without loading anything.
     """
+    if resume and (done := finished_video(out_dir, lengths, epochs_per_length)) is not None:
+        if not cfg.video.keep_length_weights:  # a run killed while pruning finishes it
+            _prune_lengths(Path(out_dir), lengths, done.best_record["clip_length"])
+        return done
     category = get_category(category)
     device = resolve_device(cfg.train.device)
     vc = cfg.video
@@ -188,4 +197,38 @@ def train_video(
     link_or_copy(best.best_checkpoint, out_dir / "best.pt")  # a hard link: no second copy of the weights
     history = [dict(h, clip_length=length) for length, r in zip(lengths, results) for h in r.history]
     atomic_write_json(out_dir / "history.json", history)
-    return StageResult(out_dir, best.best_metric, best.best_epoch, history, best_record=dict(best.best_record, clip_length=lengths[results.index(best)]))
+    best_length = lengths[results.index(best)]
+    record = dict(best.best_record, clip_length=best_length)
+    atomic_write_json(out_dir / RESULT_FILE, {"lengths": list(lengths), "epochs_per_length": epochs_per_length, "best_length": best_length, "best_metric": best.best_metric, "best_epoch": best.best_epoch, "best_record": record})
+    if not vc.keep_length_weights:
+        _prune_lengths(out_dir, lengths, best_length)
+    return StageResult(out_dir, best.best_metric, best.best_epoch, history, best_record=record)
+
+
+def finished_video(out_dir: str | Path, lengths: tuple[int, ...], epochs_per_length: int) -> StageResult | None:
+    """The result of a curriculum that finished in ``out_dir`` with these lengths and epochs, else
+    None. A finished folder asked for other lengths or epochs raises: its lengths' weights may be
+    pruned, and a curriculum extended in place would not be the one its lengths trained."""
+    out_dir = Path(out_dir)
+    marker = out_dir / RESULT_FILE
+    if not marker.is_file():
+        return None
+    done = json.loads(marker.read_text())
+    if tuple(done["lengths"]) != tuple(lengths) or done["epochs_per_length"] != epochs_per_length:
+        raise ValueError(
+            f"{out_dir}: a finished video stage of lengths {tuple(done['lengths'])} x {done['epochs_per_length']} epochs, asked for "
+            f"{tuple(lengths)} x {epochs_per_length}; train into a new folder"
+        )
+    history = json.loads((out_dir / "history.json").read_text())
+    return StageResult(out_dir, done["best_metric"], done["best_epoch"], history, best_record=done["best_record"])
+
+
+def _prune_lengths(out_dir: Path, lengths: tuple[int, ...], best_length: int) -> None:
+    """Remove the weights of every clip length but the winner (the curriculum's ``best.pt``, a hard
+    link to it, stays): nothing reads them once the curriculum is done, and each is a whole model."""
+    for length in lengths:
+        folder = out_dir / f"len{length:02d}"
+        if length == best_length or not (folder / "best.pt").is_file():
+            continue
+        atomic_write_json(folder / "pruned.json", {"best.pt": f"removed when the curriculum finished (video.keep_length_weights=false); its best: ../best.pt (length {best_length})"})
+        (folder / "best.pt").unlink()
