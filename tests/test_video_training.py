@@ -42,6 +42,11 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     assert (curriculum / f"len{best_length:02d}" / "best.pt").samefile(curriculum / "best.pt")
     assert not (curriculum / f"len{other:02d}" / "best.pt").exists() and (curriculum / f"len{other:02d}" / "pruned.json").is_file()
     history = json.loads((curriculum / "history.json").read_text())
+    # keep_length_weights keeps every length's weights, and pruning changes nothing in the training
+    worlds = tmp_path / "chair" / "world"
+    kept = train_video(cfg.override(["video.keep_length_weights=true"]), "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "baseline" / "finetune" / "best.pt", tmp_path / "kept", (3, 6), 1, progress=False)
+    assert all((tmp_path / "kept" / f"len{m:02d}" / "best.pt").is_file() for m in (3, 6))
+    assert [dict(h, seconds=0) for h in kept.history] == [dict(h, seconds=0) for h in history]
     # each length: its starting weights validated as epoch 0, then its epoch
     assert [(h["clip_length"], h["epoch"]) for h in history] == [(3, 0), (3, 1), (6, 0), (6, 1)]
     assert history[2]["mean_ar"] == max(history[0]["mean_ar"], history[1]["mean_ar"])  # length 6 starts from length 3's best
@@ -61,7 +66,6 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     from interp3d.train.bootstrap import train_bootstrap
 
     boot_cfg = cfg.override(["video.bootstrap_rounds=1"])
-    worlds = tmp_path / "chair" / "world"
     result = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
     labels = load_checkpoint(tmp_path / "boot" / "round1" / "pseudo_labels.pt")
     assert labels["keypoints"].shape == (18, 10, 2) and labels["summary"]["frames"] == 18
