@@ -27,9 +27,8 @@ from interp3d.io_utils import atomic_write_json, atomic_write_text
 from interp3d.models.serialization import load_interpreter
 
 
-def evaluate(model_path: str, data: Path, refine: bool, flip_test: bool) -> tuple[dict, dict]:
+def evaluate(model, data: Path, refine: bool, flip_test: bool) -> tuple[dict, dict]:
     """(summary metrics, per-object errors) of one model on one world."""
-    model = load_interpreter(model_path)
     result = evaluate_interpreter(model, data, refine=refine, flip_test=flip_test)
     head = result.get("azimuth_view_head")
     summary = {
@@ -44,10 +43,11 @@ def evaluate(model_path: str, data: Path, refine: bool, flip_test: bool) -> tupl
 
 def compare(models: list[str], worlds: list[Path], refine: bool = True, flip_test: bool = True) -> dict:
     report = {"models": models, "refine": refine, "flip_test": flip_test, "worlds": {}}
+    loaded = {path: load_interpreter(path) for path in models}
     for world in worlds:
         rows, errors = {}, {}
         for path in models:
-            rows[path], errors[path] = evaluate(path, world, refine, flip_test)
+            rows[path], errors[path] = evaluate(loaded[path], world, refine, flip_test)
             print(world, path, rows[path], flush=True)
         base = errors[models[0]]
         for path in models[1:]:

@@ -100,11 +100,11 @@ def train_bootstrap(
         mixed = LabelledImages.concat([LabelledImages(train_images.images, train_images.keypoints, train_images.visible), pseudo])
         result_2d = train_heatmaps("bootstrap_2d", cfg, category, model.keypoint_net, mixed, val_images, folder / "keypoints", stage, resume=resume, progress=progress)
         composed = folder / "composed.pt"
-        finished = finished_video(folder / "video", lengths, epochs_per_length) if resume else None
-        if finished is None and not (resume and composed.is_file()):
+        # a finished video stage returns its result without reading its start
+        if not (resume and (composed.is_file() or finished_video(folder / "video", lengths, epochs_per_length) is not None)):
             model.keypoint_net.load_state_dict(load_checkpoint(result_2d.best_checkpoint, kind="bootstrap_2d")["model"])
             save_checkpoint(composed, {"kind": "video", "model": model.state_dict(), "category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "bootstrap_round": r})
-        result = finished if finished is not None else train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress)
+        result = train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress)
         if not cfg.video.keep_length_weights:
             # the video stage's start: its first length validated it as epoch 0 and kept it where it was best
             composed.unlink(missing_ok=True)
