@@ -115,6 +115,23 @@ def test_keypoint5_share_mixes_photograph_views_into_the_whole_sphere(tmp_path):
         WorldOptions(keypoint5_share=2.0)
 
 
+def test_cluttered_share_puts_test3d_clutter_into_some_annotated_images(tmp_path):
+    def world(share, name):
+        options = WorldOptions(kind="annotated2d", count=30, image_size=16, chunk=30, supersample=1, cluttered_share=share)
+        ds = WorldDataset(render_world(tmp_path / name, "chair", options, seed=3, progress=False))
+        return {**ds.annotations, "images": [ds.load_image(i) for i in range(len(ds))]}
+
+    plain, mixed, cluttered = world(0.0, "plain"), world(0.5, "mixed"), world(1.0, "cluttered")
+    # test3d's scene puts 1-2 occluders in front of the object (the annotated one none): more hidden keypoints
+    assert cluttered["occluded_by_other"].sum() >= 2 * plain["occluded_by_other"].sum() > 0
+    # an item keeps its pose and shape; only the items drawn for the clutter change their scene
+    assert np.allclose(mixed["structure"], plain["structure"]) and np.allclose(mixed["azimuth"], plain["azimuth"])
+    same_scene = [np.array_equal(mixed["images"][i], plain["images"][i]) for i in range(30)]
+    assert 5 <= sum(same_scene) <= 25
+    with pytest.raises(ValueError, match="cluttered_share"):
+        WorldOptions(cluttered_share=-0.1)
+
+
 def test_a_world_from_before_an_option_existed_still_matches_at_its_default(tmp_path):
     import json
 

@@ -66,12 +66,14 @@ class WorldConfig:
     jpeg: float = 0.0
     real_shapes: str = ""  # folder of PASCAL3D+ CAD JSON models (chair, table have complete ones)
     real_shape_fraction: float = 1.0
+    cluttered_share: float = 0.0  # annotated2d: share of items in test3d's cluttered, occluded scene
 
     def options(self, kind: str) -> WorldOptions:
         count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]
         return WorldOptions(
             view_sphere=self.view_sphere, keypoint5_share=self.keypoint5_share, backgrounds=self.backgrounds, textures=self.textures, jpeg=self.jpeg,
             real_shapes=self.real_shapes, real_shape_fraction=self.real_shape_fraction,
+            cluttered_share=self.cluttered_share if kind == "annotated2d" else 0.0,
             kind=kind,
             count=count,
             image_size=self.image_size,

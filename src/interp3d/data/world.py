@@ -100,6 +100,9 @@ class WorldOptions:
     backgrounds: str = ""
     textures: str = ""
     jpeg: float = 0.0  # probability of JPEG compression of an image
+    # annotated2d: this share of the items get test3d's cluttered scene (1-3 distractors and clutter
+    # boxes, 1-2 occluders, stronger blur and noise) with training backgrounds; the rest the usual one
+    cluttered_share: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -108,8 +111,10 @@ class WorldOptions:
             raise ValueError(f"annotated_views must be 'keypoint5' or 'restricted', got {self.annotated_views!r}")
         if self.view_sphere not in ("category", "full"):
             raise ValueError(f"view_sphere must be 'category' or 'full', got {self.view_sphere!r}")
-        if not all(0.0 <= v <= 1.0 for v in (self.real_shape_fraction, self.jpeg, self.keypoint5_share)):
-            raise ValueError(f"real_shape_fraction, jpeg and keypoint5_share are probabilities, got {self.real_shape_fraction}, {self.jpeg}, {self.keypoint5_share}")
+        if not all(0.0 <= v <= 1.0 for v in (self.real_shape_fraction, self.jpeg, self.keypoint5_share, self.cluttered_share)):
+            raise ValueError(
+                f"real_shape_fraction, jpeg, keypoint5_share and cluttered_share are probabilities, got {self.real_shape_fraction}, {self.jpeg}, {self.keypoint5_share}, {self.cluttered_share}"
+            )
         for name in ("backgrounds", "textures", "real_shapes"):
             folder = getattr(self, name)
             if folder and not Path(folder).is_dir():
@@ -118,14 +123,16 @@ class WorldOptions:
             raise ValueError(f"count, video_length must be positive and image_size >= 16, got {self.count}, {self.video_length}, {self.image_size}")
 
 
-def _scene_options(options: WorldOptions):
+def _scene_options(options: WorldOptions, cluttered: bool = False):
+    """The scene of an item; ``cluttered``: test3d's clutter and degradation (training backgrounds
+    where the item is not a test3d one)."""
     from ..render.scene import SceneOptions
 
     photo = dict(
         backgrounds=options.backgrounds, textures=options.textures, jpeg=options.jpeg,
         background_split="test" if options.kind == "test3d" else "train",  # test3d shows backgrounds no training image has
     )
-    if options.kind == "annotated2d":
+    if options.kind == "annotated2d" and not cluttered:
         return SceneOptions(floor=0.7, distractors=(0, 1), clutter_boxes=(0, 1), occluders=(0, 0), blur=0.6, noise=3.0, **photo)
     if options.kind == "video":
         return SceneOptions(floor=0.8, distractors=(0, 2), clutter_boxes=(0, 2), occluders=(0, 0), blur=1.0, noise=4.0, **photo)
@@ -277,7 +284,8 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
     structure, alpha, mesh = base.structure[0].numpy(), base.params.alpha[0].numpy(), None
     if options.real_shapes and (options.real_shape_fraction >= 1.0 or np.random.default_rng([seed, _KIND_ID[options.kind], index, 17]).random() < options.real_shape_fraction):
         structure, alpha, mesh = _real_target(category, options.real_shapes, index, float(alpha[0]), rng)
-    spec = sample_scene(category, structure, alpha, rng, _scene_options(options), target_mesh=mesh)
+    cluttered = options.kind == "annotated2d" and options.cluttered_share > 0 and np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 23]).random() < options.cluttered_share
+    spec = sample_scene(category, structure, alpha, rng, _scene_options(options, cluttered), target_mesh=mesh)
     if options.kind == "video":
         cameras = _camera_trajectory(category, base, rng, options.video_length, options)
         names = [f"frames/{index:04d}/{j:03d}.png" for j in range(len(cameras))]
