@@ -15,10 +15,8 @@ information the outliers withhold, left/right swaps and the shape prior. Writes 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
