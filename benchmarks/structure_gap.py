@@ -59,6 +59,8 @@ def secondary_modes_near_truth(heatmaps: torch.Tensor, truth: torch.Tensor, plan
 
 def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) -> dict:
     model = load_interpreter(model_name).eval()
+    if not model.lifts_keypoints:
+        raise SystemExit(f"{model_name}: its 2D-to-3D module reads heatmaps; the error budget refits keypoint sets and needs a keypoint lifter (the product models)")
     category = model.category
     flip_test = bool(model.info.get("flip_test_default", False)) if getattr(model, "info", None) else False
     data = AnnotatedImages(world, model.image_size, category)
