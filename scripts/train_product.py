@@ -157,9 +157,11 @@ def measure(target: Path, test3d: Path, info: dict) -> dict:
     return info["test3d_metrics"]
 
 
-def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path | None) -> None:
+def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path | None, refresh_prior: bool = False) -> None:
     """A shipped model's header brought to today's recommendations: its recipe's ``test3d``
-    rendered again (deterministic: the seed and overrides of its header) and measured."""
+    rendered again (deterministic: the seed and overrides of its header) and measured.
+    ``refresh_prior``: its refinement prior replaced by today's (``lifting_data``'s) before the
+    shape anchor is calibrated again."""
     model = load_interpreter(target)
     info = dict(model.info)
     category = model.category.name
@@ -167,6 +169,10 @@ def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path |
     worlds = render(cfg, category, out, _cad_folder(category, real_shapes), kinds=("test3d", "val3d"))
     recommended = recommendations()
     info |= recommended | {"remeasured": {"git": git_revision(ROOT), "recommendations": sorted(recommended) + ["refine_options"]}}
+    if refresh_prior:
+        prior = lifting_data(cfg, category)[2]
+        info["shape_prior"] = prior.to_dict()
+        info["remeasured"]["shape_prior"] = prior.source
     calibrate_refinement(target, worlds["val3d"], info)
     print(json.dumps(measure(target, worlds["test3d"], info), indent=2, default=str))
 
@@ -228,6 +234,7 @@ def main() -> None:
     parser.add_argument("--keypoint-checkpoint", type=Path, help="use this 2D module (an --only-2d keypoint_net.pt) instead of training one; its peak threshold is calibrated on a val2d world")
     parser.add_argument("--lifter-from", type=Path, help="use the lifter of this exported model instead of training one")
     parser.add_argument("--remeasure", type=Path, help="instead of training: bring this exported model's header to today's recommendations and measure it on its recipe's test3d (rendered again under --out)")
+    parser.add_argument("--refresh-prior", action="store_true", help="with --remeasure: replace the model's refinement prior by today's recipe's (then calibrate its shape anchor again)")
     parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<name>.safetensors")
     parser.add_argument("--name", help="shipped model name (default: the category)")
     parser.add_argument("--export-dir", type=Path, default=ROOT / "src" / "interp3d" / "pretrained", help="where --export writes <name>.safetensors (default: the package's shipped models)")
@@ -236,7 +243,7 @@ def main() -> None:
         parser.error(f"{args.photo_material}: no photo material; run: bash scripts/fetch_photo_material.sh {args.photo_material}")
     real_shapes = args.real_shapes if args.real_shapes and str(args.real_shapes) and args.real_shapes.is_dir() else None
     if args.remeasure:
-        return remeasure(args.remeasure, args.out, args.photo_material, real_shapes)
+        return remeasure(args.remeasure, args.out, args.photo_material, real_shapes, args.refresh_prior)
     if args.category is None:
         parser.error("--category is required (unless --remeasure)")
     if args.only_2d and args.keypoint_checkpoint:

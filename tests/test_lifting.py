@@ -179,6 +179,31 @@ def test_limb_occlusion_analytic():
     assert hidden.tolist() == [False, False, True, False, False]
 
 
+def test_a_mixture_prior_has_the_moments_of_samples_drawn_from_its_components():
+    rng = np.random.default_rng(3)
+    real = ShapePrior.from_relative_alpha(CHAIR, rng.normal([0.2, 0.1, 0.0, 0.1], [0.3, 0.2, 0.1, 0.05], size=(500, 4)), source="real")
+    real = real.with_residuals(rng.normal(0, 0.05, size=(500, 10, 3)), 2)
+    ranges = ShapePrior.from_ranges(CHAIR)
+    mixed = ShapePrior.mixture([real, ranges], [0.7, 0.3])
+    # independent truth: the moments of 400k draws, 70 % from one Gaussian and 30 % from the other
+    n = 400_000
+    pick = rng.random(n) < 0.7
+    draws = np.where(pick[:, None], rng.multivariate_normal(real.mean, real.covariance, n), rng.multivariate_normal(ranges.mean, ranges.covariance, n))
+    assert np.allclose(mixed.mean, draws.mean(0), atol=0.01)
+    assert np.allclose(mixed.covariance, np.cov(draws.T), atol=0.01 * np.abs(mixed.covariance).max())
+    # the residual directions are the real shapes' (the ranges have none), their spread that of 70 % of the draws
+    assert np.array_equal(mixed.residual_bases, real.residual_bases) and np.allclose(mixed.residual_sd, real.residual_sd * np.sqrt(0.7))
+    only_real = ShapePrior.mixture([real, ranges], [1.0, 0.0])
+    assert np.allclose(only_real.mean, real.mean) and np.allclose(only_real.covariance, real.covariance)
+    assert ShapePrior.from_dict(mixed.to_dict()).source == mixed.source
+    with pytest.raises(ValueError, match="one category"):
+        ShapePrior.mixture([real, ShapePrior.from_ranges("sofa")], [0.5, 0.5])
+    with pytest.raises(ValueError, match="residual bases"):
+        ShapePrior.mixture([real, real], [0.5, 0.5])
+    with pytest.raises(ValueError, match="non-negative weight"):
+        ShapePrior.mixture([real, ranges], [1.0])
+
+
 def test_residual_bases_let_refinement_fit_real_detail():
     """A shape made of the basis plus a known residual direction is fitted exactly only when the
     prior carries that direction."""

@@ -110,6 +110,31 @@ class ShapePrior:
         n = res.shape[1]
         return replace(self, residual_bases=vt[:components].reshape(components, n, 3), residual_sd=np.maximum(sv[:components], 1e-4), source=self.source + f" + {components} residual bases")
 
+    @classmethod
+    def mixture(cls, components: "list[ShapePrior]", weights) -> "ShapePrior":
+        """The Gaussian with the moments of a mixture of priors of one category (weights normalised):
+        e.g. the population a lifter trained on, a share of real shapes and the rest from the ranges.
+        Residual bases come from the one component that has them (at most one may), their
+        standard deviations scaled by the square root of its weight (the others have no residual)."""
+        w = np.asarray(weights, np.float64)
+        if len(components) == 0 or w.shape != (len(components),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"need one non-negative weight per prior, not all 0; got {list(w)} for {len(components)} priors")
+        if len({p.category for p in components}) != 1:
+            raise ValueError(f"a mixture of priors of one category only, got {sorted({p.category for p in components})}")
+        with_residual = [i for i, p in enumerate(components) if p.residual_bases is not None]
+        if len(with_residual) > 1:
+            raise ValueError("at most one component of a mixture may have residual bases")
+        w = w / w.sum()
+        mean = sum(wi * p.mean for wi, p in zip(w, components))
+        covariance = sum(wi * (p.covariance + np.outer(p.mean - mean, p.mean - mean)) for wi, p in zip(w, components))
+        first = components[0]
+        source = " + ".join(f"{wi:.2f} x ({p.source})" for wi, p in zip(w, components))
+        out = cls(first.category, mean, covariance, first.log_focal_ratio, first.elevation, source)
+        if with_residual and w[with_residual[0]] > 0:
+            r = components[with_residual[0]]
+            out = replace(out, residual_bases=r.residual_bases, residual_sd=r.residual_sd * np.sqrt(w[with_residual[0]]))
+        return out
+
     # -- use -----------------------------------------------------------------------------------
     def whitening(self, dtype=torch.float64, device=None) -> tuple[Tensor, Tensor]:
         """(mean (K-1,), W (K-1, K-1)) with ``|W (a - mean)|^2`` the Mahalanobis distance."""
