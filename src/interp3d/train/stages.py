@@ -322,7 +322,7 @@ def lifting_data(cfg: Config, category: Category | str) -> tuple[LiftingSampler,
     if bank is not None:
         # the refinement's prior describes the population the lifter learns from: real shapes and,
         # for the rest of the samples, the ranges (the real shapes' alone, 6 PASCAL3D+ tables, held
-        # the table's test3d structure AR at 49.4; this mixture 53.1, README)
+        # the table's test3d structure AR at 49.4; this mixture 53.0, README)
         real = bank.prior("real shapes: " + " + ".join(sorted(set(_source_of(n) for n in bank.names))))
         prior = ShapePrior.mixture([real, prior], [options.real_fraction, 1.0 - options.real_fraction])
     val_options = replace(options, real_fraction=1.0) if val_bank is not None else options
