@@ -72,13 +72,13 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
     truth = geometry.rescale_points(data.keypoints, model.image_size, category.plane_size).double()
     visible = data.visible.bool()
     side = category.plane_size
-    distance = (kp - truth).norm(dim=-1) / side * 100
+    error = kp - truth
+    distance = error.norm(dim=-1) / side * 100
     inlier = visible & (distance < inlier_pct)
     outlier = visible & ~inlier
     flip = list(category.flip_permutation)
     partner_distance = (kp - truth[:, flip]).norm(dim=-1) / side * 100
     swapped = outlier & (partner_distance < inlier_pct)
-    error = kp - truth
     rms_axis = float(error[inlier].pow(2).mean().sqrt())  # per-axis RMS of the inliers' errors, plane px
     noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(seed), dtype=truth.dtype)
     unswapped = torch.where(swapped.unsqueeze(-1), truth, kp)

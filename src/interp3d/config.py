@@ -73,6 +73,7 @@ class WorldConfig:
         return WorldOptions(
             view_sphere=self.view_sphere, keypoint5_share=self.keypoint5_share, backgrounds=self.backgrounds, textures=self.textures, jpeg=self.jpeg,
             real_shapes=self.real_shapes, real_shape_fraction=self.real_shape_fraction,
+            # other kinds ignore it; their recorded settings stay those of worlds rendered before it existed
             cluttered_share=self.cluttered_share if kind == "annotated2d" else 0.0,
             kind=kind,
             count=count,
