@@ -20,6 +20,9 @@ lifter never sees the renderer, so it does not learn the world's shortcuts.
     # ... and back on the CPU machine: that 2D module with the shipped model's lifter, calibrated, measured, exported:
     python scripts/train_product.py --category chair --seed 2 --keypoint-checkpoint runs/gpu/chair/keypoint_net.pt \
         --lifter-from src/interp3d/pretrained/chair.safetensors --out runs/product/chair_gpu --export
+    # a new lifter beside a shipped 2D module (the header's seed and overrides: the same val2d/val3d/test3d worlds):
+    .venv/bin/python scripts/train_product.py --category chair --seed 4 --keypoint-from src/interp3d/pretrained/chair.safetensors \
+        --set world.keypoint5_share=0.0 --set world.n_annotated2d=18000 --set train.pretrain_2d.lr=3e-4 --out runs/product/chair_lifter --export
     # a shipped model's header brought to today's recommendations (weights unchanged), test3d measured again:
     .venv/bin/python scripts/train_product.py --remeasure src/interp3d/pretrained/sofa.safetensors --out runs/product/sofa_remeasure
 
@@ -205,6 +208,19 @@ def _trained_elsewhere(path: Path, category: str) -> dict:
     return state
 
 
+def _keypoint_module_of(path: Path, category: str) -> tuple[dict, dict, dict]:
+    """The 2D module of an exported model: its weights, its pretrain-2d record and what the header says
+    of how it was trained (for a new lifter beside it)."""
+    model = load_interpreter(path)
+    if model.category.name != category:
+        raise SystemExit(f"--keypoint-from {path}: a {model.category.name} model, not {category}")
+    info = model.info or {}
+    taken = {k: info[k] for k in ("seed", "overrides", "init_2d", "keypoint_checkpoint", "train_seconds") if k in info}
+    return model.keypoint_net.state_dict(), (info.get("validation") or {}).get("pretrain_2d"), {
+        "keypoint_from": dict(taken, model=path.name, annotated2d=(info.get("data") or {}).get("annotated2d"))
+    }
+
+
 def _lifter_of(path: Path, category: str) -> tuple[dict, dict]:
     """The lifter weights of an exported model and what its header says of them (shapes, prior, validation, seconds)."""
     model = load_interpreter(path)
@@ -232,6 +248,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="render the worlds in this many processes (same files as one)")
     parser.add_argument("--only-2d", action="store_true", help="render annotated2d, train the 2D module, write OUT/keypoint_net.pt and stop (e.g. on a GPU machine)")
     parser.add_argument("--keypoint-checkpoint", type=Path, help="use this 2D module (an --only-2d keypoint_net.pt) instead of training one; its peak threshold is calibrated on a val2d world")
+    parser.add_argument("--keypoint-from", type=Path, help="use the 2D module of this exported model (e.g. to train a new lifter beside a shipped 2D module; give its header's seed and overrides to measure on its test3d)")
     parser.add_argument("--lifter-from", type=Path, help="use the lifter of this exported model instead of training one")
     parser.add_argument("--remeasure", type=Path, help="instead of training: bring this exported model's header to today's recommendations and measure it on its recipe's test3d (rendered again under --out)")
     parser.add_argument("--refresh-prior", action="store_true", help="with --remeasure: replace the model's refinement prior by today's recipe's (then calibrate its shape anchor again)")
@@ -246,15 +263,17 @@ def main() -> None:
         return remeasure(args.remeasure, args.out, args.photo_material, real_shapes, args.refresh_prior)
     if args.category is None:
         parser.error("--category is required (unless --remeasure)")
-    if args.only_2d and args.keypoint_checkpoint:
-        parser.error("--only-2d trains the 2D module that --keypoint-checkpoint would replace: give one of them")
+    given_2d = [flag for flag, value in (("--only-2d", args.only_2d), ("--keypoint-checkpoint", args.keypoint_checkpoint), ("--keypoint-from", args.keypoint_from), ("--init-2d", args.init_2d)) if value]
+    if len(given_2d) > 1 and given_2d != ["--only-2d", "--init-2d"]:
+        parser.error(f"{' and '.join(given_2d)} each decide where the 2D module comes from: give one of them (or --only-2d with --init-2d)")
     cfg = product_config(args.category, args.photo_material, real_shapes, args.seed, args.overrides)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cad = _cad_folder(args.category, real_shapes)
     write_run_metadata(out, cfg.to_dict(), cfg.seed, {"recipe": "scripts/train_product.py", "category": args.category, "cad_targets": cad})
     start = time.perf_counter()
-    kinds = ("annotated2d",) if args.only_2d else ("val2d", "test3d", "val3d") if args.keypoint_checkpoint else ("annotated2d", "test3d", "val3d")
+    trained_2d_elsewhere = bool(args.keypoint_checkpoint or args.keypoint_from)
+    kinds = ("annotated2d",) if args.only_2d else ("val2d", "test3d", "val3d") if trained_2d_elsewhere else ("annotated2d", "test3d", "val3d")
     rendered_before = all((out / "world" / kind / "meta.json").is_file() for kind in kinds)
     worlds = render(cfg, args.category, out, cad, kinds, workers=args.workers)
     render_s = time.perf_counter() - start
@@ -266,6 +285,10 @@ def main() -> None:
             "n_annotated2d": trained["config"]["world"]["n_annotated2d"], "epochs": len([h for h in trained["history"] if h["epoch"] > 0]),
         }}
         n_annotated, timings = trained["config"]["world"]["n_annotated2d"], {"pretrain_2d_s": trained["seconds"]}
+    elif args.keypoint_from:
+        keypoint_weights, keypoint_record, keypoint_info = _keypoint_module_of(args.keypoint_from, args.category)
+        init_info, n_annotated = None, None
+        timings = {"pretrain_2d_s": (keypoint_info["keypoint_from"].get("train_seconds") or {}).get("pretrain_2d_s")}
     else:
         init_state, init_info = _initial_2d(args.init_2d, args.category) if args.init_2d else (None, None)
         keypoints = pretrain_2d(cfg, args.category, worlds["annotated2d"], out / "pretrain_2d", progress=False, init_state=init_state)
@@ -298,7 +321,7 @@ def main() -> None:
 
     model = compose(cfg, args.category, keypoint_weights, lifter_weights)
     # which peaks count as keypoints, on images the 2D module never trained on (as Predictor runs it)
-    held_out = worlds["val2d"] if args.keypoint_checkpoint else annotated_splits(cfg, get_category(args.category), worlds["annotated2d"])[1]
+    held_out = worlds["val2d"] if trained_2d_elsewhere else annotated_splits(cfg, get_category(args.category), worlds["annotated2d"])[1]
     calibration = calibrate_peak_threshold(model, held_out, flip_test=True)
     info = {
         "recipe": "scripts/train_product.py",
@@ -307,7 +330,8 @@ def main() -> None:
         "overrides": list(args.overrides),
         "git": json.loads((out / "run.json").read_text()).get("git"),
         "data": {
-            "annotated2d": f"{n_annotated} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
+            "annotated2d": keypoint_info["keypoint_from"]["annotated2d"] if args.keypoint_from
+            else f"{n_annotated} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
             + (f", {REAL_CAD_SHARE:.0%} PASCAL3D+ CAD targets" if cad else ""),
             "lifter_shapes": lifted["lifter_shapes"],
             "photo_material": _licences(args.photo_material),

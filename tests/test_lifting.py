@@ -155,6 +155,46 @@ def test_lifting_sampler_visibility_and_targets():
     torch.testing.assert_close(again.keypoints, batch.keypoints, equal_nan=True)
 
 
+
+def test_lifting_sampler_makes_a_detectors_mistakes():
+    exact = dict(truncation=0.0, dropout=0.0, noise=0.0, outliers=0.0, roll_deg=0.0)
+    flip = torch.as_tensor(CHAIR.flip_permutation)
+    paired = flip != torch.arange(CHAIR.num_keypoints)
+
+    def draw(**options):
+        sampler = LiftingSampler(CHAIR, None, LiftingOptions(**exact, **options))
+        batch = sampler.sample(300, torch.Generator().manual_seed(7))
+        truth = sampler.codec.decode(batch.params.double()).project(CHAIR)[2].float()
+        radius = geometry.keypoint_radius(truth.double(), torch.ones(truth.shape[:2], dtype=torch.float64))[1].float()
+        return batch, truth, radius
+
+    # every visible keypoint with a mirror partner is reported at the partner's projection, the others where they are
+    batch, truth, _ = draw(swaps=1.0, soft_confidence=0.0)
+    present = batch.weights > 0
+    torch.testing.assert_close(batch.keypoints[present & paired], truth[:, flip][present & paired], atol=1e-3, rtol=0)
+    torch.testing.assert_close(batch.keypoints[present & ~paired], truth[present & ~paired], atol=1e-3, rtol=0)
+
+    # displaced reports lie 0.2-1.2 object radii from the truth
+    batch, truth, radius = draw(displaced=1.0)
+    off = ((batch.keypoints - truth).norm(dim=-1) / radius.unsqueeze(1))[batch.weights > 0]
+    assert off.min() > 0.2 - 1e-4 and off.max() < 1.2 + 1e-4
+
+    # hidden keypoints reported anyway: all of them with hidden_reports=1, 40 % of the paired ones at the partner's place,
+    # and in soft-confidence samples the wrong reports carry wrong_confidence, the right ones (0.3, 1]
+    plain, _, _ = draw(soft_confidence=0.0)
+    hidden = plain.weights == 0
+    assert hidden.any()
+    batch, truth, _ = draw(hidden_reports=1.0, soft_confidence=1.0, wrong_confidence=(0.1, 0.2))
+    assert (batch.weights > 0).all()
+    at_partner = (batch.keypoints - truth[:, flip]).norm(dim=-1) < 1e-3
+    share = at_partner[hidden & paired].float().mean().item()
+    assert 0.3 < share < 0.5
+    assert ((batch.weights[hidden] >= 0.1) & (batch.weights[hidden] <= 0.2)).all()
+    assert (batch.weights[~hidden] >= 0.3).all()
+    # the visible keypoints are untouched
+    torch.testing.assert_close(batch.keypoints[~hidden], truth[~hidden], atol=1e-3, rtol=0)
+
+
 def test_check_keypoints_reports_bad_rows():
     good = SkeletonSampler("chair").sample(1, torch.Generator().manual_seed(5)).keypoints[0].numpy()
     rows = np.stack([good, good, good, good, good])

@@ -1,5 +1,6 @@
 """scripts/train_product.py's split recipe: a 2D module trained on one machine (``--only-2d``'s
-portable checkpoint) composed on another with an exported model's lifter (``--lifter-from``)."""
+portable checkpoint) composed on another with an exported model's lifter (``--lifter-from``), or
+an exported model's 2D module (``--keypoint-from``) beside a new lifter."""
 
 import importlib.util
 import sys
@@ -51,8 +52,11 @@ def test_composing_a_models_own_parts_reproduces_it(train_product, shipped_chair
     path = pretrained_models()["chair"]
     lifter_weights, lifted = train_product._lifter_of(path, "chair")
     assert lifted["lifter"]["taken_from"] == path.name and lifted["shape_prior"] == shipped_chair.info["shape_prior"]
+    keypoint_weights, record, taken = train_product._keypoint_module_of(path, "chair")
+    assert record == shipped_chair.info["validation"]["pretrain_2d"]
+    assert taken["keypoint_from"]["model"] == path.name and taken["keypoint_from"]["seed"] == shipped_chair.info["seed"]
     cfg = train_product.product_config("chair", Path("unused"), None, 0, [])
-    composed = train_product.compose(cfg, "chair", shipped_chair.keypoint_net.state_dict(), lifter_weights)
+    composed = train_product.compose(cfg, "chair", keypoint_weights, lifter_weights)
     composed.info = shipped_chair.info  # the header's peak thresholds, as an export writes them
     images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -61,3 +65,20 @@ def test_composing_a_models_own_parts_reproduces_it(train_product, shipped_chair
         torch.testing.assert_close(getattr(ours, field), getattr(theirs, field), msg=field)
     with pytest.raises(SystemExit, match="a chair model, not sofa"):
         train_product._lifter_of(path, "sofa")
+    with pytest.raises(SystemExit, match="--keypoint-from .*a chair model, not sofa"):
+        train_product._keypoint_module_of(path, "sofa")
+
+
+def test_two_sources_of_the_2d_module_are_refused(tmp_path):
+    import subprocess
+
+    material = tmp_path / "material"
+    material.mkdir()
+    (material / "SOURCES.txt").write_text("")
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "train_product.py"), "--category", "chair", "--out", str(tmp_path / "run"), "--photo-material", str(material),
+         "--keypoint-from", "chair", "--keypoint-checkpoint", str(tmp_path / "keypoint_net.pt")],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 2 and "--keypoint-checkpoint and --keypoint-from each decide where the 2D module comes from" in run.stderr
+    assert not (tmp_path / "run").exists()

@@ -200,6 +200,10 @@ class LiftConfig:
     dropout: float = 0.15
     noise: float = 0.03
     outliers: float = 0.03
+    displaced: float = 0.0
+    swaps: float = 0.0
+    hidden_reports: float = 0.0
+    wrong_confidence: tuple[float, ...] = ()  # [low, high] or [] (as the right ones)
     epochs: int = 30
     steps_per_epoch: int = 200
     batch_size: int = 256
@@ -213,8 +217,12 @@ class LiftConfig:
         el = tuple(self.elevation_deg)
         if len(el) != 2:
             raise ConfigError(f"lift.elevation_deg must be [low, high], got {list(el)}")
+        wrong_confidence = tuple(self.wrong_confidence)
+        if len(wrong_confidence) not in (0, 2):
+            raise ConfigError(f"lift.wrong_confidence must be [low, high] or [], got {list(wrong_confidence)}")
         return LiftingOptions(
-            real_fraction=self.real_fraction, elevation_deg=el, truncation=self.truncation, dropout=self.dropout, noise=self.noise, outliers=self.outliers
+            real_fraction=self.real_fraction, elevation_deg=el, truncation=self.truncation, dropout=self.dropout, noise=self.noise, outliers=self.outliers,
+            displaced=self.displaced, swaps=self.swaps, hidden_reports=self.hidden_reports, wrong_confidence=wrong_confidence or None,
         )
 
 
