@@ -87,6 +87,21 @@ def test_image_modes_are_accepted(tmp_path):
     assert d.dtype == np.uint8 and d.max() == 255 and d.min() == 0
 
 
+def test_camera_photos_are_turned_upright(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (turn 90 deg clockwise to view) loads as shown."""
+    upright = np.zeros((40, 60, 3), np.uint8)
+    upright[:10, :20] = (255, 0, 0)  # a red block at the top left of the image as viewed
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # turned 90 deg anticlockwise, as the sensor wrote it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, quality=95, exif=exif.tobytes())
+    loaded = load_rgb(path)
+    assert loaded.shape == upright.shape
+    assert loaded[2:8, 2:18, 0].min() > 200 and loaded[2:8, 2:18, 1:].max() < 60
+    assert loaded[20:, 30:].max() < 40
+
+
 def test_bad_inputs_raise_errors_naming_the_file(checkpoint, tmp_path):
     predictor = Predictor.load(checkpoint)
     bad = tmp_path / "broken.jpg"

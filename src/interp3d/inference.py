@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import geometry, viewpoint
 from .heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
@@ -84,13 +84,16 @@ class Prediction:
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; clear errors for missing, corrupt or tiny files."""
+    """An image file as (H, W, 3) uint8 RGB, upright as viewers show it (the EXIF orientation of
+    camera photos applied, so boxes and keypoints given for the shown image fit); clear errors for
+    missing, corrupt or tiny files."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
         with Image.open(path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)  # a phone photo's pixels are stored sideways, with a tag to turn them
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: rescale to 8 bits
                 arr = np.asarray(img, dtype=np.float64)
                 span = max(arr.max() - arr.min(), 1e-9)
