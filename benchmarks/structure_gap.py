@@ -9,7 +9,9 @@ lifter and refinement (its header's options and shape prior) fit each keypoint s
 structure / azimuth AR are measured as ``evaluate_interpreter`` does. An *inlier* is a visible
 keypoint whose heatmap peak lies within ``--inlier-pct`` % of the projection plane's side of the
 truth; everything else visible is an *outlier*. The rows separate the inliers' imprecision, the
-information the outliers withhold, left/right swaps and the shape prior. Writes OUT.json and OUT.md.
+information the outliers withhold, left/right swaps and the shape prior; a last line gives the 2D
+module's mistakes in the units of the lifter's training options (``lift.displaced``, ``lift.swaps``,
+``lift.hidden_reports``, ...: :func:`interp3d.data.lifting.detector_error_statistics`). Writes OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from interp3d import geometry
+from interp3d.data.lifting import detector_error_statistics
 from interp3d.evaluation.evaluate import evaluate_interpreter, network_outputs
 from interp3d.io_utils import atomic_write_json, atomic_write_text
 from interp3d.models.serialization import load_interpreter
@@ -109,6 +112,7 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
             "outliers_with_a_secondary_mode_near_truth": int((outlier & modes).sum()),
             "inlier_rms_per_axis_pct": rms_axis / side * 100,
         },
+        "detector_error_model": detector_error_statistics(kp, w, truth, visible, flip),
         "fits": results,
     }
 
@@ -126,6 +130,16 @@ def markdown(reports: list[dict]) -> str:
             "| keypoints fitted | structure AR | azimuth AR | azimuth median deg |", "|---|---|---|---|",
         ]
         lines += [f"| {r['keypoints']} | {r['structure_ar']:.2f} | {r['azimuth_ar']:.2f} | {r['azimuth_median_deg']:.1f} |" for r in rep["fits"]]
+        d = rep.get("detector_error_model")
+        if d:
+            lines += [
+                "",
+                "Its mistakes in the lifting sampler's units (`lift.*`; object 2D RMS radii, shares of reported keypoints): "
+                f"{d['visible_reported']:.0%} of visible keypoints reported, noise {d['noise_per_axis']:.3f} per axis, "
+                f"displaced {d['displaced']:.3f}, swaps {d['swaps']:.3f}; {d['hidden_reports']:.0%} of hidden keypoints reported "
+                f"({d['hidden_reports_wrong']:.0%} of them wrong, {d['hidden_reports_at_partner']:.0%} at the mirror partner); "
+                f"confidence median {d['confidence_median_right']:.2f} right, {d['confidence_median_wrong']:.2f} wrong.",
+            ]
         lines.append("")
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from interp3d import geometry
-from interp3d.data.lifting import LiftingOptions, LiftingSampler
+from interp3d.data.lifting import LiftingOptions, LiftingSampler, detector_error_statistics
 from interp3d.data.synthetic import SkeletonSampler
 from interp3d.inference import InputError, check_keypoints
 from interp3d.models.lifter import KeypointLifter
@@ -193,6 +193,29 @@ def test_lifting_sampler_makes_a_detectors_mistakes():
     assert (batch.weights[~hidden] >= 0.3).all()
     # the visible keypoints are untouched
     torch.testing.assert_close(batch.keypoints[~hidden], truth[~hidden], atol=1e-3, rtol=0)
+
+
+
+def test_detector_error_statistics_recover_the_samplers_options():
+    """Round trip: the statistics of keypoints drawn with known detector options give those options back."""
+    common = dict(truncation=0.0, dropout=0.1, outliers=0.0, roll_deg=0.0, soft_confidence=1.0, noise=0.05)
+
+    def draw(**options):
+        sampler = LiftingSampler(CHAIR, None, LiftingOptions(**common, **options))
+        batch = sampler.sample(2000, torch.Generator().manual_seed(3))
+        return batch, sampler.codec.decode(batch.params.double()).project(CHAIR)[2].float()
+
+    plain, _ = draw()
+    batch, truth = draw(displaced=0.1, swaps=0.08, hidden_reports=0.3, wrong_confidence=(0.3, 0.6))
+    stats = detector_error_statistics(torch.nan_to_num(batch.keypoints), batch.weights, truth, plain.weights > 0, CHAIR.flip_permutation)
+    assert stats["visible_reported"] == 1.0
+    assert stats["noise_per_axis"] == pytest.approx(0.05, abs=0.005)
+    # a displaced report may land nearer the partner and a swap of close partners within 0.2 radii
+    assert stats["displaced"] + stats["swaps"] == pytest.approx(0.18, abs=0.03)
+    assert 0.05 < stats["displaced"] < 0.1 and 0.06 < stats["swaps"] < 0.11
+    assert stats["hidden_reports"] == pytest.approx(0.3, abs=0.03)
+    assert 0.35 < stats["hidden_reports_at_partner"] < 0.55
+    assert stats["confidence_median_wrong"] == pytest.approx(0.45, abs=0.05) and stats["confidence_median_right"] > 0.6
 
 
 def test_check_keypoints_reports_bad_rows():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from ..shape_prior import ShapePrior
 from .real_shapes import RealShape
 from .synthetic import SkeletonSampler
 
-__all__ = ["RealShapeBank", "real_shape_bank", "load_real_shapes", "bank_from_folder", "LiftingOptions", "LiftingSampler", "LiftingBatch"]
+__all__ = ["RealShapeBank", "real_shape_bank", "load_real_shapes", "bank_from_folder", "LiftingOptions", "LiftingSampler", "LiftingBatch", "detector_error_statistics"]
 
 
 @dataclass
@@ -269,6 +270,39 @@ class LiftingSampler:
         reported = torch.where((hidden & ~hidden_at_partner).unsqueeze(-1), off_by(0.05, 1.2), reported)
         reported = torch.where(hidden_at_partner.unsqueeze(-1), partner, reported)
         return reported, swap | displaced | hidden
+
+
+def detector_error_statistics(keypoints: torch.Tensor, weights: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor, flip_permutation: Sequence[int], wrong_radii: float = 0.2) -> dict:
+    """A 2D keypoint detector's mistakes (its ``keypoints`` and ``weights`` against the ``truth`` and
+    ``visible`` mask, ``(B, N, 2)`` / ``(B, N)``) in the units of :class:`LiftingOptions`' detector
+    options (distances in object 2D RMS radii, shares of the reported keypoints): how ``noise``,
+    ``displaced``, ``swaps``, ``hidden_reports`` and ``wrong_confidence`` would be set to mimic it
+    (``benchmarks/structure_gap.py`` reports them for a model). A report more than ``wrong_radii``
+    from the truth is wrong; a *swap* if it lies nearer the mirror partner's truth."""
+    radius = geometry.keypoint_radius(truth, torch.ones_like(weights))[1].view(-1, 1)
+    error = (keypoints - truth).norm(dim=-1) / radius
+    partner_error = (keypoints - truth[:, list(flip_permutation)]).norm(dim=-1) / radius
+    paired = (torch.as_tensor(flip_permutation) != torch.arange(len(flip_permutation))).unsqueeze(0)
+    reported = weights > 0
+    wrong = reported & (error > wrong_radii)
+    swap = wrong & paired & (partner_error < error)
+    seen, hidden = reported & visible, reported & ~visible
+
+    def share(mask: torch.Tensor, of: torch.Tensor) -> float:
+        return float(mask.sum() / of.sum().clamp(min=1))
+
+    right = seen & ~wrong
+    return {
+        "visible_reported": share(seen, visible),
+        "noise_per_axis": float(((keypoints - truth)[right] / radius.unsqueeze(-1).expand_as(keypoints)[right]).pow(2).mean().sqrt()),
+        "displaced": share(seen & wrong & ~swap, seen),
+        "swaps": share(seen & swap, seen),
+        "hidden_reports": share(hidden, ~visible),
+        "hidden_reports_wrong": share(hidden & wrong, hidden),
+        "hidden_reports_at_partner": share(hidden & swap, hidden),
+        "confidence_median_right": float(weights[right].median()) if right.any() else None,
+        "confidence_median_wrong": float(weights[reported & wrong].median()) if (reported & wrong).any() else None,
+    }
 
 
 def _keypointnet_split(model_id: str) -> str:
