@@ -340,7 +340,7 @@ def bench_exports(device, quick: bool) -> dict:
 
 
 def bench_product(device, quick: bool) -> dict:
-    """The product architecture (EfficientNet-Lite0 2D module with its viewpoint head + keypoint lifter, 128 px) beside today's
+    """The product architecture (EfficientNet-Lite0 2D module with its viewpoint head + keypoint lifter, 128 and 160 px) beside today's
     shipped hourglass chair model, in this run: ONNX Runtime and eager batch throughput, batch-1
     latency, and 2D-module training throughput; plus the shipped product models' recorded recipe times."""
     from interp3d.models import Interpreter
@@ -349,12 +349,14 @@ def bench_product(device, quick: bool) -> dict:
     architectures = {
         "hourglass_chair_cpu_small": Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)),
         "efficientnet_lite0_product": Interpreter.build("chair", 128, 32, lifter="keypoints", keypoint_lifter={"width": 512, "blocks": 2, "hypotheses": 4}, backbone="efficientnet_lite0", view_bins=24),
+        # the same at 160 px in (40x40 heatmaps): 1.56x the pixels, for a 2D module that sees more of a photo's detail
+        "efficientnet_lite0_product_160": Interpreter.build("chair", 160, 40, lifter="keypoints", keypoint_lifter={"width": 512, "blocks": 2, "hypotheses": 4}, backbone="efficientnet_lite0", view_bins=24),
     }
     batch = 8 if quick else 32
     out: dict = {"batch": batch}
     for name, model in architectures.items():
         model = model.to(device).eval()
-        xb = torch.rand(batch, 3, 128, 128, device=device)
+        xb = torch.rand(batch, 3, model.image_size, model.image_size, device=device)
         x1 = xb[:1]
         entry = {"parameters_M": sum(p.numel() for p in model.parameters()) / 1e6}
         with torch.no_grad():
@@ -365,7 +367,7 @@ def bench_product(device, quick: bool) -> dict:
                 entry["onnxruntime_latency_ms_batch1"] = timeit(lambda: onnx_model(x1), repeat=5) * 1e3
         net = model.keypoint_net.train()
         opt = torch.optim.Adam(net.parameters(), 1e-4)
-        xt = torch.rand(16 if quick else 32, 3, 128, 128, device=device)
+        xt = torch.rand(16 if quick else 32, 3, model.image_size, model.image_size, device=device)
 
         def step():
             loss = net(xt)[-1].square().mean()

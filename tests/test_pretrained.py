@@ -74,11 +74,11 @@ def test_shipped_chair_model_lifts_keypoints_with_self_occlusion():
 
 PRODUCT_CATEGORIES = ("chair", "swivelchair", "table", "bed", "sofa")
 PRODUCT_NAMES = {c: c for c in PRODUCT_CATEGORIES}  # the shipped EfficientNet model of each category
-# bounds on the fresh renders below (median azimuth error deg, median 2D keypoint error px at 128 px);
+# bounds on the fresh renders below (median azimuth error deg, median 2D keypoint error px of the 128 px renders);
 # measured when shipped: see the comments
 FRESH_BOUNDS = {
-    "chair": (15.0, 8.0),  # 4.9 deg, 2.0 px (16 + 12 epochs of 2D training; 2.7 px after 16, 11.6 after 8)
-    "swivelchair": (15.0, 8.0),  # 5.0 deg, 2.3 px (12 + 8 epochs of 2D training; 4.7 px after 12, 20.4 after 5)
+    "chair": (15.0, 8.0),  # 2.8 deg, 1.4 px (the 160 px module; 4.9 deg, 2.0 px at 128 after 16 + 12 epochs; 11.6 px after 8)
+    "swivelchair": (15.0, 8.0),  # 1.9 deg, 1.4 px (the 160 px module; 5.0 deg, 2.3 px at 128 after 12 + 8 epochs; 20.4 px after 5)
     "table": (15.0, 12.0),  # 5.0 deg (modulo 180), 7.2 px (12 epochs of 2D training; 15.4 px after 5)
     "bed": (15.0, 8.0),  # 4.5 deg, 2.7 px (12 epochs of 2D training; 14.1 px after 5)
     "sofa": (15.0, 12.0),  # 3.3 deg, 6.5 px (12 epochs of 2D training; 30.2 px after 5)

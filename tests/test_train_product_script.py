@@ -55,10 +55,11 @@ def test_composing_a_models_own_parts_reproduces_it(train_product, shipped_chair
     keypoint_weights, record, taken = train_product._keypoint_module_of(path, "chair")
     assert record == shipped_chair.info["validation"]["pretrain_2d"]
     assert taken["keypoint_from"]["model"] == path.name and taken["keypoint_from"]["seed"] == shipped_chair.info["seed"]
-    cfg = train_product.product_config("chair", Path("unused"), None, 0, [])
+    size = [f"model.image_size={shipped_chair.image_size}", f"synthetic.heatmap_size={shipped_chair.heatmap_size}"]  # the header's recipe
+    cfg = train_product.product_config("chair", Path("unused"), None, 0, size)
     composed = train_product.compose(cfg, "chair", keypoint_weights, lifter_weights)
     composed.info = shipped_chair.info  # the header's peak thresholds, as an export writes them
-    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, shipped_chair.image_size, shipped_chair.image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours, theirs = composed.float()(images), shipped_chair.float()(images)
     for field in ("heatmaps", "view_logits", "params_normalised", "structure", "keypoints"):
