@@ -26,6 +26,10 @@ def test_overrides_are_typed_and_checked():
         preset("huge")
     with pytest.raises(ConfigError, match="version 99"):
         Config.from_dict({"version": 99})
+    lift = cfg.override(["lift.swaps=0.1", "lift.wrong_confidence=[0.3, 0.7]"]).lift.options()
+    assert lift.swaps == 0.1 and lift.wrong_confidence == (0.3, 0.7) and cfg.lift.options().wrong_confidence is None
+    with pytest.raises(ConfigError, match="lift.wrong_confidence must be"):
+        cfg.override(["lift.wrong_confidence=[0.8, 0.3]"]).lift.options()
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

@@ -218,8 +218,8 @@ class LiftConfig:
         if len(el) != 2:
             raise ConfigError(f"lift.elevation_deg must be [low, high], got {list(el)}")
         wrong_confidence = tuple(self.wrong_confidence)
-        if len(wrong_confidence) not in (0, 2):
-            raise ConfigError(f"lift.wrong_confidence must be [low, high] or [], got {list(wrong_confidence)}")
+        if len(wrong_confidence) not in (0, 2) or (wrong_confidence and not 0 <= wrong_confidence[0] <= wrong_confidence[1] <= 1):
+            raise ConfigError(f"lift.wrong_confidence must be [low, high] with 0 <= low <= high <= 1, or [], got {list(wrong_confidence)}")
         return LiftingOptions(
             real_fraction=self.real_fraction, elevation_deg=el, truncation=self.truncation, dropout=self.dropout, noise=self.noise, outliers=self.outliers,
             displaced=self.displaced, swaps=self.swaps, hidden_reports=self.hidden_reports, wrong_confidence=wrong_confidence or None,
