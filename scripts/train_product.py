@@ -185,12 +185,17 @@ def _licences(photo_material: Path) -> list[str]:
     return sources.read_text().split("\n") if sources.is_file() else []
 
 
-def _initial_2d(path: Path, category: str) -> tuple[dict, dict]:
-    """The 2D module's weights of an exported model, and what the header says of how they were trained."""
+def _exported(path: Path, category: str, flag: str):
+    """An exported model of ``category`` given by ``flag`` (refused, naming the flag, if of another) and its header info."""
     model = load_interpreter(path)
     if model.category.name != category:
-        raise SystemExit(f"--init-2d {path}: a {model.category.name} model, not {category}")
-    info = model.info or {}
+        raise SystemExit(f"{flag} {path}: a {model.category.name} model, not {category}")
+    return model, model.info or {}
+
+
+def _initial_2d(path: Path, category: str) -> tuple[dict, dict]:
+    """The 2D module's weights of an exported model, and what the header says of how they were trained."""
+    model, info = _exported(path, category, "--init-2d")
     summary = {
         "model": path.name,
         "overrides": info.get("overrides"),
@@ -211,10 +216,7 @@ def _trained_elsewhere(path: Path, category: str) -> dict:
 def _keypoint_module_of(path: Path, category: str) -> tuple[dict, dict, dict]:
     """The 2D module of an exported model: its weights, its pretrain-2d record and what the header says
     of how it was trained (for a new lifter beside it)."""
-    model = load_interpreter(path)
-    if model.category.name != category:
-        raise SystemExit(f"--keypoint-from {path}: a {model.category.name} model, not {category}")
-    info = model.info or {}
+    model, info = _exported(path, category, "--keypoint-from")
     taken = {k: info[k] for k in ("seed", "overrides", "init_2d", "keypoint_checkpoint", "train_seconds") if k in info}
     return model.keypoint_net.state_dict(), (info.get("validation") or {}).get("pretrain_2d"), {
         "keypoint_from": dict(taken, model=path.name, annotated2d=(info.get("data") or {}).get("annotated2d"))
@@ -223,10 +225,7 @@ def _keypoint_module_of(path: Path, category: str) -> tuple[dict, dict, dict]:
 
 def _lifter_of(path: Path, category: str) -> tuple[dict, dict]:
     """The lifter weights of an exported model and what its header says of them (shapes, prior, validation, seconds)."""
-    model = load_interpreter(path)
-    if model.category.name != category:
-        raise SystemExit(f"--lifter-from {path}: a {model.category.name} model, not {category}")
-    info = model.info or {}
+    model, info = _exported(path, category, "--lifter-from")
     return model.lifter.state_dict(), {
         "lifter": dict(info.get("lifter") or {}, taken_from=path.name),
         "shape_prior": info.get("shape_prior"),

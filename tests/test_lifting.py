@@ -155,7 +155,6 @@ def test_lifting_sampler_visibility_and_targets():
     torch.testing.assert_close(again.keypoints, batch.keypoints, equal_nan=True)
 
 
-
 def test_lifting_sampler_makes_a_detectors_mistakes():
     exact = dict(truncation=0.0, dropout=0.0, noise=0.0, outliers=0.0, roll_deg=0.0)
     flip = torch.as_tensor(CHAIR.flip_permutation)
@@ -193,7 +192,6 @@ def test_lifting_sampler_makes_a_detectors_mistakes():
     assert (batch.weights[~hidden] >= 0.3).all()
     # the visible keypoints are untouched
     torch.testing.assert_close(batch.keypoints[~hidden], truth[~hidden], atol=1e-3, rtol=0)
-
 
 
 def test_detector_error_statistics_recover_the_samplers_options():

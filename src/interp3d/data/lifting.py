@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,8 +220,7 @@ class LiftingSampler:
             cr, sr = torch.cos(roll).view(n, 1), torch.sin(roll).view(n, 1)
             rel = noisy - centre.unsqueeze(1)
             noisy = centre.unsqueeze(1) + torch.stack((cr * rel[..., 0] - sr * rel[..., 1], sr * rel[..., 0] + cr * rel[..., 1]), -1)
-        reported, wrong = self._detector_errors(noisy, visible, cut_off, radius, generator)
-        noisy = reported
+        noisy, wrong = self._detector_errors(noisy, visible, cut_off, radius, generator)
         if o.outliers > 0:
             outlier = (torch.rand(visible.shape, generator=generator, dtype=torch.float64) < o.outliers) & visible
             random_xy = centre.unsqueeze(1) + radius.view(n, 1, 1) * 1.5 * (2 * torch.rand(keypoints.shape, generator=generator, dtype=torch.float64) - 1)
@@ -294,7 +293,7 @@ def detector_error_statistics(keypoints: torch.Tensor, weights: torch.Tensor, tr
     right = seen & ~wrong
     return {
         "visible_reported": share(seen, visible),
-        "noise_per_axis": float(((keypoints - truth)[right] / radius.unsqueeze(-1).expand_as(keypoints)[right]).pow(2).mean().sqrt()),
+        "noise_per_axis": float(((keypoints - truth) / radius.unsqueeze(-1))[right].pow(2).mean().sqrt()),
         "displaced": share(seen & wrong & ~swap, seen),
         "swaps": share(seen & swap, seen),
         "hidden_reports": share(hidden, ~visible),
