@@ -1,0 +1,55 @@
+"""benchmarks/compare_models.py: per-world gains and the gain over all worlds' objects pooled."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from interp3d.evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def compare_models():
+    spec = importlib.util.spec_from_file_location("compare_models", BENCHMARKS / "compare_models.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("compare_models", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_pooled_gain_weighs_each_world_by_its_objects(compare_models, monkeypatch):
+    # errors either 0 (every threshold passed) or far beyond tau (none): AR = 100 x share of zeros
+    def errors(n_objects, n_right):
+        tau = {"structure": STRUCTURE_TAU_MAX, "azimuth": POSE_TAU_MAX}
+        return {metric: np.r_[np.zeros(n_right), np.full(n_objects - n_right, 10 * t)] for metric, t in tau.items()}
+
+    right = {("a", "old"): (300, 150), ("a", "new"): (300, 180), ("b", "old"): (100, 50), ("b", "new"): (100, 50)}
+    monkeypatch.setattr(compare_models, "load_interpreter", lambda path: path)
+    summary = {"structure_ar": 0.0, "azimuth_ar": 0.0, "azimuth_median_deg": 0.0, "pck_heatmap": 0.0, "pck_reprojection": 0.0,
+               "objects": 0, "head_azimuth_ar": None, "head_azimuth_median_deg": None}
+    monkeypatch.setattr(compare_models, "evaluate", lambda model, world, refine, flip: (dict(summary), errors(*right[(str(world), model)])))
+    report = compare_models.compare(["old", "new"], [Path("a"), Path("b")])
+
+    assert report["worlds"]["a"]["new"]["gain_over_first"]["structure"]["gain"] == pytest.approx(10.0)
+    assert report["worlds"]["b"]["new"]["gain_over_first"]["azimuth"]["gain"] == pytest.approx(0.0)
+    pooled = report["pooled"]
+    assert pooled["objects"] == 400
+    for metric in ("structure", "azimuth"):
+        gain = pooled["gain_over_first"]["new"][metric]
+        assert gain["gain"] == pytest.approx((300 * 10.0 + 100 * 0.0) / 400)  # 30 more right of 400
+        assert gain["low"] < gain["gain"] < gain["high"]
+    assert "pooled (400)" in compare_models.markdown(report)
+
+
+def test_one_world_has_no_pooled_row(compare_models, monkeypatch):
+    monkeypatch.setattr(compare_models, "load_interpreter", lambda path: path)
+    zeros = {"structure": np.zeros(5), "azimuth": np.zeros(5)}
+    summary = {"structure_ar": 100.0, "azimuth_ar": 100.0, "azimuth_median_deg": 0.0, "pck_heatmap": 0.0, "pck_reprojection": 0.0,
+               "objects": 5, "head_azimuth_ar": None, "head_azimuth_median_deg": None}
+    monkeypatch.setattr(compare_models, "evaluate", lambda *args: (dict(summary), zeros))
+    report = compare_models.compare(["old", "new"], [Path("a")])
+    assert "pooled" not in report and "pooled" not in compare_models.markdown(report)
