@@ -75,6 +75,11 @@ def compare(models: list[str], worlds: list[Path], refine: bool = True, flip_tes
     return report
 
 
+def gain_cells(gain: dict) -> list[str]:
+    """'gain [low, high]' for structure, then azimuth."""
+    return [f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for g in (gain["structure"], gain["azimuth"])]
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Models compared (refinement {'on' if report['refine'] else 'off'}, flip test {'on' if report['flip_test'] else 'off'})", "",
              "| test world | model | objects | structure AR | azimuth AR | azimuth median deg | heatmap PCK | re-projection PCK | head alone AR / median deg | gain over the first: structure / azimuth AR [95 %] |",
@@ -82,7 +87,7 @@ def markdown(report: dict) -> str:
     for world, rows in report["worlds"].items():
         for path, r in rows.items():
             gain = r.get("gain_over_first")
-            cell = "-" if gain is None else " / ".join(f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for g in (gain["structure"], gain["azimuth"]))
+            cell = "-" if gain is None else " / ".join(gain_cells(gain))
             head = "-" if r["head_azimuth_ar"] is None else f"{r['head_azimuth_ar']:.2f} / {r['head_azimuth_median_deg']:.1f}"
             lines.append(f"| `{world}` | `{path}` | {r['objects']} | {r['structure_ar']:.2f} | {r['azimuth_ar']:.2f} | {r['azimuth_median_deg']:.1f} | {r['pck_heatmap']:.1f} | {r['pck_reprojection']:.1f} | {head} | {cell} |")
     pooled = report.get("pooled")
@@ -90,7 +95,7 @@ def markdown(report: dict) -> str:
         lines += ["", f"Gain over the first model on all {len(report['worlds'])} worlds' objects pooled ({pooled['objects']}), 95 % paired-bootstrap interval:", "",
                   "| model | structure AR | azimuth AR |", "|---|---|---|"]
         for path, gain in pooled["gain_over_first"].items():
-            lines.append(f"| `{path}` | " + " | ".join(f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for g in (gain["structure"], gain["azimuth"])) + " |")
+            lines.append(f"| `{path}` | " + " | ".join(gain_cells(gain)) + " |")
     return "\n".join(lines) + "\n"
 
 
