@@ -1,9 +1,22 @@
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def load_repo_script(relative_path: str):
+    """A script of the repository (scripts/, benchmarks/: not part of the package) as a module."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(path.stem, module)  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

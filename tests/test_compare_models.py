@@ -1,24 +1,17 @@
 """benchmarks/compare_models.py: per-world gains and the gain over all worlds' objects pooled."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_repo_script
 from interp3d.evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def compare_models():
-    spec = importlib.util.spec_from_file_location("compare_models", BENCHMARKS / "compare_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("compare_models", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("benchmarks/compare_models.py")
 
 
 def test_the_pooled_gain_weighs_each_world_by_its_objects(compare_models, monkeypatch):

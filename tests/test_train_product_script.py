@@ -2,13 +2,13 @@
 portable checkpoint) composed on another with an exported model's lifter (``--lifter-from``), or
 an exported model's 2D module (``--keypoint-from``) beside a new lifter."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import load_repo_script
 from interp3d.config import preset
 from interp3d.io_utils import save_checkpoint
 from interp3d.models.serialization import load_interpreter, pretrained_models
@@ -18,11 +18,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 @pytest.fixture(scope="module")
 def train_product():
-    spec = importlib.util.spec_from_file_location("train_product", SCRIPTS / "train_product.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("train_product", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("scripts/train_product.py")
 
 
 @pytest.fixture(scope="module")
