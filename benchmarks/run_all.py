@@ -343,14 +343,21 @@ def bench_product(device, quick: bool) -> dict:
     """The product architecture (EfficientNet-Lite0 2D module with its viewpoint head + keypoint lifter, 128 and 160 px) beside today's
     shipped hourglass chair model, in this run: ONNX Runtime and eager batch throughput, batch-1
     latency, and 2D-module training throughput; plus the shipped product models' recorded recipe times."""
+    from dataclasses import asdict
+
+    from interp3d.config import preset
     from interp3d.models import Interpreter
-    from interp3d.models.serialization import OnnxInterpreter, pretrained_models, read_model_info
+    from interp3d.models.serialization import OnnxInterpreter, build_interpreter, pretrained_models, read_model_info
+
+    def product(overrides: list[str]) -> Interpreter:
+        cfg = preset("product").override(overrides)
+        return build_interpreter("chair", asdict(cfg.model), cfg.synthetic.heatmap_size)
 
     architectures = {
         "hourglass_chair_cpu_small": Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)),
-        "efficientnet_lite0_product": Interpreter.build("chair", 128, 32, lifter="keypoints", keypoint_lifter={"width": 512, "blocks": 2, "hypotheses": 4}, backbone="efficientnet_lite0", view_bins=24),
-        # the same at 160 px in (40x40 heatmaps): 1.56x the pixels, for a 2D module that sees more of a photo's detail
-        "efficientnet_lite0_product_160": Interpreter.build("chair", 160, 40, lifter="keypoints", keypoint_lifter={"width": 512, "blocks": 2, "hypotheses": 4}, backbone="efficientnet_lite0", view_bins=24),
+        "efficientnet_lite0_product": product([]),
+        # the same at 160 px in (40x40 heatmaps), as the shipped models' recipe sets it: 1.56x the pixels, for a 2D module that sees more of a photo's detail
+        "efficientnet_lite0_product_160": product(["model.image_size=160", "synthetic.heatmap_size=40"]),
     }
     batch = 8 if quick else 32
     out: dict = {"batch": batch}

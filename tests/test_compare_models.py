@@ -8,6 +8,10 @@ import pytest
 from conftest import load_repo_script
 from interp3d.evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX
 
+# a world's summary row (the tests below check the gains, which come from the per-object errors)
+SUMMARY = {"structure_ar": 0.0, "azimuth_ar": 0.0, "azimuth_median_deg": 0.0, "pck_heatmap": 0.0, "pck_reprojection": 0.0,
+           "objects": 0, "head_azimuth_ar": None, "head_azimuth_median_deg": None}
+
 
 @pytest.fixture(scope="module")
 def compare_models():
@@ -22,9 +26,7 @@ def test_the_pooled_gain_weighs_each_world_by_its_objects(compare_models, monkey
 
     right = {("a", "old"): (300, 150), ("a", "new"): (300, 180), ("b", "old"): (100, 50), ("b", "new"): (100, 50)}
     monkeypatch.setattr(compare_models, "load_interpreter", lambda path: path)
-    summary = {"structure_ar": 0.0, "azimuth_ar": 0.0, "azimuth_median_deg": 0.0, "pck_heatmap": 0.0, "pck_reprojection": 0.0,
-               "objects": 0, "head_azimuth_ar": None, "head_azimuth_median_deg": None}
-    monkeypatch.setattr(compare_models, "evaluate", lambda model, world, refine, flip: (dict(summary), errors(*right[(str(world), model)])))
+    monkeypatch.setattr(compare_models, "evaluate", lambda model, world, refine, flip: (dict(SUMMARY), errors(*right[(str(world), model)])))
     report = compare_models.compare(["old", "new"], [Path("a"), Path("b")])
 
     assert report["worlds"]["a"]["new"]["gain_over_first"]["structure"]["gain"] == pytest.approx(10.0)
@@ -41,8 +43,6 @@ def test_the_pooled_gain_weighs_each_world_by_its_objects(compare_models, monkey
 def test_one_world_has_no_pooled_row(compare_models, monkeypatch):
     monkeypatch.setattr(compare_models, "load_interpreter", lambda path: path)
     zeros = {"structure": np.zeros(5), "azimuth": np.zeros(5)}
-    summary = {"structure_ar": 100.0, "azimuth_ar": 100.0, "azimuth_median_deg": 0.0, "pck_heatmap": 0.0, "pck_reprojection": 0.0,
-               "objects": 5, "head_azimuth_ar": None, "head_azimuth_median_deg": None}
-    monkeypatch.setattr(compare_models, "evaluate", lambda *args: (dict(summary), zeros))
+    monkeypatch.setattr(compare_models, "evaluate", lambda *args: (dict(SUMMARY), zeros))
     report = compare_models.compare(["old", "new"], [Path("a")])
     assert "pooled" not in report and "pooled" not in compare_models.markdown(report)
