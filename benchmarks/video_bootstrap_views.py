@@ -82,6 +82,16 @@ def pseudo_label_quality(labels: dict, truth: AnnotatedImages) -> list[dict]:
     return rows
 
 
+def appearance_quality(frame_log_probs: torch.Tensor, truth: AnnotatedImages) -> list[dict]:
+    """Per view bin: how often the front/back appearance (``appearance.pt``) calls a frame a back view."""
+    a = truth.source.annotations
+    order = np.lexsort((a["frame_index"][truth.indices], a["video_index"][truth.indices]))
+    bins = view_bin(truth.azimuth.numpy()[order])
+    p_back = frame_log_probs.reshape(-1, 2)[:, 1].exp().numpy()
+    return [{"view_deg": f"{lo}-{int(hi)}", "frames": int((bins == b).sum()), "said_back_pct": float((p_back[bins == b] > 0.5).mean() * 100) if (bins == b).any() else None,
+             "p_back_mean": float(p_back[bins == b].mean()) if (bins == b).any() else None} for b, (lo, hi) in enumerate(BINS)]
+
+
 def model_quality(model, test: AnnotatedImages) -> list[dict]:
     """Per view bin on test3d: heatmap PCK@0.05 and the interpreter's median azimuth error."""
     outputs = network_outputs(model, test)
@@ -138,6 +148,10 @@ def _markdown(report: dict) -> str:
             fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
             lines.append(f"| {r['view_deg']} | {r['frames']} | {sources} | {fmt(r.get('track_azimuth_median_deg'))} | {r['labelled_share']:.1f} | {fmt(r['labels_within_5pct'])} / {fmt(r['labels_within_10pct'])} | {fmt(r['label_error_median_px'])} |")
         lines.append("")
+    if report.get("appearance"):
+        lines += ["## Front/back appearance against the videos' ground truth", "", "| view from front | frames | called a back view % | mean p(back) |", "|---|---|---|---|"]
+        lines += [f"| {r['view_deg']} | {r['frames']} | {r['said_back_pct']:.1f} | {r['p_back_mean']:.2f} |" for r in report["appearance"] if r["frames"]]
+        lines.append("")
     lines += ["## Models on test3d", "", "| model | " + " | ".join(f"{lo}-{int(hi)} deg: PCK / az median" for lo, hi in BINS) + " | all: PCK / az median | structure AR / azimuth AR |", "|---|" + "---|" * (len(BINS) + 2)]
     for name, rows in report["models"].items():
         cells = [f"{r['pck_heatmap']:.1f} / {r['azimuth_median_deg']:.0f} ({r['objects']})" for r in rows]
@@ -152,20 +166,28 @@ def main() -> None:
     parser.add_argument("--skip-models", action="store_true", help="pseudo-labels only (no network runs)")
     parser.add_argument("--label-with", type=Path, action="append", default=[], help="also pseudo-label the videos now with this model (e.g. the Baseline)")
     parser.add_argument("--track", choices=("motion", "viterbi"), default="motion", help="the video fit's track for --label-with")
+    parser.add_argument("--appearance-weight", type=float, default=VideoFitOptions().appearance_weight,
+                        help="for --label-with: weight of the run's front/back appearance (video_bootstrap/appearance.pt, where there is one; 0 = keypoints only)")
     args = parser.parse_args()
     run = args.run
     report = {"run": str(run), "pseudo_labels": {}, "models": {}}
     rounds = sorted((run / "video_bootstrap").glob("round*/pseudo_labels.pt"))
+    appearance_file = run / "video_bootstrap" / "appearance.pt"
+    frame_log_probs = load_checkpoint(appearance_file)["frame_log_probs"] if appearance_file.is_file() else None
     truth = None
-    if rounds or args.label_with:
+    if rounds or args.label_with or frame_log_probs is not None:
         truth = AnnotatedImages(run / "world" / "video", _frame_size(run))
+    if frame_log_probs is not None:
+        report["appearance"] = appearance_quality(frame_log_probs, truth)
     for path in rounds:
         report["pseudo_labels"][path.parent.name] = pseudo_label_quality(load_checkpoint(path), truth)
     for path in args.label_with:
         model = load_interpreter(path)
-        pseudo, summary, track = pseudo_label_videos(model, VideoFrames(run / "world" / "video", model.image_size), "cpu", VideoFitOptions(track=args.track))
+        use = frame_log_probs if args.appearance_weight > 0 else None
+        options = VideoFitOptions(track=args.track, appearance_weight=args.appearance_weight)
+        pseudo, summary, track = pseudo_label_videos(model, VideoFrames(run / "world" / "video", model.image_size), "cpu", options, use)
         labels = {"keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track}
-        report["pseudo_labels"][f"{path} now ({args.track})"] = pseudo_label_quality(labels, truth)
+        report["pseudo_labels"][f"{path} now ({args.track}{'' if use is None else f', appearance {args.appearance_weight:g}'})"] = pseudo_label_quality(labels, truth)
     if not args.skip_models:
         test = None
         for name, load in _models(run).items():

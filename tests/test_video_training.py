@@ -1,4 +1,5 @@
 import json
+import math
 import numpy as np
 from dataclasses import replace
 
@@ -171,3 +172,33 @@ def test_multi_seed_ablation_combines_seeds(tmp_path, monkeypatch):
     assert summary["Video+Curriculum"]["structure"]["mean"] > summary["Video"]["structure"]["mean"] > summary["Baseline"]["structure"]["mean"]
     text = report.read_text()
     assert "over 3 seeds" in text and "Video+Curriculum" in text and "+-" in text
+
+
+def test_views_of_annotated_images_come_from_their_keypoints():
+    """The appearance model's training views: an untrained interpreter's lifter starts the fit, its
+    flips and starts all round the circle find the view of correctly labelled keypoints, front and
+    back alike; too few keypoints give NaN."""
+    from dataclasses import asdict
+
+    from interp3d import geometry
+    from interp3d.models.serialization import build_interpreter
+    from interp3d.params import ShapeCamera
+    from interp3d.shape_model import get_category
+    from interp3d.train.bootstrap import views_from_keypoints
+
+    cat = get_category("chair")
+    torch.manual_seed(0)
+    model = build_interpreter(cat, asdict(tiny_ablation_config().model), 16).eval()
+    azimuth = torch.deg2rad(torch.tensor([0.0, 40.0, -70.0, 100.0, 150.0, 180.0, -135.0, 210.0], dtype=torch.float64))
+    n = len(azimuth)
+    rel = torch.tensor([1.0, 0.5, 0.4, 0.6, 0.3], dtype=torch.float64)
+    params = ShapeCamera((40.0 * rel).expand(n, -1), geometry.euler_to_sincos(geometry.view_to_euler(azimuth, torch.full((n,), math.radians(20), dtype=torch.float64))),
+                         torch.zeros(n, 2, dtype=torch.float64), torch.full((n,), 400.0, dtype=torch.float64))
+    _, cam, uv = params.project(cat)
+    visible = ~geometry.self_occlusion(cam, params.focal, torch.as_tensor(cat.surface_triangles))
+    visible[-1, 4:] = False  # four keypoints: too few
+    image_px = geometry.rescale_points(uv, cat.plane_size, 32).float()
+    views = views_from_keypoints(model, image_px, visible, 32)
+    error = torch.rad2deg(geometry.wrap_angle(views[:-1].double() - azimuth[:-1]).abs())
+    assert error.max() < 5.0
+    assert torch.isnan(views[-1])

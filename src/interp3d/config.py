@@ -176,6 +176,10 @@ class VideoConfig:
     bootstrap_2d_epochs: int = 3
     bootstrap_lr: float = 1e-4
     bootstrap_track: str = "motion"  # the video fit's camera track (video_fit.VideoFitOptions.track): "motion" carries frames read from the wrong side; "viterbi" does not
+    # the image's word on front or back (models.appearance.FrontBackAppearance, learnt on the annotated
+    # images with their views estimated from their keypoints) in the video fit, with this weight
+    # beside the fit costs (video_fit.VideoFitOptions.appearance_weight; 0 = keypoints only)
+    bootstrap_appearance_weight: float = 3.0
     # keep every clip length's and bootstrapping round's intermediate weights (len*/best.pt,
     # round*/composed.pt, 40-60 MB each); off: only the weights later stages read stay
     keep_length_weights: bool = False

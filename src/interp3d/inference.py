@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import geometry, viewpoint
-from .heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
+from .heatmaps import heatmap_peaks, peak_confidence
 from .models import Interpreter, KeypointLifter
 from .params import ShapeCamera
 from .refine import RefineOptions
@@ -377,12 +377,7 @@ class Predictor:
             sl = slice(start, start + chunk)
             kp, w = plane_xy[sl].float(), w_t[sl].float()
             with torch.no_grad():
-                if model.lifts_keypoints:
-                    lifted = model.lift_keypoints(kp.to(self.device), w.to(self.device))
-                else:  # a heatmap lifter reads the keypoints as rendered heatmaps
-                    hm_xy = geometry.rescale_points(torch.nan_to_num(kp), cat.plane_size, model.heatmap_size)
-                    lifted = model.lift(render_heatmaps(hm_xy, model.heatmap_size, getattr(model, "heatmap_sigma", 1.0), visible=w > 0).to(self.device))
-                lifted = _to_cpu(lifted)
+                lifted = _to_cpu(model.lift_given_keypoints(kp.to(self.device), w.to(self.device)))
                 result = None
                 if self.refine:
                     lifted, result = self.refine_lifted(lifted, kp, w)

@@ -17,6 +17,11 @@ The model is the video losses' own (shared alpha, smooth R and t), solved in fou
    This is what lets a video teach the 2D module views it cannot read yet.
    ``"viterbi"``: one candidate per frame by dynamic programming over the refinement costs plus a
    quadratic penalty on the azimuth change between neighbouring frames (no frame is carried);
+   with a per-frame belief about the view from the image (``view_log_probs``, e.g. front/back from
+   :class:`interp3d.models.appearance.FrontBackAppearance`) every candidate and, with the motion
+   track, every line pays its negative log-probability, and each proposed line's mirror and turned
+   orbits are proposed too: a back view that the 2D module reads as the mirrored front view fits
+   its keypoints as well, so only the image can say which side a video is on;
 3. **shared shape**: the median of the chosen candidates' relative coefficients (the video
    losses' latent alpha_c), then every frame re-fitted with its shape held near it;
 4. **pseudo-labels**: the fit re-projected into every frame; a frame whose own fit does not match
@@ -36,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import geometry
+from . import geometry, viewpoint
 from .params import ShapeCamera
 from .refine import RefineOptions, pack_parameters, refine, unpack_parameters
 from .shape_model import Category, get_category
@@ -58,6 +63,9 @@ class VideoFitOptions:
     motion_tolerance_deg: float = 20.0  # a candidate this far from the orbit's line costs one unit of fit cost; 2x this: an outlier
     max_speed_deg: float = 30.0  # fastest orbit considered, degrees per frame
     motion_cap: float = 4.0  # a frame's cost for a line is capped here (an outlier frame)
+    appearance_weight: float = 3.0  # weight of a frame's negative log-probability of a view from appearance (fit_video's view_log_probs) beside its fit cost
+    appearance_candidates: bool = True  # ... added to each candidate's cost
+    appearance_line: bool = True  # ... and to the motion line's cost at the line's azimuth in every frame
 
     def __post_init__(self):
         if self.track not in ("motion", "viterbi"):
@@ -105,7 +113,7 @@ def _viterbi(unary: Tensor, azimuth: Tensor, smooth: float) -> Tensor:
     return path
 
 
-def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFitOptions) -> tuple[Tensor, Tensor] | None:
+def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFitOptions, view_log_probs: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
     """The orbit ``azimuth(t) = a + w t`` (radians, unwrapped, ``(T,)``) that best explains the
     candidates ``(T, C)`` of the ``valid`` frames, and each frame's inlier candidate (``-1``: none);
     None with fewer than two valid frames. Cost of a line: the sum over valid frames of
@@ -130,6 +138,10 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
     if not len(speed):
         return None
     offset = ai[first] - speed * ti[first]  # (L,) line through the pair
+    if view_log_probs is not None:
+        # the image may overrule the keypoints' reading of the side: each line's mirror (pi - a) and
+        # turned (a + pi) orbits too, which no candidate may lie on (a back view read as a front view)
+        offset, speed = torch.cat((offset, math.pi - offset, offset + math.pi)), torch.cat((speed, -speed, speed))
     steps = torch.arange(t, dtype=torch.float64)
 
     def line_costs(offset: Tensor, speed: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,7 +149,10 @@ def _motion_line(unary: Tensor, azimuth: Tensor, valid: Tensor, options: VideoFi
         distance = geometry.wrap_angle(azimuth.unsqueeze(0) - line.unsqueeze(-1))  # (L, T, C)
         per_candidate = relative.unsqueeze(0) + (distance / tol) ** 2
         per_frame, best = per_candidate.min(dim=-1)
-        return torch.where(valid, per_frame.clamp_max(cap), torch.zeros_like(per_frame)).sum(-1), torch.where(per_frame < cap, best, -1)
+        total = torch.where(valid, per_frame.clamp_max(cap), torch.zeros_like(per_frame)).sum(-1)
+        if view_log_probs is not None:  # the image's evidence for the line's azimuth, in every frame (a carried one too)
+            total = total - options.appearance_weight * viewpoint.azimuth_log_prob(view_log_probs, line.T.contiguous()).sum(0)
+        return total, torch.where(per_frame < cap, best, -1)
 
     costs = torch.cat([line_costs(o, v)[0] for o, v in zip(offset.split(4096), speed.split(4096))])  # in chunks: long videos propose many lines
     k = int(costs.argmin())
@@ -214,9 +229,14 @@ def _against_observations(category: Category, params: ShapeCamera, keypoints: Te
 
 def fit_video(
     category: Category | str, keypoints: Tensor, weights: Tensor, init: ShapeCamera, prior: ShapePrior | None = None, options: VideoFitOptions = VideoFitOptions(),
+    view_log_probs: Tensor | None = None,
 ) -> VideoFit:
     """Fit one video: ``keypoints (T, N, 2)`` plane px (NaN where missing), ``weights (T, N)`` in
-    [0, 1], ``init`` per-frame hypotheses ``(T,)`` or ``(T, H)`` (e.g. the keypoint lifter's)."""
+    [0, 1], ``init`` per-frame hypotheses ``(T,)`` or ``(T, H)`` (e.g. the keypoint lifter's).
+    ``view_log_probs (T, V)``: per frame, log-probabilities over ``V`` azimuth bins from the image's
+    appearance (:mod:`interp3d.viewpoint`; e.g. ``V = 2``, front and back); each candidate's cost
+    gains ``-appearance_weight`` times its azimuth's log-probability. Keypoints cannot tell a view
+    from its mirror (a back view read as the mirrored front view fits as well); the image can."""
     category = get_category(category)
     prior = prior if prior is not None else ShapePrior.from_ranges(category)
     t, n = weights.shape
@@ -246,11 +266,17 @@ def fit_video(
     observed = (weights > 0).sum(-1)
     unary = torch.where((observed >= 3).unsqueeze(-1), unary, torch.zeros_like(unary))  # too few keypoints: the track decides
     azimuth = fitted.params.view()[0].double().view(t, c)
+    if view_log_probs is not None and (view_log_probs.dim() != 2 or view_log_probs.shape[0] != t):
+        raise ValueError(f"{category.name}: view_log_probs must be (T={t}, V), got {tuple(view_log_probs.shape)}")
+    if view_log_probs is not None and options.appearance_weight > 0 and options.appearance_candidates:
+        unary = unary - options.appearance_weight * viewpoint.azimuth_log_prob(view_log_probs.double().cpu(), azimuth)
 
     # 2. the track
     m = category.num_bases - 1
-    motion = _motion_line(unary, azimuth, observed >= 3, options) if options.track == "motion" else None
-    if motion is not None and (motion[1] >= 0).any():
+    use_view = view_log_probs is not None and options.appearance_weight > 0
+    motion = _motion_line(unary, azimuth, observed >= 3, options, view_log_probs.double().cpu() if use_view and options.appearance_line else None) if options.track == "motion" else None
+    # a line no frame's candidate lies on stands only on the image's word (a video read wholly from the wrong side)
+    if motion is not None and ((motion[1] >= 0).any() or use_view and options.appearance_line):
         line, chosen = motion
     else:  # the Viterbi track (asked for, or too few frames for a line)
         line, chosen = None, _viterbi(unary, azimuth, math.radians(options.smooth_deg))
@@ -267,7 +293,7 @@ def fit_video(
     # 3. the shared shape (median of the relative coefficients over own-fit frames that observed enough), then a re-fit near it
     relative = chosen_params.alpha[:, 1:] / chosen_params.alpha[:, :1]
     enough = (observed >= options.min_observed) & ~carried
-    shared = (relative[enough] if enough.any() else relative[~carried]).median(dim=0).values
+    shared = (relative[enough] if enough.any() else relative[~carried] if (~carried).any() else relative).median(dim=0).values
     shape_prior = replace(prior, mean=shared.numpy(), covariance=prior.covariance * options.shape_sd**2, residual_bases=None, residual_sd=None)
     packed = pack_parameters(chosen_params) if line is None else _carry(chosen_params, ~carried, line, m)
     packed[:, :m] = shared

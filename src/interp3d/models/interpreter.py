@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import geometry
-from ..heatmaps import mirror_heatmaps
+from ..heatmaps import mirror_heatmaps, render_heatmaps
 from ..params import ParamCodec, ShapeCamera
 from ..refine import RefineOptions, RefineResult, refine
 from ..shape_prior import ShapePrior
@@ -190,6 +190,14 @@ class Interpreter(nn.Module):
         lifted = self.decode(KeypointLifter.best(hypotheses, scores))
         lifted.hypotheses, lifted.scores = hypotheses, scores
         return lifted
+
+    def lift_given_keypoints(self, keypoints: Tensor, weights: Tensor) -> Lifted:
+        """The 2D-to-3D module on given plane-px keypoints ``(B, N, 2)`` (NaN where weight 0) and weights
+        ``(B, N)``, whichever it reads: a heatmap lifter gets them rendered as heatmaps."""
+        if self.lifts_keypoints:
+            return self.lift_keypoints(keypoints, weights)
+        xy = geometry.rescale_points(torch.nan_to_num(keypoints), self.category.plane_size, self.heatmap_size)
+        return self.lift(render_heatmaps(xy, self.heatmap_size, getattr(self, "heatmap_sigma", 1.0), visible=weights > 0))
 
     @property
     def shape_prior(self) -> ShapePrior:

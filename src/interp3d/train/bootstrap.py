@@ -8,6 +8,12 @@ re-projections that pass its checks become pseudo-labels; the 2D module is fine-
 annotated images plus the pseudo-labelled frames (heatmap MSE, the same augmentation as
 pretrain-2d); the video stage is re-run from the result with the new 2D module. Every step is
 resumable (pseudo-labels are cached per round, stages resume by epoch) and deterministic.
+
+Before the first round (``video.bootstrap_appearance_weight > 0``), a front/back appearance model
+(:class:`~interp3d.models.appearance.FrontBackAppearance`) is learnt on the annotated images, their
+views estimated from their annotated keypoints (:func:`views_from_keypoints`: no 3D label is read),
+and reads every video frame once (``appearance.pt``); the video fit weighs its belief beside the
+keypoints, which cannot tell a back view from the mirrored front view the 2D module reads there.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from .. import geometry
 from ..config import Config
 from ..io_utils import atomic_write_json, link_or_copy, load_checkpoint, save_checkpoint
+from ..models.appearance import FrontBackAppearance
 from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from ..video_fit import VideoFitOptions, fit_video
@@ -27,14 +34,18 @@ from .engine import StageResult, resolve_device
 from .stages import LabelledImages, annotated_splits, predict_batches, train_heatmaps
 from .video import VideoFrames, finished_video, train_video
 
-__all__ = ["pseudo_label_videos", "train_bootstrap"]
+__all__ = ["pseudo_label_videos", "views_from_keypoints", "frame_appearance", "train_bootstrap"]
 
 
-def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str = "cpu", options: VideoFitOptions = VideoFitOptions()) -> tuple[LabelledImages, dict, dict[str, torch.Tensor]]:
+def pseudo_label_videos(
+    model, frames: VideoFrames, device: torch.device | str = "cpu", options: VideoFitOptions = VideoFitOptions(), view_log_probs: torch.Tensor | None = None,
+) -> tuple[LabelledImages, dict, dict[str, torch.Tensor]]:
     """Pseudo-labelled frames of every video (keypoints in image px at the frames' size, visibility
     = the fit's pseudo-label mask), a summary (labels kept, frames fitted / interpolated / carried)
     and the fitted track per frame (``azimuth``, ``elevation`` in radians, ``source`` as
-    :attr:`interp3d.video_fit.VideoFit.frame_source`), which a diagnostic compares with the truth."""
+    :attr:`interp3d.video_fit.VideoFit.frame_source`), which a diagnostic compares with the truth.
+    ``view_log_probs (V, J, B)``: the frames' azimuth beliefs from appearance (e.g.
+    :class:`~interp3d.models.appearance.FrontBackAppearance`), for :func:`fit_video`."""
     device = torch.device(device)
     model = model.to(device).eval()
     v, j = frames.frames.shape[:2]
@@ -45,7 +56,7 @@ def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str =
             heatmaps = torch.cat([o[-1] for o in predict_batches(model.keypoint_net, frames.frames[k], device)]).float()
             plane, weights = model.heatmap_keypoints(heatmaps)
             lifted = model.lift_keypoints(plane, weights) if model.lifts_keypoints else model.lift(heatmaps)  # the peaks once
-        fit = fit_video(model.category, plane.cpu(), weights.cpu(), model.hypotheses_of(lifted), model.shape_prior, options)
+        fit = fit_video(model.category, plane.cpu(), weights.cpu(), model.hypotheses_of(lifted), model.shape_prior, options, None if view_log_probs is None else view_log_probs[k])
         keypoints.append(geometry.rescale_points(fit.keypoints.float(), model.category.plane_size, size))
         visible.append(fit.pseudo_label)
         sources.append(fit.frame_source)
@@ -58,6 +69,43 @@ def pseudo_label_videos(model, frames: VideoFrames, device: torch.device | str =
     }
     track = {"azimuth": views[:, 0], "elevation": views[:, 1], "source": sources}
     return LabelledImages(frames.frames.flatten(0, 1), keypoints, visible), summary, track
+
+
+def views_from_keypoints(model, keypoints: torch.Tensor, visible: torch.Tensor, image_size: int, min_keypoints: int = 5) -> torch.Tensor:
+    """``(B,)`` azimuths (radians) of images estimated from their annotated 2D keypoints (image px
+    at ``image_size``, ``visible (B, N)``): the model's 2D-to-3D module on the keypoints, refined
+    with its front/back and mirror flips and starts all round the circle. With the labels right
+    (annotations, not the 2D module) a view and its mirror do not fit alike, so the side is
+    decided; NaN where fewer than ``min_keypoints`` are visible."""
+    category = model.category
+    plane = geometry.rescale_points(keypoints.float(), image_size, category.plane_size)
+    weights = visible.float()
+    plane = torch.where(weights.unsqueeze(-1) > 0, plane, torch.full_like(plane, float("nan")))
+    device = next(model.parameters()).device
+    azimuth = []
+    for kp, w in zip(plane.split(256), weights.split(256)):
+        with torch.no_grad():
+            lifted = model.lift_given_keypoints(kp.to(device), w.to(device))
+        refined, _ = model.refine(lifted, kp, w, options=replace(model.refine_options, flips=True, azimuth_grid=8))
+        azimuth.append(refined.params.view()[0].float().cpu())
+    azimuth = torch.cat(azimuth)
+    return torch.where(visible.sum(-1) >= min_keypoints, azimuth, torch.full_like(azimuth, float("nan")))
+
+
+def frame_appearance(model, train_images, frames: VideoFrames, size: int, seed: int, min_per_side: int = 10) -> tuple[torch.Tensor | None, dict]:
+    """``(V, J, 2)`` front/back log probabilities of every video frame from a
+    :class:`FrontBackAppearance` learnt on the annotated ``train_images``, their views estimated
+    from their keypoints (:func:`views_from_keypoints`), and its summary; None (and the reason in
+    the summary) where those images show fewer than ``min_per_side`` views of either side (a sofa
+    world has 2-5 back views in 600: too few to learn what a back looks like)."""
+    azimuth = views_from_keypoints(model, train_images.keypoints, train_images.visible, size)
+    back = torch.cos(azimuth[torch.isfinite(azimuth)]) < 0
+    if min(int(back.sum()), int((~back).sum())) < min_per_side:
+        return None, {"skipped": f"the annotated images show {int((~back).sum())} front and {int(back.sum())} back views, fewer than {min_per_side} of a side: no appearance learnt"}
+    appearance = FrontBackAppearance()
+    summary = appearance.fit(train_images.images, azimuth, seed=seed)
+    v, j = frames.frames.shape[:2]
+    return appearance.log_probs(frames.frames.flatten(0, 1)).view(v, j, 2), summary
 
 
 def train_bootstrap(
@@ -81,6 +129,19 @@ def train_bootstrap(
     if frames.category.name != category.name:
         raise ValueError(f"{video_root}: videos of {frames.category.name!r}, expected {category.name!r}")
     stage = replace(cfg.train.pretrain_2d, epochs=cfg.video.bootstrap_2d_epochs, lr=cfg.video.bootstrap_lr, lr_schedule="constant")
+    view_log_probs = None
+    if cfg.video.bootstrap_appearance_weight > 0:
+        appearance_file = out_dir / "appearance.pt"
+        if resume and appearance_file.is_file():
+            view_log_probs = load_checkpoint(appearance_file, kind="appearance")["frame_log_probs"]
+        else:
+            state = load_checkpoint(init_checkpoint)
+            model = build_interpreter(category, asdict(cfg.model), hm)
+            model.load_state_dict(state["model"])
+            view_log_probs, appearance_summary = frame_appearance(model.eval(), train_images, frames, size, cfg.seed)
+            save_checkpoint(appearance_file, {"kind": "appearance", "frame_log_probs": view_log_probs, "summary": appearance_summary, "source": str(init_checkpoint)})
+            atomic_write_json(out_dir / "appearance.json", appearance_summary)
+    fit_options = VideoFitOptions(track=cfg.video.bootstrap_track, appearance_weight=cfg.video.bootstrap_appearance_weight)
     current, results, summaries = Path(init_checkpoint), [], []
     for r in range(1, rounds + 1):
         folder = out_dir / f"round{r}"
@@ -93,7 +154,7 @@ def train_bootstrap(
             cached = load_checkpoint(labels_file)
             pseudo, summary = LabelledImages(frames.frames.flatten(0, 1), cached["keypoints"], cached["visible"]), cached["summary"]
         else:
-            pseudo, summary, track = pseudo_label_videos(model, frames, device, VideoFitOptions(track=cfg.video.bootstrap_track))
+            pseudo, summary, track = pseudo_label_videos(model, frames, device, fit_options, view_log_probs)
             save_checkpoint(labels_file, {"kind": "pseudo_labels", "keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track, "summary": summary, "source": str(current)})
         summaries.append({"round": r, **summary})
         # the 2D module on annotated images + pseudo-labelled frames, from the current weights
