@@ -102,7 +102,7 @@ def frame_appearance(model, train_images, frames: VideoFrames, size: int, seed: 
     back = torch.cos(azimuth[torch.isfinite(azimuth)]) < 0
     if min(int(back.sum()), int((~back).sum())) < min_per_side:
         return None, {"skipped": f"the annotated images show {int((~back).sum())} front and {int(back.sum())} back views, fewer than {min_per_side} of a side: no appearance learnt"}
-    appearance = FrontBackAppearance()
+    appearance = FrontBackAppearance().to(next(model.parameters()).device)
     summary = appearance.fit(train_images.images, azimuth, seed=seed)
     v, j = frames.frames.shape[:2]
     return appearance.log_probs(frames.frames.flatten(0, 1)).view(v, j, 2), summary
