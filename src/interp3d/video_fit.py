@@ -268,13 +268,14 @@ def fit_video(
     azimuth = fitted.params.view()[0].double().view(t, c)
     if view_log_probs is not None and (view_log_probs.dim() != 2 or view_log_probs.shape[0] != t):
         raise ValueError(f"{category.name}: view_log_probs must be (T={t}, V), got {tuple(view_log_probs.shape)}")
-    if view_log_probs is not None and options.appearance_weight > 0 and options.appearance_candidates:
-        unary = unary - options.appearance_weight * viewpoint.azimuth_log_prob(view_log_probs.double().cpu(), azimuth)
+    use_view = view_log_probs is not None and options.appearance_weight > 0
+    view = view_log_probs.double().cpu() if use_view else None
+    if use_view and options.appearance_candidates:
+        unary = unary - options.appearance_weight * viewpoint.azimuth_log_prob(view, azimuth)
 
     # 2. the track
     m = category.num_bases - 1
-    use_view = view_log_probs is not None and options.appearance_weight > 0
-    motion = _motion_line(unary, azimuth, observed >= 3, options, view_log_probs.double().cpu() if use_view and options.appearance_line else None) if options.track == "motion" else None
+    motion = _motion_line(unary, azimuth, observed >= 3, options, view if options.appearance_line else None) if options.track == "motion" else None
     # a line no frame's candidate lies on stands only on the image's word (a video read wholly from the wrong side)
     if motion is not None and ((motion[1] >= 0).any() or use_view and options.appearance_line):
         line, chosen = motion

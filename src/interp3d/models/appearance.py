@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, load_lite0_weights
+from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, lite0_encoder
 
 __all__ = ["FrontBackAppearance"]
 
@@ -37,10 +37,7 @@ class FrontBackAppearance(nn.Module):
         if input_size % 32 or grid < 1:
             raise ValueError(f"input_size must be a multiple of 32 and grid >= 1, got {input_size} and {grid}")
         self.input_size, self.grid = input_size, grid
-        encoder = EfficientNetLite0()
-        if pretrained:
-            load_lite0_weights(encoder, include_classifier=False)
-        del encoder._conv_head, encoder._bn1, encoder._fc
+        encoder = lite0_encoder(pretrained)
         self.encoder = encoder.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

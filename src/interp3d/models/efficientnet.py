@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["EfficientNetLite0", "EfficientNetKeypointNet", "load_lite0_weights", "lite0_weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["EfficientNetLite0", "EfficientNetKeypointNet", "lite0_encoder", "load_lite0_weights", "lite0_weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # the official Lite models' preprocessing: (x - 127) / 128 on 0..255 pixels (measured better than the
 # usual ImageNet mean/std on the known-answer photos; see the tests)
@@ -132,6 +132,15 @@ def load_lite0_weights(model: EfficientNetLite0, path: str | Path | None = None,
     return model
 
 
+def lite0_encoder(pretrained: bool = True) -> EfficientNetLite0:
+    """EfficientNet-Lite0 without its classifier head (``features`` only), ImageNet weights loaded."""
+    encoder = EfficientNetLite0()
+    if pretrained:
+        load_lite0_weights(encoder, include_classifier=False)
+    del encoder._conv_head, encoder._bn1, encoder._fc
+    return encoder
+
+
 class EfficientNetKeypointNet(nn.Module):
     """``(B, 3, S, S)`` images in [0, 1] -> ``[(B, K, S/4, S/4)]`` heatmaps (a one-element list, like
     :class:`~interp3d.models.hourglass.HourglassNet` with one stack).
@@ -151,10 +160,7 @@ class EfficientNetKeypointNet(nn.Module):
     def __init__(self, num_keypoints: int, decoder_channels: int = 96, pretrained: bool = True, view_bins: int = 0):
         super().__init__()
         self.num_keypoints, self.stride, self.view_bins = num_keypoints, self.STRIDE, view_bins
-        encoder = EfficientNetLite0()
-        if pretrained:
-            load_lite0_weights(encoder, include_classifier=False)
-        del encoder._conv_head, encoder._bn1, encoder._fc
+        encoder = lite0_encoder(pretrained)
         self.encoder = encoder
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
