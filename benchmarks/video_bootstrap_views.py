@@ -54,7 +54,7 @@ def _median(x) -> float | None:
     return float(np.median(x)) if x.size else None
 
 
-def _frame_order(truth: AnnotatedImages) -> np.ndarray:
+def frame_order(truth: AnnotatedImages) -> np.ndarray:
     """Indices putting the video world's ground truth in the bootstrap's (video, frame) order."""
     a = truth.source.annotations
     return np.lexsort((a["frame_index"][truth.indices], a["video_index"][truth.indices]))
@@ -62,7 +62,7 @@ def _frame_order(truth: AnnotatedImages) -> np.ndarray:
 
 def pseudo_label_quality(labels: dict, truth: AnnotatedImages) -> list[dict]:
     """Per view bin: frame sources, track azimuth error, label coverage and accuracy (image px)."""
-    order = _frame_order(truth)
+    order = frame_order(truth)
     gt_kp, gt_vis, gt_az = truth.keypoints.numpy()[order], truth.visible.numpy()[order], truth.azimuth.numpy()[order]
     kp, kept = labels["keypoints"].float().numpy(), labels["visible"].bool().numpy()
     track = labels.get("track")
@@ -89,7 +89,7 @@ def pseudo_label_quality(labels: dict, truth: AnnotatedImages) -> list[dict]:
 
 def appearance_quality(frame_log_probs: torch.Tensor, truth: AnnotatedImages) -> list[dict]:
     """Per view bin: how often the front/back appearance (``appearance.pt``) calls a frame a back view."""
-    bins = view_bin(truth.azimuth.numpy()[_frame_order(truth)])
+    bins = view_bin(truth.azimuth.numpy()[frame_order(truth)])
     p_back = frame_log_probs.reshape(-1, 2)[:, 1].exp().numpy()
     return [{"view_deg": f"{lo}-{int(hi)}", "frames": int((bins == b).sum()), "said_back_pct": float((p_back[bins == b] > 0.5).mean() * 100) if (bins == b).any() else None,
              "p_back_mean": float(p_back[bins == b].mean()) if (bins == b).any() else None} for b, (lo, hi) in enumerate(BINS)]
