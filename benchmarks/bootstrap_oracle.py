@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from interp3d import geometry
 from interp3d.config import Config
 from interp3d.data.world import render_world
 from interp3d.io_utils import save_checkpoint
@@ -37,11 +36,10 @@ from video_bootstrap_views import frame_order
 def oracle_labels(video_root: Path, image_size: int) -> tuple:
     """``(keypoints (V*J, N, 2) image px at image_size, visible (V*J, N), track)`` of a video
     world's frames in the order the bootstrap reads them: its ground truth as pseudo-labels, and as
-    the fitted track (``azimuth``, ``elevation``, ``r6``, ``source`` as a video fit's)."""
+    the fitted track (``azimuth``, ``elevation``, ``source`` as a video fit's)."""
     truth = AnnotatedImages(video_root, image_size)
     order = frame_order(truth)
-    angles = torch.from_numpy(truth.source.annotations["angles"][truth.indices][order]).double()
-    track = {"azimuth": truth.azimuth[order], "elevation": truth.elevation[order], "r6": geometry.euler_to_sincos(angles).float(), "source": torch.zeros(len(order), dtype=torch.long)}
+    track = {"azimuth": truth.azimuth[order], "elevation": truth.elevation[order], "source": torch.zeros(len(order), dtype=torch.long)}
     return truth.keypoints[order].float(), truth.visible[order].bool(), track
 
 

@@ -96,22 +96,3 @@ def test_range_loss_hand_computed_zero_inside_and_pulls_back_from_outside():
     expected = torch.zeros_like(x)
     expected[0, 0], expected[0, 5], expected[1, 12] = -0.5, 0.5, 0.5  # a gradient step moves them back inside
     torch.testing.assert_close(x.grad, expected)
-
-
-def test_rotation_target_loss_hand_computed_skips_unknown_targets_and_pulls_towards_the_target():
-    from interp3d import geometry
-    from interp3d.train.losses import rotation_target_loss
-
-    theta = 0.3
-    turned = geometry.euler_to_matrix(torch.tensor([[0.0, theta, 0.0]], dtype=torch.float64))
-    # identity vs a turn about one axis: |cos - 1| twice and |sin| twice of the nine entries
-    expected = (2 * (1 - torch.cos(torch.tensor(theta))) + 2 * torch.sin(torch.tensor(theta))) / 9
-    rotation = torch.eye(3, dtype=torch.float64).repeat(2, 1, 1)
-    target = torch.cat((turned, torch.full((1, 3, 3), float("nan"), dtype=torch.float64)))
-    assert rotation_target_loss(rotation, target).item() == pytest.approx(expected.item())
-    assert rotation_target_loss(rotation, torch.full_like(target, float("nan"))).item() == 0.0
-    # through the 6-value code, a gradient step moves the azimuth towards the target's
-    code = geometry.euler_to_sincos(torch.tensor([[0.0, 0.0, 0.0]], dtype=torch.float64)).requires_grad_(True)
-    rotation_target_loss(geometry.sincos_to_matrix(code), turned).backward()
-    stepped = geometry.sincos_to_euler((code - 0.01 * code.grad).detach())
-    assert 0 < stepped[0, 1].item() < theta

@@ -83,21 +83,6 @@ def test_ablation_runs_end_to_end_on_a_tiny_world(tmp_path):
     again = train_bootstrap(boot_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "boot", (3,), 1, progress=False)
     assert again.history == result.history
     assert not (tmp_path / "boot" / "round1" / "composed.pt").exists()  # a rerun of a finished round composes nothing
-    # the fit's cameras as the lifter's targets in the round's video stage (same pseudo-labels)
-    assert track["r6"].shape == (18, 6)
-    from interp3d.io_utils import save_checkpoint
-
-    posed_cfg = boot_cfg.override(["video.bootstrap_pose_weight=1.0"])
-    (tmp_path / "posed" / "round1").mkdir(parents=True)
-    save_checkpoint(tmp_path / "posed" / "round1" / "pseudo_labels.pt", labels)
-    posed = train_bootstrap(posed_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "posed", (3,), 1, progress=False)
-    assert [h["train_l_pose"] > 0 for h in posed.history if h["epoch"] > 0] == [True]
-    assert "train_l_pose" not in result.history[-1]
-    stale = dict(labels, track={k: v for k, v in track.items() if k != "r6"})  # labels cached before the cameras were kept
-    (tmp_path / "stale" / "round1").mkdir(parents=True)
-    save_checkpoint(tmp_path / "stale" / "round1" / "pseudo_labels.pt", stale)
-    with pytest.raises(ValueError, match="holds no fitted cameras"):
-        train_bootstrap(posed_cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "video_curriculum" / "best.pt", tmp_path / "stale", (3,), 1, progress=False)
     with pytest.raises(ValueError, match="finished video stage of lengths"):  # its pruned lengths cannot be extended in place
         train_video(cfg, "chair", worlds / "annotated2d", worlds / "video", worlds / "val3d", tmp_path / "chair" / "baseline" / "finetune" / "best.pt", curriculum, (3, 6), 2, progress=False)
     run_ablation(boot_cfg, tmp_path, categories=("chair",), echo=lambda s: None)

@@ -180,10 +180,6 @@ class VideoConfig:
     # images with their views estimated from their keypoints) in the video fit, with this weight
     # beside the fit costs (video_fit.VideoFitOptions.appearance_weight; 0 = keypoints only)
     bootstrap_appearance_weight: float = 3.0
-    # the video fit's cameras as targets of the lifter in each round's video stage: L1 between the
-    # predicted and the fitted rotation matrices of every labelled frame, with this weight (0 = off:
-    # the video losses alone, which let a lifter read a back view's heatmaps as a front view again)
-    bootstrap_pose_weight: float = 0.0
     # keep every clip length's and bootstrapping round's intermediate weights (len*/best.pt,
     # round*/composed.pt, 40-60 MB each); off: only the weights later stages read stay
     keep_length_weights: bool = False

@@ -6,10 +6,8 @@ object with a smooth camera track (:func:`interp3d.video_fit.fit_video`, which c
 through frames where the 2D module failed or could not tell front from back); the fit's
 re-projections that pass its checks become pseudo-labels; the 2D module is fine-tuned on the
 annotated images plus the pseudo-labelled frames (heatmap MSE, the same augmentation as
-pretrain-2d); the video stage is re-run from the result with the new 2D module
-(``video.bootstrap_pose_weight > 0``: with the fit's cameras as the lifter's targets beside the
-video losses). Every step is resumable (pseudo-labels are cached per round, stages resume by epoch)
-and deterministic.
+pretrain-2d); the video stage is re-run from the result with the new 2D module. Every step is
+resumable (pseudo-labels are cached per round, stages resume by epoch) and deterministic.
 
 Before the first round (``video.bootstrap_appearance_weight > 0``), a front/back appearance model
 (:class:`~interp3d.models.appearance.FrontBackAppearance`) is learnt on the annotated images, their
@@ -44,16 +42,15 @@ def pseudo_label_videos(
 ) -> tuple[LabelledImages, dict, dict[str, torch.Tensor]]:
     """Pseudo-labelled frames of every video (keypoints in image px at the frames' size, visibility
     = the fit's pseudo-label mask), a summary (labels kept, frames fitted / interpolated / carried)
-    and the fitted track per frame (``azimuth``, ``elevation`` in radians, the rotation code ``r6``,
-    ``source`` as :attr:`interp3d.video_fit.VideoFit.frame_source`), which a diagnostic compares with
-    the truth and :func:`train_bootstrap` may teach the lifter (``video.bootstrap_pose_weight``).
+    and the fitted track per frame (``azimuth``, ``elevation`` in radians, ``source`` as
+    :attr:`interp3d.video_fit.VideoFit.frame_source`), which a diagnostic compares with the truth.
     ``view_log_probs (V, J, B)``: the frames' azimuth beliefs from appearance (e.g.
     :class:`~interp3d.models.appearance.FrontBackAppearance`), for :func:`fit_video`."""
     device = torch.device(device)
     model = model.to(device).eval()
     v, j = frames.frames.shape[:2]
     size = frames.frames.shape[-1]
-    keypoints, visible, sources, views, codes = [], [], [], [], []
+    keypoints, visible, sources, views = [], [], [], []
     for k in range(v):
         with torch.no_grad():
             heatmaps = torch.cat([o[-1] for o in predict_batches(model.keypoint_net, frames.frames[k], device)]).float()
@@ -64,14 +61,13 @@ def pseudo_label_videos(
         visible.append(fit.pseudo_label)
         sources.append(fit.frame_source)
         views.append(torch.stack(fit.params.view(), dim=-1).float())
-        codes.append(fit.params.r6.float())
-    keypoints, visible, sources, views, codes = torch.cat(keypoints), torch.cat(visible), torch.cat(sources), torch.cat(views), torch.cat(codes)
+    keypoints, visible, sources, views = torch.cat(keypoints), torch.cat(visible), torch.cat(sources), torch.cat(views)
     summary = {
         "frames": int(v * j), "labelled_keypoints": int(visible.sum()), "keypoint_share": float(visible.float().mean()),
         "frames_fitted": int((sources == 0).sum()), "frames_interpolated": int((sources == 1).sum()), "frames_carried": int((sources == 2).sum()),
         "frames_unlabelled": int((sources < 0).sum()),
     }
-    track = {"azimuth": views[:, 0], "elevation": views[:, 1], "r6": codes, "source": sources}
+    track = {"azimuth": views[:, 0], "elevation": views[:, 1], "source": sources}
     return LabelledImages(frames.frames.flatten(0, 1), keypoints, visible), summary, track
 
 
@@ -156,15 +152,10 @@ def train_bootstrap(
         labels_file = folder / "pseudo_labels.pt"
         if resume and labels_file.is_file():
             cached = load_checkpoint(labels_file)
-            pseudo, summary, track = LabelledImages(frames.frames.flatten(0, 1), cached["keypoints"], cached["visible"]), cached["summary"], cached.get("track")
+            pseudo, summary = LabelledImages(frames.frames.flatten(0, 1), cached["keypoints"], cached["visible"]), cached["summary"]
         else:
             pseudo, summary, track = pseudo_label_videos(model, frames, device, fit_options, view_log_probs)
             save_checkpoint(labels_file, {"kind": "pseudo_labels", "keypoints": pseudo.keypoints, "visible": pseudo.visible, "track": track, "summary": summary, "source": str(current)})
-        rotations = None
-        if cfg.video.bootstrap_pose_weight > 0:
-            if track is None or "r6" not in track:
-                raise ValueError(f"{labels_file}: holds no fitted cameras (made before they were stored); remove it to label the videos again")
-            rotations = torch.where((track["source"] >= 0)[:, None, None], geometry.sincos_to_matrix(track["r6"].float()), torch.full((len(track["r6"]), 3, 3), float("nan")))
         summaries.append({"round": r, **summary})
         # the 2D module on annotated images + pseudo-labelled frames, from the current weights
         mixed = LabelledImages.concat([LabelledImages(train_images.images, train_images.keypoints, train_images.visible), pseudo])
@@ -174,7 +165,7 @@ def train_bootstrap(
         if not (resume and (composed.is_file() or finished_video(folder / "video", lengths, epochs_per_length) is not None)):
             model.keypoint_net.load_state_dict(load_checkpoint(result_2d.best_checkpoint, kind="bootstrap_2d")["model"])
             save_checkpoint(composed, {"kind": "video", "model": model.state_dict(), "category": category.name, "model_config": asdict(cfg.model), "heatmap_size": hm, "bootstrap_round": r})
-        result = train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress, frame_rotations=rotations)
+        result = train_video(cfg, category.name, annotated_root, video_root, val_root, composed, folder / "video", lengths, epochs_per_length, resume=resume, progress=progress)
         if not cfg.video.keep_length_weights:
             # the video stage's start: its first length validated it as epoch 0 and kept it where it was best
             composed.unlink(missing_ok=True)

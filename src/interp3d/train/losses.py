@@ -22,7 +22,6 @@ __all__ = [
     "update_latents",
     "hypothesis_loss",
     "range_loss",
-    "rotation_target_loss",
     "VideoLossWeights",
 ]
 
@@ -85,16 +84,6 @@ def range_loss(normalised: Tensor, slices: dict[str, slice], parts: tuple[str, .
     focal x100, points behind the camera) along directions the 2D losses do not see."""
     x = torch.cat([normalised[..., slices[p]] for p in parts], dim=-1)
     return (torch.relu(-x) + torch.relu(x - 1.0)).sum(-1).mean()
-
-
-def rotation_target_loss(rotation: Tensor, target: Tensor) -> Tensor:
-    """Mean L1 between rotation matrices ``(B, 3, 3)`` and targets where the target is known (NaN
-    rows: none); 0 without any. Matrices, not the 6 sin/cos codes: a code need not be normalised,
-    and an angle near +-pi has two codes' worth of wrap-around."""
-    known = torch.isfinite(target).flatten(1).all(-1)
-    if not known.any():
-        return rotation.sum() * 0.0
-    return (rotation[known] - target[known]).abs().sum((-1, -2)).mean() / 9.0
 
 
 def update_latents(alpha: Tensor, inv_focal: Tensor, use_median: bool) -> tuple[Tensor, Tensor]:

@@ -32,7 +32,7 @@ from ..io_utils import atomic_write_json, link_or_copy
 from ..models.serialization import build_interpreter
 from ..shape_model import get_category
 from .engine import StageResult, load_checkpoint, resolve_device, run_stage
-from .losses import confidence_reprojection_loss, motion_smoothness_loss, range_loss, reprojection_loss, rotation_target_loss, structure_consistency_loss, update_latents
+from .losses import confidence_reprojection_loss, motion_smoothness_loss, range_loss, reprojection_loss, structure_consistency_loss, update_latents
 from .stages import AnnotatedImages, annotated_splits, freeze_view_head, predict_batches
 
 __all__ = ["train_video", "finished_video", "VideoFrames"]
@@ -82,12 +82,8 @@ def train_video(
     *,
     resume: bool = True,
     progress: bool = True,
-    frame_rotations: Tensor | None = None,
 ) -> StageResult:
     """Train on videos with clips of each length in turn (one length = fixed-length training).
-
-    ``frame_rotations (V*J, 3, 3)`` (NaN where unknown; e.g. the cameras of a bootstrapping round's
-    video fit) adds their L1 to the lifter's rotations with weight ``video.bootstrap_pose_weight``.
 
     Each length is a run folder ``out_dir/len{M:02d}`` that starts from the previous one's best
     checkpoint. The final model, ``out_dir/best.pt``, is the best on the validation set over all
@@ -179,13 +175,7 @@ def train_video(
             l_rp = confidence_reprojection_loss(out.keypoints.float(), peaks, conf * out.in_front, w.reprojection)
             l_range = range_loss(torch.cat([lifted.params_normalised, out.params_normalised]).float(), s)
             loss = w.kp * l_kp + l_st + l_ms + l_rp + vc.w_heatmap * l_hm + vc.w_range * l_range
-            terms = {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item(), "l_hm": l_hm.item(), "l_range": l_range.item()}
-            if frame_rotations is not None and vc.bootstrap_pose_weight > 0:
-                rotation = geometry.sincos_to_matrix(out.params.r6.float())
-                l_pose = rotation_target_loss(rotation, frame_rotations[frame_idx.cpu()].to(device))
-                loss = loss + vc.bootstrap_pose_weight * l_pose
-                terms["l_pose"] = l_pose.item()
-            return loss, terms
+            return loss, {"l_kp": l_kp.item(), "l_st": l_st.item(), "l_ms": l_ms.item(), "l_rp": l_rp.item(), "l_hm": l_hm.item(), "l_range": l_range.item()}
 
         def validate(core):
             r = evaluate_interpreter(core, val, device=device)
