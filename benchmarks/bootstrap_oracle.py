@@ -10,8 +10,8 @@ run's worlds, Baseline and Video+Curriculum, and ``video_bootstrap/``, where eve
 before :func:`interp3d.train.bootstrap.train_bootstrap` runs from the Video+Curriculum model. The
 2D fine-tuning and the video stage are the method's own; only the labels are perfect, so the result
 bounds what any better video fit could gain with these videos and this training budget.
-``--videos N`` renders a video world of N videos in OUT instead (the run's world seed and options,
-the category's own world sample otherwise): the same bound with more unlabelled videos.
+``--videos N`` renders a video world of N videos in OUT instead (the run's video world seed and
+options, N videos): the same bound with more unlabelled videos.
 ``interp3d train video --videos OUT/world/video --bootstrap-rounds R`` then runs the real bootstrap
 on them.
 """
