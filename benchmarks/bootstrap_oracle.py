@@ -59,7 +59,8 @@ def main() -> None:
     run, out = args.run.resolve(), args.out
     # the labels are given: no appearance model is learnt for a video fit
     cfg = run_config(run, args.overrides + ["video.bootstrap_appearance_weight=0"])
-    category = json.loads((run / "world" / "video" / "meta.json").read_text())["category"]
+    video_meta = json.loads((run / "world" / "video" / "meta.json").read_text())
+    category = video_meta["category"]
     (out / "world").mkdir(parents=True, exist_ok=True)
     for name in ("annotated2d", "test3d", "val3d") + (() if args.videos else ("video",)):
         link = out / "world" / name
@@ -69,8 +70,7 @@ def main() -> None:
         if not (out / name).exists():
             (out / name).symlink_to(run / name)
     if args.videos:
-        seed = int(json.loads((run / "world" / "video" / "meta.json").read_text())["seed"])
-        render_world(out / "world" / "video", category, replace(cfg.world.options("video"), count=args.videos), seed=seed, config=cfg.to_dict(), workers=2)
+        render_world(out / "world" / "video", category, replace(cfg.world.options("video"), count=args.videos), seed=int(video_meta["seed"]), config=cfg.to_dict(), workers=2)
     keypoints, visible, track = oracle_labels(out / "world" / "video", cfg.model.image_size)
     summary = {"frames": len(keypoints), "labelled_keypoints": int(visible.sum()), "keypoint_share": float(visible.float().mean()), "oracle": True}
     for r in range(1, args.rounds + 1):
