@@ -75,8 +75,8 @@ class FrontBackAppearance(nn.Module):
         back = torch.cos(azimuth[known]) < 0
         if int(back.sum()) == 0 or int((~back).sum()) == 0:
             raise ValueError(f"front/back appearance needs images of both sides, got {int((~back).sum())} front and {int(back.sum())} back")
-        x = self.features(images[known])
-        x = torch.cat((x, self.features(images[known].flip(-1))))
+        images = images[known]
+        x = torch.cat((self.features(images), self.features(images.flip(-1))))
         y = torch.cat((back, back)).float().to(x.device)
         self.feature_mean.copy_(x.mean(0))
         self.feature_sd.copy_(x.std(0).clamp_min(1e-6))
