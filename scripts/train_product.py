@@ -131,15 +131,20 @@ def recommendations() -> dict:
 
 
 def calibrate_refinement(target: Path, val3d: Path, info: dict) -> dict:
-    """Choose refinement's shape anchor on the validation world (``calibrate_shape_anchor``; the
-    Predictor's flip test as recommended) and record it in ``info["refine_options"]``."""
-    from interp3d.evaluation.evaluate import calibrate_shape_anchor
+    """Choose the fit's peak threshold and refinement's shape anchor on the validation world
+    (``calibrate_fit``; the Predictor's flip test as recommended) and record them in
+    ``info["peak_threshold"]`` and ``info["refine_options"]`` (the visibility threshold it started
+    from stays in ``info["peak_calibration"]``)."""
+    from interp3d.evaluation.evaluate import FIT_PEAK_THRESHOLDS, calibrate_fit
 
+    # the search starts from the visibility threshold (a header calibrated before keeps its start)
+    info["peak_threshold"] = (info.get("peak_calibration") or {}).get("peak_threshold", info.get("peak_threshold"))
     model = load_interpreter(target)
     model.info = info
-    result = calibrate_shape_anchor(model, val3d, flip_test=bool(info.get("flip_test_default")))
+    result = calibrate_fit(model, val3d, peak_thresholds=FIT_PEAK_THRESHOLDS, flip_test=bool(info.get("flip_test_default")))
+    info["peak_threshold"] = result["peak_threshold"]
     info["refine_options"] = {result["option"]: result["value"]}
-    info["refine_calibration"] = {k: ({str(a): round(v, 2) for a, v in r.items()} if isinstance(r, dict) else r) for k, r in result.items()}
+    info["refine_calibration"] = {**result, "grid": [{k: round(v, 2) for k, v in g.items()} for g in result["grid"]]}
     print(json.dumps({"refine_calibration": info["refine_calibration"]}, indent=2))
     return result
 

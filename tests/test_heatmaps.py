@@ -50,10 +50,25 @@ def test_matches_dense_reference_on_random_points():
     assert torch.allclose(maps[mask], dense[mask], atol=1e-6)
 
 
-def test_subpixel_peak_moves_toward_higher_neighbour():
-    maps = render_heatmaps(torch.tensor([[10.9, 10.5]]))
-    peaks, _ = heatmap_peaks(maps, subpixel=True)
-    assert peaks[0].tolist() == [10.75, 10.5]
+def test_subpixel_peaks_recover_a_gaussians_continuous_centre():
+    """The log of a Gaussian is a quadratic, so the Taylor step lands on the rendered centre exactly
+    (the pixel centre is up to half a pixel off); the location is differentiable in the values."""
+    centres = torch.tensor([[10.93, 10.5], [7.2, 20.61], [31.5, 3.05]], dtype=torch.float64)
+    for sigma in (1.0, 2.0):
+        maps = render_heatmaps(centres.unsqueeze(0), 40, sigma).requires_grad_(True)
+        coarse, _ = heatmap_peaks(maps.detach())
+        fine, _ = heatmap_peaks(maps, subpixel=True)
+        assert (coarse[0] - centres).abs().max() > 0.4
+        torch.testing.assert_close(fine[0].double(), centres, atol=1e-4, rtol=0)
+        fine.sum().backward()
+        assert maps.grad.abs().sum() > 0
+
+
+def test_subpixel_peak_stays_at_the_pixel_centre_where_the_map_is_not_concave():
+    rows = torch.arange(8, dtype=torch.float32) + 0.5
+    ridge = torch.exp(-((rows - 4.3) ** 2) / 2).view(1, 1, 8, 1).expand(1, 1, 8, 8)  # flat along x: no maximum to step to
+    peaks, _ = heatmap_peaks(ridge, subpixel=True)
+    assert peaks[0, 0].tolist() == [0.5, 4.5]
 
 
 def test_peak_confidence_is_softmax_at_peak_without_gradient():

@@ -175,37 +175,52 @@ def test_refinement_follows_the_options_in_the_model_header():
     assert not torch.allclose(by_header.structure, defaults.structure)
 
 
-def test_shape_anchor_calibration_picks_the_best_mean_ar(monkeypatch):
-    """The anchor with the highest mean of structure and azimuth AR wins, on the option that the
-    model's refinement reads (``anchor`` without a viewpoint head)."""
+def test_fit_calibration_picks_the_best_mean_ar_over_thresholds_and_anchors(monkeypatch):
+    """The (peak threshold, anchor) pair with the highest mean of structure and azimuth AR wins, on
+    the option that the model's refinement reads (``anchor`` without a viewpoint head); the 2D
+    module runs once, the lifter again under each threshold, and the model's header is restored."""
     import interp3d.evaluation.evaluate as evaluate
     from interp3d.models import Interpreter
     from interp3d.train.stages import AnnotatedImages
 
     model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    model.info = {"peak_threshold": 0.3, "seed": 4}
     data = AnnotatedImages.__new__(AnnotatedImages)
     data.images = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
-    table = {0.0: (50.0, 80.0), 0.5: (60.0, 79.0), 1.0: (62.0, 70.0)}  # mean AR 65 / 69.5 / 66
-    seen, network_runs = [], []
+    # (threshold, anchor) -> (structure, azimuth); mean AR 65 / 69.5 / 66 at the model's own 0.3, 70 at 0.1 with anchor 1
+    table = {(0.3, 0.0): (50.0, 80.0), (0.3, 0.5): (60.0, 79.0), (0.3, 1.0): (62.0, 70.0),
+             (0.1, 0.0): (40.0, 80.0), (0.1, 0.5): (60.0, 70.0), (0.1, 1.0): (62.0, 78.0)}
+    seen, network_runs, lifts = [], [], []
     network_outputs = evaluate.network_outputs
+    lift = model.lift
+
+    def spied_lift(heatmaps):
+        lifts.append(model.peak_threshold)
+        return lift(heatmaps)
 
     def counted_network_outputs(*args, **kwargs):
         network_runs.append(network_outputs(*args, **kwargs))
         return network_runs[-1]
 
     def fake_evaluate(m, d, refine=False, refine_options=None, outputs=None, **kwargs):
-        assert refine and d is data
-        assert outputs is network_runs[-1]  # only the refinement differs between anchors
-        seen.append(refine_options.anchor)
-        s, a = table[refine_options.anchor]
+        assert refine and d is data and m is model
+        assert outputs is not network_runs[-1] and len(outputs) == len(network_runs[-1])
+        seen.append((m.peak_threshold, refine_options.anchor))
+        s, a = table[(m.peak_threshold, refine_options.anchor)]
         return {"structure": {"average_recall": s}, "azimuth": {"average_recall": a}}
 
     monkeypatch.setattr(evaluate, "network_outputs", counted_network_outputs)
     monkeypatch.setattr(evaluate, "evaluate_interpreter", fake_evaluate)
-    result = evaluate.calibrate_shape_anchor(model, data)
-    assert seen == [0.0, 0.5, 1.0] and len(network_runs) == 1
-    assert result["option"] == "anchor" and result["value"] == 0.5 and result["objects"] == 5
-    assert result["mean_ar"] == {0.0: 65.0, 0.5: 69.5, 1.0: 66.0}
+    monkeypatch.setattr(model, "lift", spied_lift)
+    result = evaluate.calibrate_fit(model, data, peak_thresholds=(0.1, 0.3))
+    assert seen == [(0.3, 0.0), (0.3, 0.5), (0.3, 1.0), (0.1, 0.0), (0.1, 0.5), (0.1, 1.0)] and len(network_runs) == 1
+    assert result["option"] == "anchor" and result["value"] == 1.0 and result["peak_threshold"] == 0.1 and result["objects"] == 5
+    assert [g["mean_ar"] for g in result["grid"]] == [65.0, 69.5, 66.0, 60.0, 65.0, 70.0]
+    assert model.info == {"peak_threshold": 0.3, "seed": 4}
+    assert lifts == [0.3, 0.3, 0.1]  # the forward pass, then one batch of 5 images lifted again under each threshold
+    table[(0.1, 1.0)] = (60.0, 79.0)  # a tie with the model's own threshold keeps its own
+    assert evaluate.calibrate_fit(model, data, peak_thresholds=(0.1,))["peak_threshold"] == 0.3
     monkeypatch.setattr(evaluate, "evaluate_interpreter", lambda *a, **k: {"structure": {}, "azimuth": {"average_recall": 1.0}})
     with pytest.raises(ValueError, match="3D structure and pose ground truth"):
-        evaluate.calibrate_shape_anchor(model, data)
+        evaluate.calibrate_fit(model, data)
+    assert model.info == {"peak_threshold": 0.3, "seed": 4}

@@ -79,3 +79,27 @@ def test_two_sources_of_the_2d_module_are_refused(tmp_path):
     )
     assert run.returncode == 2 and "--keypoint-checkpoint and --keypoint-from each decide where the 2D module comes from" in run.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_fit_calibration_starts_from_the_visibility_threshold_and_is_recorded(train_product, monkeypatch):
+    """Calibrating a header twice gives the same header: the search starts from the visibility
+    threshold (``peak_calibration``), not from the fit threshold an earlier calibration chose."""
+    import interp3d.evaluation.evaluate as evaluate
+
+    started_from = []
+
+    def fake_calibrate_fit(model, data, peak_thresholds=(), flip_test=False, **kwargs):
+        started_from.append(model.info["peak_threshold"])
+        assert flip_test and tuple(peak_thresholds) == evaluate.FIT_PEAK_THRESHOLDS
+        grid = [{"peak_threshold": model.info["peak_threshold"], "view_shape_anchor": 0.5, "structure_ar": 60.0, "azimuth_ar": 80.0, "mean_ar": 70.0},
+                {"peak_threshold": 0.1, "view_shape_anchor": 1.0, "structure_ar": 62.123, "azimuth_ar": 80.0, "mean_ar": 71.0615}]
+        return {"option": "view_shape_anchor", "value": 1.0, "peak_threshold": 0.1, "grid": grid, "objects": 150}
+
+    monkeypatch.setattr(evaluate, "calibrate_fit", fake_calibrate_fit)
+    monkeypatch.setattr(train_product, "load_interpreter", lambda path: type("Model", (), {})())
+    info = {"peak_threshold": 0.42, "peak_calibration": {"peak_threshold": 0.42}, "flip_test_default": True}
+    for _ in range(2):
+        train_product.calibrate_refinement(Path("chair.safetensors"), Path("val3d"), info)
+        assert info["peak_threshold"] == 0.1 and info["refine_options"] == {"view_shape_anchor": 1.0}
+        assert info["refine_calibration"]["grid"][1]["structure_ar"] == 62.12
+    assert started_from == [0.42, 0.42]

@@ -76,7 +76,7 @@ class RefineOptions:
     # ... and ``anchor`` becomes this: the lifter's shape came with its pose, which the image may
     # overrule. How far to trust it depends on the model (product test3d, structure AR for 0 / 0.5 / 1:
     # sofa 48.0 / 60.8 / 61.9, swivel chair 52.7 / 50.9 / 42.3), so exported models carry their own,
-    # calibrated on a validation world (evaluation.calibrate_shape_anchor, info["refine_options"])
+    # calibrated on a validation world (evaluation.calibrate_fit, info["refine_options"])
     view_shape_anchor: float = 0.0
 
 

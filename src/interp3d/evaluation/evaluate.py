@@ -13,7 +13,7 @@ from ..models import Interpreter
 from ..refine import RefineOptions
 from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
-__all__ = ["evaluate_interpreter", "network_outputs", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_shape_anchor"]
+__all__ = ["evaluate_interpreter", "network_outputs", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_fit"]
 
 
 class EvaluationResult(dict):
@@ -129,33 +129,51 @@ def calibrate_peak_threshold(model: Interpreter, data, flip_test: bool = False, 
 
 
 SHAPE_ANCHORS = (0.0, 0.5, 1.0)
+# peak thresholds tried for the fit besides the model's own (its visibility threshold): a keypoint
+# too faint to call visible can still help the fit at its low weight (val3d structure AR, chair /
+# swivel chair / table at 0.5-0.32 -> 0.15: +1.5 / +2.2 / -2.7), so each model gets its own
+FIT_PEAK_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)
 
 
-def calibrate_shape_anchor(model: Interpreter, data, anchors=SHAPE_ANCHORS, flip_test: bool = False, device: str | torch.device = "cpu") -> dict:
-    """How far refinement's shape prior should move toward the network's own shape
-    (``RefineOptions.view_shape_anchor`` for a model with a viewpoint head, else ``anchor``): the
-    value of ``anchors`` with the highest mean of structure and azimuth AR on ``data``, a world-format
-    folder with 3D ground truth that no training used (a validation world). How much the lifter's
-    shape can be trusted depends on the model (measured on test3d, structure AR for 0 / 0.5 / 1: sofa
-    48.0 / 60.8 / 61.9, swivel chair 52.7 / 50.9 / 42.3). Returns ``{"option", "value", "mean_ar":
-    {value: AR}, "structure_ar", "azimuth_ar", "objects"}``."""
+def calibrate_fit(
+    model: Interpreter, data, anchors=SHAPE_ANCHORS, peak_thresholds=(), flip_test: bool = False, device: str | torch.device = "cpu",
+) -> dict:
+    """How the 2D-to-3D module and refinement should read a model's heatmaps: the pair of
+    :attr:`Interpreter.peak_threshold` (the model's own first, then ``peak_thresholds``) and
+    refinement's shape anchor (``anchors``: how far its shape prior moves toward the network's own
+    shape, ``RefineOptions.view_shape_anchor`` for a model with a viewpoint head, else ``anchor``)
+    with the highest mean of structure and azimuth AR on ``data``, a world-format folder with 3D
+    ground truth that no training used (a validation world). The anchor's worth depends on the model
+    (test3d structure AR for 0 / 0.5 / 1: sofa 48.0 / 60.8 / 61.9, swivel chair 52.7 / 50.9 / 42.3).
+    The 2D module runs once; the lifter runs again for each threshold. Returns ``{"option", "value",
+    "peak_threshold", "grid": [{"peak_threshold", option, "structure_ar", "azimuth_ar", "mean_ar"}],
+    "objects"}``; ties keep the earlier entry (the model's own threshold)."""
     from ..train.stages import AnnotatedImages
 
     model = model.to(device).eval()
     if not isinstance(data, AnnotatedImages):
         data = AnnotatedImages(data, model.image_size, model.category)
     option = "view_shape_anchor" if model.view_bins > 0 else "anchor"
-    structure, azimuth = {}, {}
-    outputs = network_outputs(model, data, device=device, flip_test=flip_test)  # only the refinement differs between anchors
-    for value in anchors:
-        metrics = evaluate_interpreter(model, data, device=device, refine=True, refine_options=replace(model.refine_options, **{option: float(value)}), outputs=outputs)
-        if not metrics.get("structure") or not metrics.get("azimuth"):
-            raise ValueError("calibrating the shape anchor needs data with 3D structure and pose ground truth")
-        structure[float(value)] = metrics["structure"]["average_recall"]
-        azimuth[float(value)] = metrics["azimuth"]["average_recall"]
-    mean = {v: 0.5 * (structure[v] + azimuth[v]) for v in structure}
-    best = max(mean, key=mean.get)
-    return {"option": option, "value": best, "mean_ar": mean, "structure_ar": structure, "azimuth_ar": azimuth, "objects": int(len(data.images))}
+    outputs = network_outputs(model, data, device=device, flip_test=flip_test)
+    own_info = getattr(model, "info", None)
+    thresholds = list(dict.fromkeys([model.peak_threshold, *map(float, peak_thresholds)]))
+    grid = []
+    try:
+        for threshold in thresholds:
+            model.info = {**(own_info or {}), "peak_threshold": threshold}
+            with torch.no_grad():
+                lifted = [type(o)(**{**vars(o), **vars(model.lift(o.heatmaps.float()))}) for o in outputs]
+            for value in anchors:
+                options = replace(model.refine_options, **{option: float(value)})
+                metrics = evaluate_interpreter(model, data, device=device, refine=True, refine_options=options, outputs=lifted)
+                if not metrics.get("structure") or not metrics.get("azimuth"):
+                    raise ValueError("calibrating the fit needs data with 3D structure and pose ground truth")
+                s, a = metrics["structure"]["average_recall"], metrics["azimuth"]["average_recall"]
+                grid.append({"peak_threshold": threshold, option: float(value), "structure_ar": s, "azimuth_ar": a, "mean_ar": 0.5 * (s + a)})
+    finally:
+        model.info = own_info
+    best = max(grid, key=lambda g: g["mean_ar"])
+    return {"option": option, "value": best[option], "peak_threshold": best["peak_threshold"], "grid": grid, "objects": int(len(data.images))}
 
 
 def format_metrics(result: dict) -> str:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import geometry
-from ..heatmaps import mirror_heatmaps, render_heatmaps
+from ..heatmaps import heatmap_peaks, mirror_heatmaps, render_heatmaps
 from ..params import ParamCodec, ShapeCamera
 from ..refine import RefineOptions, RefineResult, refine
 from ..shape_prior import ShapePrior
@@ -115,25 +115,14 @@ class Interpreter(nn.Module):
         return isinstance(self.lifter, KeypointLifter)
 
     def heatmap_keypoints(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
-        """(keypoints ``(B, N, 2)`` projection-plane px, weights ``(B, N)``) from heatmaps: the
-        value-weighted mean of the 3x3 window around each peak (differentiable in the heatmap values)
-        and the peak value clamped to [0, 1] as confidence, 0 below :attr:`peak_threshold` (or below
-        :attr:`peak_relative` times the image's highest peak, where that is lower)."""
-        b, n, h, w = heatmaps.shape
-        flat = heatmaps.flatten(2)
-        peak, index = flat.detach().max(dim=-1)
-        row, col = torch.div(index, w, rounding_mode="floor"), index % w
-        offsets = torch.arange(-1, 2, device=heatmaps.device)
-        rows = (row.unsqueeze(-1) + offsets).clamp(0, h - 1)  # (B, N, 3)
-        cols = (col.unsqueeze(-1) + offsets).clamp(0, w - 1)
-        window = (rows.unsqueeze(-1) * w + cols.unsqueeze(-2)).flatten(2)  # (B, N, 9)
-        values = flat.gather(-1, window).clamp_min(0) + 1e-6
-        xs = (cols.unsqueeze(-2).expand(-1, -1, 3, -1).flatten(2).to(values.dtype) + 0.5)
-        ys = (rows.unsqueeze(-1).expand(-1, -1, -1, 3).flatten(2).to(values.dtype) + 0.5)
-        total = values.sum(-1)
-        xy = torch.stack(((values * xs).sum(-1) / total, (values * ys).sum(-1) / total), dim=-1)
+        """(keypoints ``(B, N, 2)`` projection-plane px, weights ``(B, N)``) from heatmaps: each peak
+        to a fraction of a pixel (:func:`interp3d.heatmaps.heatmap_peaks` with ``subpixel``;
+        differentiable in the heatmap values) and the peak value clamped to [0, 1] as confidence, 0
+        below :attr:`peak_threshold` (or below :attr:`peak_relative` times the image's highest peak,
+        where that is lower)."""
+        xy, peak = heatmap_peaks(heatmaps, subpixel=True)
         plane = geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size)
-        confidence = peak.clamp(0, 1)
+        confidence = peak.detach().clamp(0, 1)
         threshold = torch.full_like(confidence[:, :1], self.peak_threshold)
         if self.peak_relative > 0:  # an image whose peaks are all low (a real photo) keeps its strongest ones
             threshold = torch.minimum(threshold, self.peak_relative * confidence.amax(dim=-1, keepdim=True))
@@ -158,7 +147,7 @@ class Interpreter(nn.Module):
     def refine_options(self) -> RefineOptions:
         """The refinement options the model recommends: :class:`RefineOptions` defaults with the
         header's ``info["refine_options"]`` (e.g. ``view_shape_anchor``, calibrated at export on a
-        validation world; :func:`interp3d.evaluation.calibrate_shape_anchor`) on top."""
+        validation world; :func:`interp3d.evaluation.calibrate_fit`) on top."""
         given = self._header_info.get("refine_options") or {}
         known = {f.name for f in fields(RefineOptions)}
         return replace(RefineOptions(), **{k: v for k, v in given.items() if k in known})
