@@ -131,19 +131,20 @@ def recommendations() -> dict:
 
 
 def calibrate_refinement(target: Path, val3d: Path, info: dict) -> dict:
-    """Choose the fit's peak threshold and refinement's shape anchor on the validation world
-    (``calibrate_fit``; the Predictor's flip test as recommended) and record them in
-    ``info["peak_threshold"]`` and ``info["refine_options"]`` (the visibility threshold it started
-    from stays in ``info["peak_calibration"]``)."""
-    from interp3d.evaluation.evaluate import FIT_PEAK_THRESHOLDS, calibrate_fit
+    """Choose the fit's peak threshold, refinement's shape anchor and the other options of
+    ``FIT_REFINE_OPTIONS`` on the validation world (``calibrate_fit``; the Predictor's flip test as
+    recommended) and record them in ``info["peak_threshold"]`` and ``info["refine_options"]`` (the
+    visibility threshold it started from stays in ``info["peak_calibration"]``)."""
+    from interp3d.evaluation.evaluate import FIT_PEAK_THRESHOLDS, FIT_REFINE_OPTIONS, calibrate_fit
 
     # the search starts from the visibility threshold (a header calibrated before keeps its start)
     info["peak_threshold"] = (info.get("peak_calibration") or {}).get("peak_threshold", info.get("peak_threshold"))
+    info.pop("refine_options", None)  # and from the default refinement
     model = load_interpreter(target)
     model.info = info
-    result = calibrate_fit(model, val3d, peak_thresholds=FIT_PEAK_THRESHOLDS, flip_test=bool(info.get("flip_test_default")))
+    result = calibrate_fit(model, val3d, peak_thresholds=FIT_PEAK_THRESHOLDS, refine_options=FIT_REFINE_OPTIONS, flip_test=bool(info.get("flip_test_default")))
     info["peak_threshold"] = result["peak_threshold"]
-    info["refine_options"] = {result["option"]: result["value"]}
+    info["refine_options"] = result["refine_options"]
     info["refine_calibration"] = {**result, "grid": [{k: round(v, 2) for k, v in g.items()} for g in result["grid"]]}
     print(json.dumps({"refine_calibration": info["refine_calibration"]}, indent=2))
     return result

@@ -83,23 +83,24 @@ def test_two_sources_of_the_2d_module_are_refused(tmp_path):
 
 def test_the_fit_calibration_starts_from_the_visibility_threshold_and_is_recorded(train_product, monkeypatch):
     """Calibrating a header twice gives the same header: the search starts from the visibility
-    threshold (``peak_calibration``), not from the fit threshold an earlier calibration chose."""
+    threshold (``peak_calibration``) and the default refinement, not from what an earlier
+    calibration chose."""
     import interp3d.evaluation.evaluate as evaluate
 
     started_from = []
 
-    def fake_calibrate_fit(model, data, peak_thresholds=(), flip_test=False, **kwargs):
-        started_from.append(model.info["peak_threshold"])
-        assert flip_test and tuple(peak_thresholds) == evaluate.FIT_PEAK_THRESHOLDS
+    def fake_calibrate_fit(model, data, peak_thresholds=(), refine_options=None, flip_test=False, **kwargs):
+        started_from.append((model.info["peak_threshold"], model.info.get("refine_options")))
+        assert flip_test and tuple(peak_thresholds) == evaluate.FIT_PEAK_THRESHOLDS and refine_options == evaluate.FIT_REFINE_OPTIONS
         grid = [{"peak_threshold": model.info["peak_threshold"], "view_shape_anchor": 0.5, "structure_ar": 60.0, "azimuth_ar": 80.0, "mean_ar": 70.0},
                 {"peak_threshold": 0.1, "view_shape_anchor": 1.0, "structure_ar": 62.123, "azimuth_ar": 80.0, "mean_ar": 71.0615}]
-        return {"option": "view_shape_anchor", "value": 1.0, "peak_threshold": 0.1, "grid": grid, "objects": 150}
+        return {"peak_threshold": 0.1, "refine_options": {"view_shape_anchor": 1.0, "robust_scale": 0.04}, "grid": grid, "objects": 150}
 
     monkeypatch.setattr(evaluate, "calibrate_fit", fake_calibrate_fit)
     monkeypatch.setattr(train_product, "load_interpreter", lambda path: type("Model", (), {})())
-    info = {"peak_threshold": 0.42, "peak_calibration": {"peak_threshold": 0.42}, "flip_test_default": True}
+    info = {"peak_threshold": 0.42, "peak_calibration": {"peak_threshold": 0.42}, "flip_test_default": True, "refine_options": {"view_shape_anchor": 0.0}}
     for _ in range(2):
         train_product.calibrate_refinement(Path("chair.safetensors"), Path("val3d"), info)
-        assert info["peak_threshold"] == 0.1 and info["refine_options"] == {"view_shape_anchor": 1.0}
+        assert info["peak_threshold"] == 0.1 and info["refine_options"] == {"view_shape_anchor": 1.0, "robust_scale": 0.04}
         assert info["refine_calibration"]["grid"][1]["structure_ar"] == 62.12
-    assert started_from == [0.42, 0.42]
+    assert started_from == [(0.42, None), (0.42, None)]  # the visibility threshold and the default refinement

@@ -133,21 +133,31 @@ SHAPE_ANCHORS = (0.0, 0.5, 1.0)
 # too faint to call visible can still help the fit at its low weight (val3d structure AR, chair /
 # swivel chair / table at 0.5-0.32 -> 0.15: +1.5 / +2.2 / -2.7), so each model gets its own
 FIT_PEAK_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)
+# then, one at a time, these refinement options (val3d structure AR with a tighter Cauchy scale
+# 0.04: +0.0 to +0.6 for all five; a shape prior at half weight: swivel chair +2.5, sofa and
+# table +0.8 / +0.9, chair -0.2, whose lifter learnt real shapes)
+FIT_REFINE_OPTIONS = {"robust_scale": (0.04,), "shape_weight": (0.5,)}
+# ... each kept only where it gains this much mean AR over the choice so far (150 val3d objects'
+# paired noise is a few tenths of a point)
+FIT_MIN_GAIN = 0.25
 
 
 def calibrate_fit(
-    model: Interpreter, data, anchors=SHAPE_ANCHORS, peak_thresholds=(), flip_test: bool = False, device: str | torch.device = "cpu",
+    model: Interpreter, data, anchors=SHAPE_ANCHORS, peak_thresholds=(), refine_options=None, min_gain: float = FIT_MIN_GAIN,
+    flip_test: bool = False, device: str | torch.device = "cpu",
 ) -> dict:
-    """How the 2D-to-3D module and refinement should read a model's heatmaps: the pair of
-    :attr:`Interpreter.peak_threshold` (the model's own first, then ``peak_thresholds``) and
-    refinement's shape anchor (``anchors``: how far its shape prior moves toward the network's own
-    shape, ``RefineOptions.view_shape_anchor`` for a model with a viewpoint head, else ``anchor``)
-    with the highest mean of structure and azimuth AR on ``data``, a world-format folder with 3D
-    ground truth that no training used (a validation world). The anchor's worth depends on the model
-    (test3d structure AR for 0 / 0.5 / 1: sofa 48.0 / 60.8 / 61.9, swivel chair 52.7 / 50.9 / 42.3).
-    The 2D module runs once; the lifter runs again for each threshold. Returns ``{"option", "value",
-    "peak_threshold", "grid": [{"peak_threshold", option, "structure_ar", "azimuth_ar", "mean_ar"}],
-    "objects"}``; ties keep the earlier entry (the model's own threshold)."""
+    """How the 2D-to-3D module and refinement should read a model's heatmaps, chosen on ``data``, a
+    world-format folder with 3D ground truth that no training used (a validation world), by the
+    mean of structure and azimuth AR: first the pair of :attr:`Interpreter.peak_threshold` (the
+    model's own first, then ``peak_thresholds``) and refinement's shape anchor (``anchors``: how far
+    its shape prior moves toward the network's own shape, ``RefineOptions.view_shape_anchor`` for a
+    model with a viewpoint head, else ``anchor``; its worth depends on the model, test3d structure
+    AR for 0 / 0.5 / 1: sofa 48.0 / 60.8 / 61.9, swivel chair 52.7 / 50.9 / 42.3); then each of
+    ``refine_options`` (``{RefineOptions field: values}``) in turn, a value kept where it gains at
+    least ``min_gain`` over the choice so far. The 2D module runs once; the lifter runs again for
+    each threshold. Returns ``{"peak_threshold", "refine_options": {field: value}, "grid": [{"peak_threshold",
+    **options, "structure_ar", "azimuth_ar", "mean_ar"}], "objects"}``; ties keep the earlier entry
+    (the model's own threshold)."""
     from ..train.stages import AnnotatedImages
 
     model = model.to(device).eval()
@@ -158,22 +168,36 @@ def calibrate_fit(
     own_info = getattr(model, "info", None)
     thresholds = list(dict.fromkeys([model.peak_threshold, *map(float, peak_thresholds)]))
     grid = []
+
+    def measure(lifted, threshold: float, chosen: dict) -> dict:
+        metrics = evaluate_interpreter(model, data, device=device, refine=True, refine_options=replace(model.refine_options, **chosen), outputs=lifted)
+        if not metrics.get("structure") or not metrics.get("azimuth"):
+            raise ValueError("calibrating the fit needs data with 3D structure and pose ground truth")
+        s, a = metrics["structure"]["average_recall"], metrics["azimuth"]["average_recall"]
+        grid.append({"peak_threshold": threshold, **chosen, "structure_ar": s, "azimuth_ar": a, "mean_ar": 0.5 * (s + a)})
+        return grid[-1]
+
+    def relift(threshold: float) -> list:
+        model.info = {**(own_info or {}), "peak_threshold": threshold}
+        with torch.no_grad():
+            return [type(o)(**{**vars(o), **vars(model.lift(o.heatmaps.float()))}) for o in outputs]
+
     try:
         for threshold in thresholds:
-            model.info = {**(own_info or {}), "peak_threshold": threshold}
-            with torch.no_grad():
-                lifted = [type(o)(**{**vars(o), **vars(model.lift(o.heatmaps.float()))}) for o in outputs]
+            lifted = relift(threshold)
             for value in anchors:
-                options = replace(model.refine_options, **{option: float(value)})
-                metrics = evaluate_interpreter(model, data, device=device, refine=True, refine_options=options, outputs=lifted)
-                if not metrics.get("structure") or not metrics.get("azimuth"):
-                    raise ValueError("calibrating the fit needs data with 3D structure and pose ground truth")
-                s, a = metrics["structure"]["average_recall"], metrics["azimuth"]["average_recall"]
-                grid.append({"peak_threshold": threshold, option: float(value), "structure_ar": s, "azimuth_ar": a, "mean_ar": 0.5 * (s + a)})
+                measure(lifted, threshold, {option: float(value)})
+        best = max(grid, key=lambda g: g["mean_ar"])
+        threshold, chosen = best["peak_threshold"], {option: best[option]}
+        lifted = relift(threshold)
+        for name, values in (refine_options or {}).items():
+            for value in values:
+                trial = measure(lifted, threshold, {**chosen, name: float(value)})
+                if trial["mean_ar"] >= best["mean_ar"] + min_gain:
+                    best, chosen = trial, {**chosen, name: float(value)}
     finally:
         model.info = own_info
-    best = max(grid, key=lambda g: g["mean_ar"])
-    return {"option": option, "value": best[option], "peak_threshold": best["peak_threshold"], "grid": grid, "objects": int(len(data.images))}
+    return {"peak_threshold": threshold, "refine_options": chosen, "grid": grid, "objects": int(len(data.images))}
 
 
 def format_metrics(result: dict) -> str:
