@@ -145,7 +145,7 @@ def calibrate_refinement(target: Path, val3d: Path, info: dict) -> dict:
     result = calibrate_fit(model, val3d, peak_thresholds=FIT_PEAK_THRESHOLDS, refine_options=FIT_REFINE_OPTIONS, flip_test=bool(info.get("flip_test_default")))
     info["peak_threshold"] = result["peak_threshold"]
     info["refine_options"] = result["refine_options"]
-    info["refine_calibration"] = {**result, "grid": [{k: round(v, 2) for k, v in g.items()} for g in result["grid"]]}
+    info["refine_calibration"] = {**result, "grid": [{k: round(v, 2) if isinstance(v, float) else v for k, v in g.items()} for g in result["grid"]]}
     print(json.dumps({"refine_calibration": info["refine_calibration"]}, indent=2))
     return result
 

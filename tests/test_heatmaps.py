@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from interp3d.heatmaps import heatmap_peaks, peak_confidence, render_heatmaps
+from interp3d.heatmaps import heatmap_modes, heatmap_peaks, peak_confidence, render_heatmaps
 
 
 def test_peak_is_at_the_keypoint_pixel_and_values_follow_the_kernel():
@@ -79,3 +79,15 @@ def test_peak_confidence_is_softmax_at_peak_without_gradient():
     assert conf[0, 0].item() == pytest.approx(math.exp(5) / (math.exp(5) + 15))
     assert conf[0, 1].item() == pytest.approx(1 / 16)
     assert not conf.requires_grad
+
+
+def test_heatmap_modes_are_the_local_maxima_highest_first_each_to_a_fraction_of_a_pixel():
+    centres = torch.tensor([[10.3, 12.7], [25.6, 5.2]], dtype=torch.float64)
+    two = render_heatmaps(centres.unsqueeze(0), 40, 1.5)[0]  # (2, 40, 40): one Gaussian each
+    maps = (two[0] + 0.6 * two[1]).expand(1, 3, 40, 40)
+    xy, values = heatmap_modes(maps, count=3)
+    assert xy.shape == (1, 3, 3, 2) and values.shape == (1, 3, 3)
+    torch.testing.assert_close(xy[0, 0, :2].double(), centres, atol=1e-3, rtol=0)
+    assert values[0, 0, 0] > values[0, 0, 1] > 0.5 and values[0, 0, 2] == 0  # no third maximum
+    peak, _ = heatmap_peaks(maps, subpixel=True)
+    torch.testing.assert_close(xy[..., 0, :], peak)  # the first mode is the peak

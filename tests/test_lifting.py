@@ -4,6 +4,7 @@ shape prior, the keypoint lifter's scale equivariance, the lifting sampler, inpu
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -368,3 +369,46 @@ def test_refinement_without_keypoints_keeps_the_start_in_view():
     fitted_extent = (fitted.amax(1) - fitted.amin(1)).amax(-1)
     assert ((fitted_extent / extent) > 0.5).all() and ((fitted_extent / extent) < 2.0).all()
     assert (fitted.mean(1) - uv.mean(1)).norm(dim=-1).max() < 0.2 * extent.min()
+
+
+def test_nearest_alternatives_move_only_far_keypoints_to_a_nearer_strong_mode():
+    from interp3d.refine import _nearest_alternatives
+
+    projected = torch.zeros(1, 4, 2, dtype=torch.float64)
+    observed = torch.tensor([[[30.0, 0.0], [2.0, 0.0], [30.0, 0.0], [30.0, 0.0]]], dtype=torch.float64)
+    weights = torch.tensor([[0.8, 0.8, 0.8, 0.0]], dtype=torch.float64)
+    alternatives = torch.tensor([[[[30.0, 0.0], [1.0, 1.0], [5.0, 0.0]]] * 4], dtype=torch.float64)
+    alternative_weights = torch.tensor([[[0.8, 0.5, 0.6], [0.8, 0.5, 0.6], [0.8, 0.1, 0.6], [0.8, 0.5, 0.6]]], dtype=torch.float64)
+    options = RefineOptions(mode_distance=0.05, mode_min_fraction=0.3)
+    moved, moved_weights = _nearest_alternatives(observed, weights, projected, alternatives, alternative_weights, options, plane_size=100.0)
+    # 0: far, moved to the nearest mode; 1: within 5 % of the side, stays; 2: the nearest mode is too
+    # weak (0.1 < 0.3 x 0.8), the next one; 3: not observed, stays
+    assert moved[0].tolist() == [[1.0, 1.0], [2.0, 0.0], [5.0, 0.0], [30.0, 0.0]]
+    assert moved_weights[0].tolist() == [0.5, 0.8, 0.6, 0.0]
+
+
+def test_a_refit_at_the_heatmaps_other_modes_recovers_misplaced_keypoints():
+    """Three keypoints of exact chairs are observed 15 % of the plane away from their true places
+    (a 2D module's wrong mode), the true places offered as alternatives: the refit moves them back
+    and fits the structure as well as exact keypoints do, where the robust fit that only
+    down-weights them is pulled off."""
+    from interp3d.evaluation.metrics import structure_error
+
+    b = SkeletonSampler("chair").sample(32, torch.Generator().manual_seed(5), dtype=torch.float64)
+    prior = ShapePrior.from_ranges(CHAIR)
+    truth = b.keypoints
+    observed = truth.clone()
+    observed[:, [1, 3, 6]] += torch.tensor([0.15, 0.045], dtype=torch.float64) * CHAIR.plane_size
+    weights = torch.ones(32, CHAIR.num_keypoints, dtype=torch.float64)
+    alternatives = torch.stack((observed, truth), dim=2)
+    alternative_weights = torch.ones(32, CHAIR.num_keypoints, 2, dtype=torch.float64)
+    options = RefineOptions(occlusion_penalty=0.0, anchor=0.0)
+
+    def error(keypoints, options, **kwargs):
+        return structure_error(refine(CHAIR, keypoints, weights, b.params, prior, options, **kwargs).structure.numpy(), b.structure.numpy()).mean()
+
+    exact, kept = error(truth, options), error(observed, options)
+    refit = error(observed, replace(options, mode_refit=True), alternatives=alternatives, alternative_weights=alternative_weights)
+    assert kept > 1.3 * exact and refit == pytest.approx(exact, rel=0.05)
+    # without alternatives the option changes nothing
+    assert error(observed, replace(options, mode_refit=True)) == kept

@@ -223,7 +223,7 @@ def test_fit_calibration_picks_the_best_mean_ar_over_thresholds_anchors_and_opti
     assert result["refine_options"] == {"anchor": 1.0, "robust_scale": 0.04}  # +0.1 mean AR is under min_gain
     assert [g["mean_ar"] for g in result["grid"]] == [65.0, 69.5, 66.0, 60.0, 65.0, 70.0, 70.5, 70.6]
     assert model.info == {"peak_threshold": 0.3, "seed": 4}
-    assert lifts == [0.3, 0.3, 0.1, 0.1]  # the forward pass, each threshold's batch, the chosen one's again
+    assert lifts == [0.3, 0.3, 0.1]  # the forward pass, then one batch of 5 images lifted again under each threshold
     table[(0.1, 1.0)] = (60.0, 79.0)  # a tie with the model's own threshold keeps its own
     assert evaluate.calibrate_fit(model, data, peak_thresholds=(0.1,))["peak_threshold"] == 0.3
     monkeypatch.setattr(evaluate, "evaluate_interpreter", lambda *a, **k: {"structure": {}, "azimuth": {"average_recall": 1.0}})

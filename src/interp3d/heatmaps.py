@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["render_heatmaps", "heatmap_peaks", "peak_confidence", "mirror_heatmaps"]
+__all__ = ["render_heatmaps", "heatmap_peaks", "heatmap_modes", "peak_confidence", "mirror_heatmaps"]
 
 
 def render_heatmaps(
@@ -85,12 +85,35 @@ def heatmap_peaks(heatmaps: Tensor, subpixel: bool = False) -> tuple[Tensor, Ten
     xy = torch.stack((col, row), dim=-1).to(heatmaps.dtype) + 0.5
     if not subpixel:
         return xy, values
+    return xy + _taylor_step(flat, row.unsqueeze(-1), col.unsqueeze(-1), h, w).squeeze(-2), values
+
+
+def heatmap_modes(heatmaps: Tensor, count: int = 3) -> tuple[Tensor, Tensor]:
+    """The ``count`` highest local maxima (3x3) of each heatmap: locations ``(..., N, count, 2)``
+    (x then y, each to a fraction of a pixel as :func:`heatmap_peaks` with ``subpixel``) and values
+    ``(..., N, count)``, highest first (the first is the peak); value 0 where a map has fewer."""
+    if heatmaps.dim() < 3:
+        raise ValueError(f"heatmaps must have shape (..., N, H, W), got {tuple(heatmaps.shape)}")
+    h, w = heatmaps.shape[-2:]
+    lead = heatmaps.shape[:-2]
+    maps = heatmaps.reshape(-1, 1, h, w)
+    is_max = (maps == torch.nn.functional.max_pool2d(maps, 3, 1, 1)) & (maps > 0)
+    flat = heatmaps.flatten(-2)
+    values, index = torch.where(is_max.reshape(flat.shape), flat, torch.zeros_like(flat)).topk(min(count, h * w), dim=-1)
+    row = torch.div(index, w, rounding_mode="floor")
+    col = index - row * w
+    xy = torch.stack((col, row), dim=-1).to(heatmaps.dtype) + 0.5 + _taylor_step(flat, row, col, h, w)
+    return xy.reshape(lead + xy.shape[-2:]), values
+
+
+def _taylor_step(flat: Tensor, row: Tensor, col: Tensor, h: int, w: int) -> Tensor:
+    """``(..., N, K, 2)``: the Newton step ``-H^-1 g`` of the log heatmap ``flat (..., N, H*W)`` at
+    the pixels ``(row, col) (..., N, K)``, at most a pixel (the argmax is within half a pixel of a
+    clean peak); 0 where the log map is not concave there."""
     log_map = flat.clamp_min(1e-10).log()
 
     def at(dr, dc):  # the log heatmap at (row + dr, col + dc), the border repeated
-        r = (row + dr).clamp(0, h - 1)
-        c = (col + dc).clamp(0, w - 1)
-        return log_map.gather(-1, (r * w + c).unsqueeze(-1)).squeeze(-1)
+        return log_map.gather(-1, (row + dr).clamp(0, h - 1) * w + (col + dc).clamp(0, w - 1))
 
     centre = at(0, 0)
     gx, gy = 0.5 * (at(0, 1) - at(0, -1)), 0.5 * (at(1, 0) - at(-1, 0))
@@ -99,10 +122,9 @@ def heatmap_peaks(heatmaps: Tensor, subpixel: bool = False) -> tuple[Tensor, Ten
     det = hxx * hyy - hxy * hxy
     concave = (det > 1e-6) & (hxx < 0)
     safe_det = torch.where(concave, det, torch.ones_like(det))
-    # the Newton step -H^-1 g, at most a pixel (the argmax is within half a pixel of a clean peak)
     dx = torch.where(concave, -(hyy * gx - hxy * gy) / safe_det, torch.zeros_like(det)).clamp(-1, 1)
     dy = torch.where(concave, -(hxx * gy - hxy * gx) / safe_det, torch.zeros_like(det)).clamp(-1, 1)
-    return xy + torch.stack((dx, dy), dim=-1), values
+    return torch.stack((dx, dy), dim=-1)
 
 
 def peak_confidence(heatmaps: Tensor, temperature: float = 1.0) -> Tensor:

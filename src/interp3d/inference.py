@@ -320,8 +320,7 @@ class Predictor:
         head_azimuth = None if view_logits is None else viewpoint.most_probable_azimuth(view_logits.float().cpu())
         if self.refine:
             with torch.no_grad():
-                kp_plane, weights = model.heatmap_keypoints(heatmaps)
-                out, refined = self.refine_lifted(out, kp_plane, weights)
+                out, refined = model.refine_heatmaps(out, heatmaps, self.prior, self.refine_options)
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()
         rot = _camera_rotation(out)

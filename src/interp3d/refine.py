@@ -24,7 +24,10 @@ of objects and several starting hypotheses per object at once (no per-object Pyt
 * **selection**: the lowest final cost, plus a penalty for each observed keypoint that the fitted
   pose hides behind the object's own surfaces (:func:`interp3d.geometry.self_occlusion`), since
   annotators and detectors do not report keypoints they cannot see. Every start takes a few steps,
-  then only each object's most promising starts go on (most of the work, at a fraction of the cost).
+  then only each object's most promising starts go on (most of the work, at a fraction of the cost);
+* **a refit at other modes** (optional, ``mode_refit``): a 2D module's wrong keypoint often has a
+  second heatmap mode at the right place; a second fit starts from the first's answer with each
+  keypoint that the first fit put far from its peak moved to the mode nearest the fit's projection.
 
 Each LM step solves the damped normal equations of the iteratively reweighted (IRLS) problem, whose
 gradient is the Cauchy cost's; a step is kept only where it lowers the cost, so the cost never rises.
@@ -78,6 +81,13 @@ class RefineOptions:
     # sofa 48.0 / 60.8 / 61.9, swivel chair 52.7 / 50.9 / 42.3), so exported models carry their own,
     # calibrated on a validation world (evaluation.calibrate_fit, info["refine_options"])
     view_shape_anchor: float = 0.0
+    # a second fit from the first's answer, each observed keypoint moved to whichever of its
+    # heatmap's other modes (refine(alternatives=...)) lies nearer the first fit's projection, where
+    # the first fit puts it more than mode_distance (fraction of the plane side) from its peak
+    # (val3d structure AR: swivel chair +1.2, chair +0.3 over a second fit without the move)
+    mode_refit: bool = False
+    mode_distance: float = 0.05
+    mode_min_fraction: float = 0.3  # a mode counts from this fraction of the keypoint's peak value
 
 
 @dataclass
@@ -300,6 +310,8 @@ def refine(
     prior: ShapePrior | None = None,
     options: RefineOptions = RefineOptions(),
     view_log_probs: Tensor | None = None,
+    alternatives: Tensor | None = None,
+    alternative_weights: Tensor | None = None,
 ) -> RefineResult:
     """Fit the shape model to ``keypoints (B, N, 2)`` (projection-plane px; rows with weight 0 may be
     NaN) with per-keypoint ``weights (B, N)`` in [0, 1], from ``init`` hypotheses of batch shape
@@ -308,7 +320,12 @@ def refine(
     ``view_log_probs (B, V)``: log probabilities over azimuth bins from the image
     (:mod:`interp3d.viewpoint`); they add starts, an azimuth prior for the starts near their modes
     and a selection term (``options.view_*``), and the shape prior is anchored by
-    ``options.view_shape_anchor`` instead of ``options.anchor``."""
+    ``options.view_shape_anchor`` instead of ``options.anchor``.
+
+    ``alternatives (B, N, M, 2)`` with ``alternative_weights (B, N, M)``: other places each keypoint
+    may be (e.g. its heatmap's other modes, :func:`interp3d.heatmaps.heatmap_modes`); with
+    ``options.mode_refit`` a second fit starts from the first's answer with each observed keypoint
+    that the first fit put far from it moved to the alternative nearest the fit's projection."""
     category = get_category(category)
     prior = prior if prior is not None else ShapePrior.from_ranges(category)
     if prior.category != category.name:
@@ -375,10 +392,29 @@ def refine(
     best = x[flat]
     wsum = weights.sum(-1).clamp_min(1e-9)
     rms = torch.sqrt((weights * d2[flat]).sum(-1) / wsum)
-    return RefineResult(
+    result = RefineResult(
         problem.camera(best), problem.structure(best), best[:, problem.k1 : problem.m], best[:, problem.m + 6],
         selection.gather(1, chosen.unsqueeze(1)).squeeze(1), selection, starts_index.gather(1, chosen.unsqueeze(1)).squeeze(1), rms,
     )
+    if not options.mode_refit or alternatives is None:
+        return result
+    projected = problem.project(best)[1]
+    moved, moved_weights = _nearest_alternatives(observed, weights, projected, alternatives.to(dtype), alternative_weights.to(dtype), options, category.plane_size)
+    return refine(category, moved, moved_weights, result.params, prior, replace(options, mode_refit=False), view_log_probs)
+
+
+def _nearest_alternatives(observed, weights, projected, alternatives, alternative_weights, options: RefineOptions, plane_size: float):
+    """Each observed keypoint more than ``options.mode_distance`` of the side from ``projected`` moved
+    to the alternative (of at least ``mode_min_fraction`` of its own weight) nearest the projection,
+    where that is nearer; its weight becomes the alternative's."""
+    reach = (alternatives - projected.unsqueeze(2)).norm(dim=-1)  # (B, N, M)
+    usable = torch.isfinite(reach) & (alternative_weights > 0) & (alternative_weights >= options.mode_min_fraction * weights.unsqueeze(-1))
+    reach = torch.where(usable, reach, torch.full_like(reach, math.inf))
+    nearest = reach.argmin(-1, keepdim=True)
+    own = (observed - projected).norm(dim=-1)
+    move = (weights > 0) & (own > options.mode_distance * plane_size) & (reach.gather(-1, nearest).squeeze(-1) < own)
+    target = alternatives.gather(2, nearest.unsqueeze(-1).expand(-1, -1, 1, 2)).squeeze(2)
+    return torch.where(move.unsqueeze(-1), target, observed), torch.where(move, alternative_weights.gather(-1, nearest).squeeze(-1).clamp(0, 1), weights)
 
 
 def _lm_steps(problem: _Problem, x, cost, d2, lam, obs, w, sigma, steps: int):

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import geometry
-from ..heatmaps import heatmap_peaks, mirror_heatmaps, render_heatmaps
+from ..heatmaps import heatmap_modes, heatmap_peaks, mirror_heatmaps, render_heatmaps
 from ..params import ParamCodec, ShapeCamera
 from ..refine import RefineOptions, RefineResult, refine
 from ..shape_prior import ShapePrior
@@ -18,6 +18,8 @@ from .keypoint_net import build_keypoint_net
 from .lifter import KeypointLifter, Lifter
 
 __all__ = ["Interpreter", "InterpreterOutput", "Lifted", "merge_mirrored"]
+
+MODES_PER_KEYPOINT = 3  # heatmap modes a refit may move a keypoint to (RefineOptions.mode_refit): its peak and two more
 
 
 def merge_mirrored(all_heatmaps: list[Tensor], view_logits: Tensor | None, flip_permutation, batch: int) -> tuple[list[Tensor], Tensor | None]:
@@ -131,7 +133,8 @@ class Interpreter(nn.Module):
     @property
     def peak_threshold(self) -> float:
         """The peak value below which a keypoint counts as missing: the model's own
-        (``info["peak_threshold"]``, calibrated on its validation images) or :attr:`PEAK_THRESHOLD`.
+        (``info["peak_threshold"]``, calibrated for the 3D fit on a validation world,
+        :func:`interp3d.evaluation.calibrate_fit`) or :attr:`PEAK_THRESHOLD`.
         Heatmaps of a briefly trained 2D module peak lower (0.1-0.15 for visible keypoints of the
         product models): a fixed 0.2 left whole objects without a keypoint."""
         return float(self._header_info.get("peak_threshold", self.PEAK_THRESHOLD))
@@ -204,17 +207,36 @@ class Interpreter(nn.Module):
         hyps = lifted.hypotheses.gather(1, order.unsqueeze(-1).expand_as(lifted.hypotheses))
         return self.codec.decode(self.codec.denormalise(hyps.double()))
 
-    def refine(self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions | None = None) -> tuple[Lifted, RefineResult]:
+    def refine_heatmaps(self, lifted: Lifted, heatmaps: Tensor, prior: ShapePrior | None = None, options: RefineOptions | None = None) -> tuple[Lifted, RefineResult]:
+        """:meth:`refine` against the keypoints of ``heatmaps`` (:meth:`heatmap_keypoints`), with each
+        heatmap's other modes as the alternatives that ``options.mode_refit`` reads."""
+        options = options if options is not None else self.refine_options
+        keypoints, weights = self.heatmap_keypoints(heatmaps)
+        alternatives = None
+        if options.mode_refit:
+            xy, values = heatmap_modes(heatmaps.detach(), MODES_PER_KEYPOINT)
+            alternatives = (geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size), values.clamp(0, 1))
+        return self.refine(lifted, keypoints, weights, prior, options, alternatives)
+
+    def refine(
+        self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions | None = None,
+        alternatives: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Lifted, RefineResult]:
         """Test-time refinement (:func:`interp3d.refine.refine`, on the CPU in ``options.precision``) of
         a prediction against plane-px keypoints ``(B, N, 2)`` with weights ``(B, N)``, from all its
         hypotheses and, for an :class:`InterpreterOutput` with viewpoint logits, the image's azimuth
         belief; returns the refined prediction, projected, and the fit's report. ``options``: default
-        :attr:`refine_options` (the model's recommendation)."""
+        :attr:`refine_options` (the model's recommendation). ``alternatives``: (places ``(B, N, M, 2)``
+        plane px, their weights ``(B, N, M)``) a refit may move each keypoint to (``options.mode_refit``)."""
         prior = prior if prior is not None else self.shape_prior
         options = options if options is not None else self.refine_options
         view_logits = getattr(lifted, "view_logits", None)
         view = None if view_logits is None else torch.log_softmax(view_logits.detach().float().cpu(), dim=-1)
-        result = refine(self.category, keypoints.detach().cpu(), weights.detach().cpu(), self.hypotheses_of(lifted), prior, options, view_log_probs=view)
+        places, place_weights = (None, None) if alternatives is None else (t.detach().cpu() for t in alternatives)
+        result = refine(
+            self.category, keypoints.detach().cpu(), weights.detach().cpu(), self.hypotheses_of(lifted), prior, options, view_log_probs=view,
+            alternatives=places, alternative_weights=place_weights,
+        )
         device = lifted.structure.device
         params = result.params.to(dtype=torch.float32, device=device)
         return self.project(params, structure=result.structure.float().to(device), roll=result.roll.float().to(device)), result
