@@ -211,12 +211,15 @@ class Interpreter(nn.Module):
         """:meth:`refine` against the keypoints of ``heatmaps`` (:meth:`heatmap_keypoints`), with each
         heatmap's other modes as the alternatives that ``options.mode_refit`` reads."""
         options = options if options is not None else self.refine_options
-        keypoints, weights = self.heatmap_keypoints(heatmaps)
-        alternatives = None
-        if options.mode_refit:
-            xy, values = heatmap_modes(heatmaps.detach(), MODES_PER_KEYPOINT)
-            alternatives = (geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size), values.clamp(0, 1))
-        return self.refine(lifted, keypoints, weights, prior, options, alternatives)
+        alternatives = self.heatmap_alternatives(heatmaps) if options.mode_refit else None
+        return self.refine(lifted, *self.heatmap_keypoints(heatmaps), prior, options, alternatives)
+
+    def heatmap_alternatives(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+        """Where else each keypoint may be: the :data:`MODES_PER_KEYPOINT` highest modes of its
+        heatmap (:func:`interp3d.heatmaps.heatmap_modes`), projection-plane px ``(B, N, M, 2)``, and
+        their values clamped to [0, 1] ``(B, N, M)``, as :meth:`refine` reads them."""
+        xy, values = heatmap_modes(heatmaps.detach(), MODES_PER_KEYPOINT)
+        return geometry.rescale_points(xy, self.heatmap_size, self.category.plane_size), values.clamp(0, 1)
 
     def refine(
         self, lifted: Lifted, keypoints: Tensor, weights: Tensor, prior: ShapePrior | None = None, options: RefineOptions | None = None,
