@@ -114,3 +114,20 @@ def test_product_model_reads_fresh_renders_of_the_whole_view_sphere(category, tm
     bound_az, bound_px = FRESH_BOUNDS[category]
     assert np.median(azimuth_error) < bound_az
     assert np.median(keypoint_error) < bound_px
+
+
+def test_the_models_command_shows_each_shipped_models_fit_settings():
+    """`interp3d models` prints the peak threshold and refinement options each header recommends
+    (what Predictor will apply), read from the headers themselves."""
+    from typer.testing import CliRunner
+
+    from interp3d.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    listed = {line.split(":", 1)[0] for line in result.output.splitlines() if line and not line.startswith(" ")}
+    assert set(PRODUCT_NAMES.values()) <= listed
+    for name in PRODUCT_NAMES.values():
+        info = read_model_info(name)["info"]
+        options = ", ".join(f"{k} {v}" for k, v in info["refine_options"].items())
+        assert f"  fit: peak threshold {info['peak_threshold']}, refinement {options}\n" in result.output
