@@ -412,3 +412,5 @@ def test_a_refit_at_the_heatmaps_other_modes_recovers_misplaced_keypoints():
     assert kept > 1.3 * exact and refit == pytest.approx(exact, rel=0.05)
     # without alternatives the option changes nothing
     assert error(observed, replace(options, mode_refit=True)) == kept
+    with pytest.raises(ValueError, match="alternatives must have shape"):
+        refine(CHAIR, observed, weights, b.params, prior, options, alternatives=alternatives[:, :5], alternative_weights=alternative_weights[:, :5])

@@ -334,6 +334,11 @@ def refine(
         raise ValueError(f"{category.name}: keypoints must have shape (B, {category.num_keypoints}, 2), got {tuple(keypoints.shape)}")
     if weights.shape != keypoints.shape[:2]:
         raise ValueError(f"weights must have shape {tuple(keypoints.shape[:2])}, got {tuple(weights.shape)}")
+    if alternatives is not None and (alternatives.dim() != 4 or alternatives.shape[:2] != keypoints.shape[:2] or alternatives.shape[-1] != 2
+                                     or alternative_weights is None or alternative_weights.shape != alternatives.shape[:-1]):
+        raise ValueError(f"alternatives must have shape ({keypoints.shape[0]}, {category.num_keypoints}, M, 2) with weights of shape "
+                         f"({keypoints.shape[0]}, {category.num_keypoints}, M), got {tuple(alternatives.shape)} and "
+                         f"{None if alternative_weights is None else tuple(alternative_weights.shape)}")
     if options.precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {options.precision!r}")
     dtype, device = getattr(torch, options.precision), keypoints.device
