@@ -20,11 +20,11 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from interp3d import geometry
 from interp3d.data.lifting import detector_error_statistics
 from interp3d.evaluation.evaluate import evaluate_interpreter, network_outputs
+from interp3d.heatmaps import heatmap_modes
 from interp3d.io_utils import atomic_write_json, atomic_write_text
 from interp3d.models.serialization import load_interpreter
 from interp3d.shape_prior import ShapePrior
@@ -54,11 +54,8 @@ def secondary_modes_near_truth(heatmaps: torch.Tensor, truth: torch.Tensor, plan
     """``(B, N)``: the heatmap has a local maximum besides its highest, of at least ``min_fraction``
     of the highest, within ``within_pct`` % of the side of the truth (what a fit that chose among
     a heatmap's modes could recover)."""
-    b, n, h, w = heatmaps.shape
-    is_max = (heatmaps == F.max_pool2d(heatmaps, 3, 1, 1)) & (heatmaps > 0)
-    values, index = torch.where(is_max, heatmaps, torch.zeros_like(heatmaps)).flatten(2).topk(4, dim=-1)
-    xy = torch.stack(((index % w).double() + 0.5, torch.div(index, w, rounding_mode="floor").double() + 0.5), dim=-1)
-    distance = (geometry.rescale_points(xy, h, plane_size) - truth.unsqueeze(2)).norm(dim=-1) / plane_size * 100
+    xy, values = heatmap_modes(heatmaps, 4, subpixel=False)
+    distance = (geometry.rescale_points(xy, heatmaps.shape[-2], plane_size) - truth.unsqueeze(2)).norm(dim=-1) / plane_size * 100
     return ((distance[..., 1:] < within_pct) & (values[..., 1:] >= min_fraction * values[..., :1]) & (values[..., 1:] > 0)).any(-1)
 
 

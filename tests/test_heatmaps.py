@@ -91,3 +91,6 @@ def test_heatmap_modes_are_the_local_maxima_highest_first_each_to_a_fraction_of_
     assert values[0, 0, 0] > values[0, 0, 1] > 0.5 and values[0, 0, 2] == 0  # no third maximum
     peak, _ = heatmap_peaks(maps, subpixel=True)
     torch.testing.assert_close(xy[..., 0, :], peak)  # the first mode is the peak
+    centres_xy, centre_values = heatmap_modes(maps, count=3, subpixel=False)
+    assert torch.equal(centre_values, values) and torch.equal(centres_xy, centres_xy.floor() + 0.5)
+    assert (centres_xy - xy).abs().max() <= 1.0 and (centres_xy[0, 0, :2] - centres.float()).abs().max() > 0.2

@@ -88,10 +88,11 @@ def heatmap_peaks(heatmaps: Tensor, subpixel: bool = False) -> tuple[Tensor, Ten
     return xy + _taylor_step(flat, row.unsqueeze(-1), col.unsqueeze(-1), h, w).squeeze(-2), values
 
 
-def heatmap_modes(heatmaps: Tensor, count: int = 3) -> tuple[Tensor, Tensor]:
+def heatmap_modes(heatmaps: Tensor, count: int = 3, subpixel: bool = True) -> tuple[Tensor, Tensor]:
     """The ``count`` highest local maxima (3x3) of each heatmap: locations ``(..., N, count, 2)``
-    (x then y, each to a fraction of a pixel as :func:`heatmap_peaks` with ``subpixel``) and values
-    ``(..., N, count)``, highest first (the first is the peak); value 0 where a map has fewer."""
+    (x then y; pixel centres, or with ``subpixel`` each to a fraction of a pixel as
+    :func:`heatmap_peaks`) and values ``(..., N, count)``, highest first (the first is the peak);
+    value 0 where a map has fewer."""
     if heatmaps.dim() < 3:
         raise ValueError(f"heatmaps must have shape (..., N, H, W), got {tuple(heatmaps.shape)}")
     h, w = heatmaps.shape[-2:]
@@ -102,7 +103,9 @@ def heatmap_modes(heatmaps: Tensor, count: int = 3) -> tuple[Tensor, Tensor]:
     values, index = torch.where(is_max.reshape(flat.shape), flat, torch.zeros_like(flat)).topk(min(count, h * w), dim=-1)
     row = torch.div(index, w, rounding_mode="floor")
     col = index - row * w
-    xy = torch.stack((col, row), dim=-1).to(heatmaps.dtype) + 0.5 + _taylor_step(flat, row, col, h, w)
+    xy = torch.stack((col, row), dim=-1).to(heatmaps.dtype) + 0.5
+    if subpixel:
+        xy = xy + _taylor_step(flat, row, col, h, w)
     return xy.reshape(lead + xy.shape[-2:]), values
 
 
