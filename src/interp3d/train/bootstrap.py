@@ -129,16 +129,20 @@ def train_bootstrap(
     if frames.category.name != category.name:
         raise ValueError(f"{video_root}: videos of {frames.category.name!r}, expected {category.name!r}")
     stage = replace(cfg.train.pretrain_2d, epochs=cfg.video.bootstrap_2d_epochs, lr=cfg.video.bootstrap_lr, lr_schedule="constant")
-    view_log_probs = None
+
+    def interpreter_from(checkpoint: Path) -> torch.nn.Module:
+        model = build_interpreter(category, asdict(cfg.model), hm)
+        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+        return model
+
+    view_log_probs, initial_model = None, None
     if cfg.video.bootstrap_appearance_weight > 0:
         appearance_file = out_dir / "appearance.pt"
         if resume and appearance_file.is_file():
             view_log_probs = load_checkpoint(appearance_file, kind="appearance")["frame_log_probs"]
         else:
-            state = load_checkpoint(init_checkpoint)
-            model = build_interpreter(category, asdict(cfg.model), hm)
-            model.load_state_dict(state["model"])
-            view_log_probs, appearance_summary = frame_appearance(model.eval(), train_images, frames, size, cfg.seed)
+            initial_model = interpreter_from(Path(init_checkpoint))  # round 1 starts from it too: read once
+            view_log_probs, appearance_summary = frame_appearance(initial_model.eval(), train_images, frames, size, cfg.seed)
             save_checkpoint(appearance_file, {"kind": "appearance", "frame_log_probs": view_log_probs, "summary": appearance_summary, "source": str(init_checkpoint)})
             atomic_write_json(out_dir / "appearance.json", appearance_summary)
     fit_options = VideoFitOptions(track=cfg.video.bootstrap_track, appearance_weight=cfg.video.bootstrap_appearance_weight)
@@ -146,9 +150,7 @@ def train_bootstrap(
     for r in range(1, rounds + 1):
         folder = out_dir / f"round{r}"
         folder.mkdir(exist_ok=True)
-        state = load_checkpoint(current)
-        model = build_interpreter(category, asdict(cfg.model), hm)
-        model.load_state_dict(state["model"])
+        model = initial_model if r == 1 and initial_model is not None else interpreter_from(current)
         labels_file = folder / "pseudo_labels.pt"
         if resume and labels_file.is_file():
             cached = load_checkpoint(labels_file)
