@@ -337,7 +337,8 @@ def main() -> None:
         "data": {
             "annotated2d": keypoint_info["keypoint_from"]["annotated2d"] if args.keypoint_from
             else f"{n_annotated} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
-            + (f", {REAL_CAD_SHARE:.0%} PASCAL3D+ CAD targets" if cad else ""),
+            + (f", {REAL_CAD_SHARE:.0%} PASCAL3D+ CAD targets" if cad else "")
+            + (f", {cfg.world.cluttered_share:.0%} in test3d's cluttered, occluded scene" if cfg.world.cluttered_share > 0 else ""),
             "lifter_shapes": lifted["lifter_shapes"],
             "photo_material": _licences(args.photo_material),
         },
