@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from interp3d.data.world import WorldDataset, WorldOptions, render_world
+from interp3d.evaluation.evaluate import FIT_PEAK_THRESHOLDS
 from interp3d.evaluation.metrics import angle_error, structure_error
 from interp3d.inference import Predictor
 from interp3d.models.serialization import pretrained_models, read_model_info
@@ -79,7 +80,7 @@ PRODUCT_NAMES = {c: c for c in PRODUCT_CATEGORIES}  # the shipped EfficientNet m
 FRESH_BOUNDS = {
     "chair": (15.0, 8.0),  # 1.6 deg, 1.1 px (the 160 px module, Taylor-decoded peaks, the fit's calibration; 2.8 deg, 1.4 px before; 4.9 deg, 2.0 px at 128 after 16 + 12 epochs; 11.6 px after 8)
     "swivelchair": (15.0, 8.0),  # 1.5 deg, 1.2 px (5 more epochs, half of them cluttered scenes; 1.7 deg, 1.2 px before them, 1.9 deg, 1.4 px before the Taylor decoding; 5.0 deg, 2.3 px at 128 after 12 + 8 epochs; 20.4 px after 5)
-    "table": (15.0, 8.0),  # 1.9 deg (modulo 180), 1.3 px (the 160 px module, as the chair; 2.9 deg, 1.5 px before; 5.0 deg, 7.2 px at 128 after 12 epochs; 15.4 px after 5)
+    "table": (15.0, 8.0),  # 1.0 deg (modulo 180), 1.3 px (3 more epochs, half of them cluttered scenes; 1.9 deg, 1.3 px before them, 2.9 deg, 1.5 px before the Taylor decoding; 5.0 deg, 7.2 px at 128 after 12 epochs; 15.4 px after 5)
     "bed": (15.0, 8.0),  # 0.8 deg, 1.2 px (the 160 px module, as the chair; 1.0 deg, 1.4 px before; 4.5 deg, 2.7 px at 128 after 12 epochs; 14.1 px after 5)
     "sofa": (15.0, 8.0),  # 1.3 deg, 1.7 px (the 160 px module, as the chair; 1.4 deg, 2.0 px before; 3.3 deg, 6.5 px at 128 after 12 epochs; 30.2 px after 5)
 }
@@ -94,7 +95,10 @@ def test_five_product_models_are_shipped_small_and_documented():
         info, mc = header["info"], header["model_config"]
         assert header["category"] == category and mc["backbone"] == "efficientnet_lite0" and mc["lifter"] == "keypoints" and mc["view_bins"] == 24
         assert info["recipe"] == "scripts/train_product.py" and info["refine_default"] is True and "shape_prior" in info
-        assert info["peak_relative"] == 0.5 and 0.1 <= info["peak_threshold"] <= 0.5  # real photos' weak peaks still count
+        assert info["peak_relative"] == 0.5  # real photos' weak peaks still count
+        # the fit's threshold: the visibility threshold calibrated on held-out renders, or one the fit's calibration tried
+        visibility = info["peak_calibration"]["peak_threshold"]
+        assert 0.1 <= visibility <= 0.5 and info["peak_threshold"] in {visibility, *FIT_PEAK_THRESHOLDS}
         assert {"keypoint_lifter", "keypoint_lifter_refined"} <= set(info["test3d_metrics"]) and info["data"]["photo_material"]
 
 
