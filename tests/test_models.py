@@ -176,10 +176,11 @@ def test_refinement_follows_the_options_in_the_model_header():
 
 
 def test_fit_calibration_picks_the_best_mean_ar_over_thresholds_anchors_and_options(monkeypatch):
-    """The (peak threshold, anchor) pair with the highest mean of structure and azimuth AR wins, on
-    the option that the model's refinement reads (``anchor`` without a viewpoint head); then each
-    further refinement option is kept only where it gains ``min_gain``. The 2D module runs once, the
-    lifter again under each threshold, and the model's header is restored."""
+    """Under each peak threshold the anchor with the highest mean of structure and azimuth AR (on
+    the option that the model's refinement reads, ``anchor`` without a viewpoint head), then each
+    further refinement option kept only where it gains ``min_gain``; the threshold whose choice ends
+    best wins, even where its anchor alone did not (options interact with the threshold). The 2D
+    module runs once, the lifter again under each threshold, and the model's header is restored."""
     import interp3d.evaluation.evaluate as evaluate
     from interp3d.models import Interpreter
     from interp3d.train.stages import AnnotatedImages
@@ -190,6 +191,7 @@ def test_fit_calibration_picks_the_best_mean_ar_over_thresholds_anchors_and_opti
     data.images = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
     # (threshold, anchor, robust scale, shape weight) -> (structure, azimuth); mean AR 65 / 69.5 / 66
     # at the model's own 0.3, 70 at 0.1 with anchor 1; a tighter Cauchy scale gains 0.5, half the shape weight 0.1
+    # under 0.1 but 1.5 under 0.3, which makes 0.3 the best in the end (71.5 against 70.5)
     table = {(0.3, 0.0): (50.0, 80.0), (0.3, 0.5): (60.0, 79.0), (0.3, 1.0): (62.0, 70.0),
              (0.1, 0.0): (40.0, 80.0), (0.1, 0.5): (60.0, 70.0), (0.1, 1.0): (62.0, 78.0)}
     seen, network_runs, lifts = [], [], []
@@ -210,22 +212,26 @@ def test_fit_calibration_picks_the_best_mean_ar_over_thresholds_anchors_and_opti
         o = refine_options
         seen.append((m.peak_threshold, o.anchor, o.robust_scale, o.shape_weight))
         s, a = table[(m.peak_threshold, o.anchor)]
-        s += (1.0 if o.robust_scale == 0.04 else 0.0) + (0.2 if o.shape_weight == 0.5 else 0.0)
+        s += (1.0 if o.robust_scale == 0.04 else 0.0) + (0.0 if o.shape_weight != 0.5 else 3.0 if m.peak_threshold == 0.3 else 0.2)
         return {"structure": {"average_recall": s}, "azimuth": {"average_recall": a}}
 
     monkeypatch.setattr(evaluate, "network_outputs", counted_network_outputs)
     monkeypatch.setattr(evaluate, "evaluate_interpreter", fake_evaluate)
     monkeypatch.setattr(model, "lift", spied_lift)
     result = evaluate.calibrate_fit(model, data, peak_thresholds=(0.1, 0.3), refine_options={"robust_scale": (0.04,), "shape_weight": (0.5,)}, min_gain=0.25)
-    assert seen[:6] == [(t, a, 0.08, 1.0) for t in (0.3, 0.1) for a in (0.0, 0.5, 1.0)] and len(network_runs) == 1
-    assert seen[6:] == [(0.1, 1.0, 0.04, 1.0), (0.1, 1.0, 0.04, 0.5)]  # the shape weight tried on top of the kept scale
-    assert result["peak_threshold"] == 0.1 and result["objects"] == 5
-    assert result["refine_options"] == {"anchor": 1.0, "robust_scale": 0.04}  # +0.1 mean AR is under min_gain
-    assert [g["mean_ar"] for g in result["grid"]] == [65.0, 69.5, 66.0, 60.0, 65.0, 70.0, 70.5, 70.6]
+    anchors = lambda t: [(t, a, 0.08, 1.0) for a in (0.0, 0.5, 1.0)]
+    # the shape weight tried on top of the kept scale, under each threshold
+    assert seen == anchors(0.3) + [(0.3, 0.5, 0.04, 1.0), (0.3, 0.5, 0.04, 0.5)] + anchors(0.1) + [(0.1, 1.0, 0.04, 1.0), (0.1, 1.0, 0.04, 0.5)]
+    assert len(network_runs) == 1
+    assert result["peak_threshold"] == 0.3 and result["objects"] == 5
+    assert result["refine_options"] == {"anchor": 0.5, "robust_scale": 0.04, "shape_weight": 0.5}
+    assert [g["mean_ar"] for g in result["grid"]] == [65.0, 69.5, 66.0, 70.0, 71.5, 60.0, 65.0, 70.0, 70.5, 70.6]  # 0.1's +0.1 is under min_gain
     assert model.info == {"peak_threshold": 0.3, "seed": 4}
     assert lifts == [0.3, 0.3, 0.1]  # the forward pass, then one batch of 5 images lifted again under each threshold
     table[(0.1, 1.0)] = (60.0, 79.0)  # a tie with the model's own threshold keeps its own
     assert evaluate.calibrate_fit(model, data, peak_thresholds=(0.1,))["peak_threshold"] == 0.3
+    table[(0.1, 1.0)] = (60.0, 79.2)  # without options, the best anchor decides
+    assert evaluate.calibrate_fit(model, data, peak_thresholds=(0.1,))["refine_options"] == {"anchor": 1.0}
     monkeypatch.setattr(evaluate, "evaluate_interpreter", lambda *a, **k: {"structure": {}, "azimuth": {"average_recall": 1.0}})
     with pytest.raises(ValueError, match="3D structure and pose ground truth"):
         evaluate.calibrate_fit(model, data)
