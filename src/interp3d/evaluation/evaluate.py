@@ -158,8 +158,8 @@ def calibrate_fit(
     over the choice so far; the threshold whose choice ends best wins. (Options are searched under
     every threshold since they interact with it: on a table's val3d the half shape weight and the
     mode refit gained +1.6 and +2.8 structure AR at threshold 0.05; on its continuation's, the mode
-    refit lost 1.0 at the 0.32 that the anchors alone had preferred.) The 2D module runs once; the lifter runs again for
-    each threshold. Returns ``{"peak_threshold", "refine_options": {field: value}, "grid":
+    refit lost 1.0 at the 0.32 that the anchors alone had preferred.) The 2D module runs once; the
+    lifter runs again for each threshold. Returns ``{"peak_threshold", "refine_options": {field: value}, "grid":
     [{"peak_threshold", **options, "structure_ar", "azimuth_ar", "mean_ar"}], "objects"}``; ties
     keep the earlier entry (the model's own threshold)."""
     from ..train.stages import AnnotatedImages
