@@ -159,9 +159,9 @@ def calibrate_fit(
     every threshold since they interact with it: on a table's val3d the half shape weight and the
     mode refit gained +1.6 and +2.8 structure AR at threshold 0.05; on its continuation's, the mode
     refit lost 1.0 at the 0.32 that the anchors alone had preferred.) The 2D module runs once; the
-    lifter runs again for each threshold. Returns ``{"peak_threshold", "refine_options": {field: value}, "grid":
-    [{"peak_threshold", **options, "structure_ar", "azimuth_ar", "mean_ar"}], "objects"}``; ties
-    keep the earlier entry (the model's own threshold)."""
+    lifter runs again for each threshold. Returns ``{"peak_threshold", "refine_options": {field:
+    value}, "grid": [{"peak_threshold", **options, "structure_ar", "azimuth_ar", "mean_ar"}],
+    "objects"}``; ties keep the earlier entry (the model's own threshold)."""
     from ..train.stages import AnnotatedImages
 
     model = model.to(device).eval()
@@ -199,11 +199,11 @@ def calibrate_fit(
                     if trial["mean_ar"] >= best["mean_ar"] + min_gain:
                         best, chosen = trial, {**chosen, name: value}
             if winner is None or best["mean_ar"] > winner[0]["mean_ar"]:
-                winner = (best, threshold, chosen)
+                winner = (best, chosen)
     finally:
         model.info = own_info
-    _, threshold, chosen = winner
-    return {"peak_threshold": threshold, "refine_options": chosen, "grid": grid, "objects": int(len(data.images))}
+    best, chosen = winner
+    return {"peak_threshold": best["peak_threshold"], "refine_options": chosen, "grid": grid, "objects": int(len(data.images))}
 
 
 def format_metrics(result: dict) -> str:
