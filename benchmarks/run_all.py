@@ -358,7 +358,7 @@ def bench_product(device, quick: bool) -> dict:
         "efficientnet_lite0_product": product([]),
         # the same at 160 px in (40x40 heatmaps), as the shipped models' recipe sets it: 1.56x the pixels, for a 2D module that sees more of a photo's detail
         "efficientnet_lite0_product_160": product(["model.image_size=160", "synthetic.heatmap_size=40"]),
-        # and at 192 px (48x48), the sofa's and table's since their 192 px epochs: 2.25x the 128 px pixels
+        # and at 192 px (48x48), the sofa's, table's and swivel chair's since their 192 px epochs: 2.25x the 128 px pixels
         "efficientnet_lite0_product_192": product(["model.image_size=192", "synthetic.heatmap_size=48"]),
     }
     batch = 8 if quick else 32
