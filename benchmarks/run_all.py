@@ -356,7 +356,7 @@ def bench_product(device, quick: bool) -> dict:
     architectures = {
         "hourglass_chair_cpu_small": Interpreter.build("chair", 128, 32, 128, 4, 1, (256, 128, 64)),
         "efficientnet_lite0_product": product([]),
-        # the same at 160 px in (40x40 heatmaps), as the shipped models' recipe sets it: 1.56x the pixels, for a 2D module that sees more of a photo's detail
+        # the same at 160 px in (40x40 heatmaps), as the shipped chair's and bed's recipes set it: 1.56x the pixels, for a 2D module that sees more of a photo's detail
         "efficientnet_lite0_product_160": product(["model.image_size=160", "synthetic.heatmap_size=40"]),
         # and at 192 px (48x48), the sofa's, table's and swivel chair's since their 192 px epochs: 2.25x the 128 px pixels
         "efficientnet_lite0_product_192": product(["model.image_size=192", "synthetic.heatmap_size=48"]),
