@@ -13,6 +13,7 @@ benchmark: the photos' labels are subjective to 15-30 deg.
 from __future__ import annotations
 
 import argparse
+import math
 import json
 from pathlib import Path
 
@@ -22,13 +23,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
-def azimuth_error_deg(pred: np.ndarray, label: np.ndarray, period: float = 360.0) -> np.ndarray:
-    d = np.abs((np.asarray(pred) - np.asarray(label)) % period)
-    return np.minimum(d, period - d)
+def azimuth_error_deg(pred, label, category: str) -> np.ndarray:
+    """Wrapped azimuth error in degrees, modulo the category's period (a table's: half a turn)."""
+    from interp3d.evaluation.metrics import angle_error
+    from interp3d.shape_model import get_category
 
-
-def period_of(category: str) -> float:
-    return 180.0 if category == "table" else 360.0  # a rectangular table top repeats after half a turn
+    return angle_error(pred, label, math.degrees(get_category(category).azimuth_period))
 
 
 def main() -> None:
@@ -61,11 +61,11 @@ def main() -> None:
             for item in (p for p in labels if p["category"] == category):
                 image = load_rgb(args.photos / item["path"])
                 (pred,) = predictor.predict(image)
-                err = float(azimuth_error_deg(pred.azimuth_deg, item["azimuth_deg"], period_of(category)))
+                err = float(azimuth_error_deg(pred.azimuth_deg, item["azimuth_deg"], category))
                 row = {"model": name, "category": category, "path": item["path"], "confidence": item["confidence"], "label_deg": item["azimuth_deg"], "pred_deg": round(pred.azimuth_deg % 360, 1), "error_deg": round(err, 1)}
                 if "view_head_azimuth_deg" in pred.extra:  # the 2D module's viewpoint head alone, before the 3D fit
                     head = pred.extra["view_head_azimuth_deg"]
-                    row |= {"view_head_deg": round(head % 360, 1), "view_head_error_deg": round(float(azimuth_error_deg(head, item["azimuth_deg"], period_of(category))), 1)}
+                    row |= {"view_head_deg": round(head % 360, 1), "view_head_error_deg": round(float(azimuth_error_deg(head, item["azimuth_deg"], category)), 1)}
                 rows.append(row)
                 if name == name_list[0]:
                     figure_items.append((image, pred, category, item, err))
@@ -74,7 +74,7 @@ def main() -> None:
     for key in sorted({(r["model"], r["category"]) for r in rows}):
         sel = [r for r in rows if (r["model"], r["category"]) == key]
         errors = np.array([r["error_deg"] for r in sel])
-        front = azimuth_error_deg(0.0, np.array([r["label_deg"] for r in sel]), period_of(key[1]))
+        front = azimuth_error_deg(0.0, np.array([r["label_deg"] for r in sel]), key[1])
         summary[f"{key[0]} / {key[1]}"] = {
             "n": len(sel), "within_45_pct": float(np.mean(errors <= 45) * 100), "median_deg": float(np.median(errors)),
             "front_guess_within_45_pct": float(np.mean(front <= 45) * 100),
@@ -84,7 +84,7 @@ def main() -> None:
     default_rows = [r for r in rows if r["model"] == by_category[r["category"]][0]]
     if default_rows:
         errors = np.array([r["error_deg"] for r in default_rows])
-        front = np.array([float(azimuth_error_deg(0.0, r["label_deg"], period_of(r["category"]))) for r in default_rows])
+        front = np.array([float(azimuth_error_deg(0.0, r["label_deg"], r["category"])) for r in default_rows])
         summary["all categories (default models)"] = {"n": len(default_rows), "within_45_pct": float(np.mean(errors <= 45) * 100), "median_deg": float(np.median(errors)), "front_guess_within_45_pct": float(np.mean(front <= 45) * 100)}
 
     args.out.mkdir(parents=True, exist_ok=True)

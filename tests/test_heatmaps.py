@@ -94,3 +94,22 @@ def test_heatmap_modes_are_the_local_maxima_highest_first_each_to_a_fraction_of_
     centres_xy, centre_values = heatmap_modes(maps, count=3, subpixel=False)
     assert torch.equal(centre_values, values) and torch.equal(centres_xy, centres_xy.floor() + 0.5)
     assert (centres_xy - xy).abs().max() <= 1.0 and (centres_xy[0, 0, :2] - centres.float()).abs().max() > 0.2
+
+
+def test_heatmap_loss_scores_a_table_under_its_better_labelling():
+    from interp3d.shape_model import get_category
+    from interp3d.train.losses import heatmap_loss
+
+    turn = list(get_category("table").half_turn_permutation)
+    gen = torch.Generator().manual_seed(0)
+    keypoints = torch.rand(2, 8, 2, generator=gen) * 24 + 4
+    target = render_heatmaps(keypoints, 32, 1.0)
+    turned_target = render_heatmaps(keypoints[:, turn], 32, 1.0)
+    prediction = torch.stack([target[0], turned_target[1]])  # image 1 answered in the other labelling
+    loss, turned = heatmap_loss([prediction], target, turned_target)
+    assert loss.item() == pytest.approx(0.0, abs=1e-12) and turned.tolist() == [False, True]
+    plain, none_turned = heatmap_loss([prediction], target)
+    assert plain.item() > 1e-4 and not none_turned.any()
+    # two stacks add up; the plain loss is the mean squared error of each
+    two, _ = heatmap_loss([prediction, prediction], target)
+    assert two.item() == pytest.approx(2 * torch.nn.functional.mse_loss(prediction, target).item(), rel=1e-6)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from interp3d.evaluation.metrics import angle_error, average_recall, normalise_structure, pck, recall_curve, structure_error
+from interp3d.evaluation.metrics import align_half_turn, angle_error, average_recall, normalise_structure, pck, recall_curve, structure_error
 from interp3d.shape_model import get_category
 
 
@@ -106,3 +106,26 @@ def test_seed_covering_gain_known_answers():
     assert g["low"] < 0 < g["high"] and g["seed_sd"] > 5 and len(g["per_seed"]) == 3
     with pytest.raises(ValueError, match="one \\(base, new\\) pair"):
         seed_covering_gain(base, base[:2], 2.0)
+
+
+def test_table_is_scored_modulo_its_half_turn():
+    table = get_category("table")
+    turn = table.half_turn_permutation
+    assert angle_error(np.radians([179.0, 95.0]), np.radians([-1.0, -85.0]), table.azimuth_period) == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert angle_error(np.radians([100.0]), np.radians([-60.0]), math.pi)[0] == pytest.approx(math.radians(20.0))
+    # a deformed (asymmetric) table scored against itself turned half way round and relabelled
+    rng = np.random.default_rng(0)
+    y = (table.mean_shape + 0.2 * rng.normal(size=table.mean_shape.shape))[None]
+    turned = y[:, list(turn)] * np.array([-1.0, 1.0, -1.0])
+    assert structure_error(turned, y)[0] > 0.1
+    assert structure_error(turned, y, half_turn=turn)[0] == pytest.approx(0.0, abs=1e-12)
+    # 2D: a prediction in the other labelling is matched to it object by object
+    gt = rng.uniform(0, 32, size=(3, 8, 2))
+    visible = rng.random((3, 8)) < 0.8
+    pred = gt.copy()
+    pred[1] = gt[1][list(turn)]
+    aligned, aligned_visible = align_half_turn(pred, gt, visible, turn)
+    assert np.array_equal(aligned[[0, 2]], gt[[0, 2]]) and np.array_equal(aligned[1], gt[1][list(turn)])
+    assert np.array_equal(aligned_visible[1], visible[1][list(turn)])
+    assert pck(pred, aligned, aligned_visible, 32) == 100.0 and pck(pred, gt, visible, 32) < 100.0
+    assert np.array_equal(align_half_turn(pred, gt, visible, None)[0], gt)

@@ -134,3 +134,32 @@ def test_missing_and_corrupt_files(tmp_path):
         load_category(tmp_path / "nope.toml")
     with pytest.raises(SkeletonFileError, match="not valid TOML"):
         load_category(_write(tmp_path, "name = [unclosed"))
+
+
+def test_table_half_turn_relabels_the_view_from_the_other_side():
+    """Projected at azimuth a and relabelled by the half turn, a table is the table seen from a + pi."""
+    import torch
+
+    from interp3d import geometry
+
+    table = get_category("table")
+    turn = list(table.half_turn_permutation)
+    assert [turn[p] for p in turn] == list(range(table.num_keypoints))
+    assert table.keypoint_names[turn[table.keypoint_index("top_back_left")]] == "top_front_right"
+    assert table.azimuth_period == pytest.approx(math.pi) and get_category("chair").azimuth_period == pytest.approx(2 * math.pi)
+    assert get_category("chair").half_turn_permutation is None
+    bases = table.bases(torch.float64)
+    alpha = torch.tensor([[36.0, 3.0, 8.0, 5.0, 6.0, 1.0]], dtype=torch.float64)
+    t, f = torch.tensor([[4.0, -7.0]], dtype=torch.float64), torch.tensor([300.0], dtype=torch.float64)
+    for az in (0.3, 1.5, -1.2):
+        uv = [geometry.project_structure(alpha, geometry.euler_to_matrix(geometry.view_to_euler(torch.tensor([a]), torch.tensor([0.4])).double()), t, f, bases, 240)[2]
+              for a in (az, az + math.pi)]
+        assert torch.allclose(uv[0][0][turn], uv[1][0], atol=1e-9)
+        assert not torch.allclose(uv[0][0], uv[1][0], atol=1.0)
+
+
+def test_half_turn_pairs_must_be_a_symmetry(tmp_path):
+    # the stool's feet are symmetric under x -> -x only: a half turn moves them
+    with pytest.raises(SkeletonFileError, match="do not describe a symmetry") as info:
+        load_category(_write(tmp_path, GOOD.replace('edges = [["a", "b"]', 'half_turn_pairs = [["a", "b"]]\nedges = [["a", "b"]')))
+    assert "basis" in str(info.value)

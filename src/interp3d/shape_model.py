@@ -79,6 +79,9 @@ class Category:
     # Opaque planar parts as keypoint-index polygons (seat, backrest, table top, ...): what hides
     # other keypoints from the camera in :func:`interp3d.geometry.self_occlusion`.
     surfaces: tuple[tuple[int, ...], ...] = ()
+    # Keypoints that trade places under a half turn about the vertical axis, for objects that look
+    # the same from opposite sides (a rectangular table): empty for the others.
+    half_turn_pairs: tuple[tuple[int, int], ...] = ()
 
     @property
     def num_keypoints(self) -> int:
@@ -108,6 +111,22 @@ class Category:
         for a, b in self.flip_pairs:
             perm[a], perm[b] = b, a
         return tuple(perm)
+
+    @cached_property
+    def half_turn_permutation(self) -> tuple[int, ...] | None:
+        """Index permutation of a half turn about the vertical axis (None for objects without that
+        symmetry): the keypoints of a view from azimuth ``a`` so relabelled are those seen from ``a + pi``."""
+        if not self.half_turn_pairs:
+            return None
+        perm = list(range(self.num_keypoints))
+        for a, b in self.half_turn_pairs:
+            perm[a], perm[b] = b, a
+        return tuple(perm)
+
+    @property
+    def azimuth_period(self) -> float:
+        """Azimuths are defined modulo this (rad): pi for an object that looks the same after a half turn."""
+        return math.pi if self.half_turn_pairs else 2 * math.pi
 
     @cached_property
     def surface_triangles(self) -> np.ndarray:
@@ -175,6 +194,10 @@ def _parse(doc: dict, path: str) -> Category:
     flipped = [i for pair in flip_pairs for i in pair]
     if len(flipped) != len(set(flipped)):
         raise SkeletonFileError(f"{path}: a node appears in more than one flip pair")
+    half_turn_pairs = name_pairs("half_turn_pairs")
+    turned = [i for pair in half_turn_pairs for i in pair]
+    if len(turned) != len(set(turned)):
+        raise SkeletonFileError(f"{path}: a node appears in more than one half-turn pair")
 
     basis_docs = need("basis", list)
     if not basis_docs:
@@ -234,6 +257,14 @@ def _parse(doc: dict, path: str) -> Category:
     plane_size = float(need("plane_size", (int, float)))
     if plane_size <= 0:
         raise SkeletonFileError(f"{path}: plane_size must be positive")
+    if half_turn_pairs:  # every base shape must map onto itself: (x, y, z) -> (-x, y, -z), relabelled
+        perm = list(range(n))
+        for a, b in half_turn_pairs:
+            perm[a], perm[b] = b, a
+        turned_bases = bases[:, perm, :] * np.array([-1.0, 1.0, -1.0])
+        worst = int(np.abs(turned_bases - bases).max(axis=(1, 2)).argmax())
+        if not np.allclose(turned_bases, bases, atol=1e-9):
+            raise SkeletonFileError(f"{path}: 'half_turn_pairs' do not describe a symmetry: basis {worst + 1} ({basis_names[worst]!r}) changes under the half turn")
     return Category(
         name=name,
         keypoint_names=tuple(keypoint_names),
@@ -246,6 +277,7 @@ def _parse(doc: dict, path: str) -> Category:
         ranges=ranges,
         source=path,
         surfaces=tuple(surfaces),
+        half_turn_pairs=half_turn_pairs,
     )
 
 

@@ -11,7 +11,8 @@ from .. import geometry, viewpoint
 from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
 from ..refine import RefineOptions
-from .metrics import angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
+from ..shape_model import get_category
+from .metrics import align_half_turn, angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
 __all__ = ["evaluate_interpreter", "network_outputs", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_fit"]
 
@@ -61,9 +62,12 @@ def evaluate_interpreter(
         elevation.append(el.double().cpu())
     azimuth, elevation = torch.cat(azimuth).numpy(), torch.cat(elevation).numpy()
     hm = model.heatmap_size
+    category = get_category(model.category)
+    turn, period = category.half_turn_permutation, category.azimuth_period
     gt2d = geometry.rescale_points(data.keypoints, model.image_size, hm).numpy()
     projected = torch.cat([o.keypoints.float().cpu() for o in outs]).numpy()
     peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outs]).numpy()
+    visible = data.visible.numpy()
     # Sources differ in what they annotate: Keypoint-5 has no 3D, PASCAL3D+ has a viewpoint and only
     # sometimes a CAD structure; each metric uses the objects that have its ground truth.
     has_structure = np.isfinite(data.structure.numpy()).all(axis=(1, 2))
@@ -71,9 +75,9 @@ def evaluate_interpreter(
     s_err = np.full(len(data), np.nan)
     az_err, el_err = s_err.copy(), s_err.copy()
     if has_structure.any():
-        s_err[has_structure] = structure_error(structure[has_structure], data.structure.numpy()[has_structure])
+        s_err[has_structure] = structure_error(structure[has_structure], data.structure.numpy()[has_structure], half_turn=turn)
     if has_pose.any():
-        az_err[has_pose] = angle_error(azimuth[has_pose], data.azimuth.numpy()[has_pose])
+        az_err[has_pose] = angle_error(azimuth[has_pose], data.azimuth.numpy()[has_pose], period)
         el_err[has_pose] = angle_error(elevation[has_pose], data.elevation.numpy()[has_pose])
     result = EvaluationResult(
         n=len(data),
@@ -83,17 +87,17 @@ def evaluate_interpreter(
         azimuth=pose_summary(az_err[has_pose]) if has_pose.any() else None,
         elevation=pose_summary(el_err[has_pose]) if has_pose.any() else None,
         azimuth_bins={str(b): azimuth_bin_accuracy(azimuth[has_pose], data.azimuth.numpy()[has_pose], b) for b in (4, 8, 16, 24)} if has_pose.any() else None,
-        pck_heatmap=pck(peaks, gt2d, data.visible.numpy(), hm),
-        pck_reprojection=pck(projected, gt2d, data.visible.numpy(), hm),
+        pck_heatmap=pck(peaks, *align_half_turn(peaks, gt2d, visible, turn), hm),
+        pck_reprojection=pck(projected, *align_half_turn(projected, gt2d, visible, turn), hm),
     )
     sigma = data.source.annotations.get("annotator_sigma")
     if sigma is not None:  # Keypoint-5-style data: annotator-relative PCP and AE on the heatmap peaks
         sigma_hm = sigma[data.indices] * hm / model.image_size * (model.image_size / data.source.meta["image_size"])
-        result["pcp"], result["ae"] = pcp_ae(peaks, gt2d, data.visible.numpy(), sigma_hm)
+        result["pcp"], result["ae"] = pcp_ae(peaks, gt2d, visible, sigma_hm)
     view_logits = [o.view_logits for o in outs if getattr(o, "view_logits", None) is not None]
     if len(view_logits) == len(outs) and has_pose.any():  # the 2D module's viewpoint head alone
         head = viewpoint.most_probable_azimuth(torch.cat(view_logits).float().cpu()).double().numpy()
-        result["azimuth_view_head"] = pose_summary(angle_error(head[has_pose], data.azimuth.numpy()[has_pose]))
+        result["azimuth_view_head"] = pose_summary(angle_error(head[has_pose], data.azimuth.numpy()[has_pose], period))
     result.per_object = {
         "index": data.indices,
         "structure_error": s_err,

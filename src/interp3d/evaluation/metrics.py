@@ -4,7 +4,9 @@
   unit RMS radius, in the canonical object frame (pose removed); the error is the RMS distance over
   keypoints. ``align="procrustes"`` also rotates the prediction onto the truth (for data whose
   canonical frames differ).
-* **Pose**: azimuth error = wrapped |az_pred - az_gt| in [0, pi]; likewise elevation.
+* **Pose**: azimuth error = wrapped |az_pred - az_gt| in [0, pi]; likewise elevation. For an object
+  that looks the same after a half turn (a table, ``Category.half_turn_permutation``) azimuths are
+  compared modulo pi, its structure and 2D keypoints under whichever labelling fits best.
 * **Viewpoint bins** (PASCAL3D+-style): azimuth classified into ``n`` bins of ``360/n`` deg centred
   on 0, 360/n, ...; accuracy = share of objects whose predicted bin is the true one (with ground-truth
   boxes, so this is the viewpoint part of AVP without detection).
@@ -36,6 +38,7 @@ __all__ = [
     "azimuth_bin_accuracy",
     "paired_bootstrap_gain",
     "structure_summary",
+    "align_half_turn",
 ]
 
 STRUCTURE_TAU_MAX = 0.5
@@ -56,8 +59,13 @@ def _kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
-def structure_error(pred: np.ndarray, gt: np.ndarray, align: str = "none") -> np.ndarray:
-    """RMS keypoint distance ``(B,)`` between normalised structures ``(B, N, 3)``."""
+def structure_error(pred: np.ndarray, gt: np.ndarray, align: str = "none", half_turn=None) -> np.ndarray:
+    """RMS keypoint distance ``(B,)`` between normalised structures ``(B, N, 3)``; with a
+    ``half_turn`` permutation (a symmetric category's) the smaller of the distances to the truth
+    and to the truth turned half way round and relabelled."""
+    if half_turn is not None:
+        turned = np.asarray(gt, np.float64)[..., list(half_turn), :] * np.array([-1.0, 1.0, -1.0])
+        return np.minimum(structure_error(pred, gt, align), structure_error(pred, turned, align))
     if align not in ("none", "procrustes"):
         raise ValueError(f"align must be 'none' or 'procrustes', got {align!r}")
     p, g = normalise_structure(pred), normalise_structure(gt)
@@ -68,10 +76,29 @@ def structure_error(pred: np.ndarray, gt: np.ndarray, align: str = "none") -> np
     return np.sqrt(((p - g) ** 2).sum(axis=-1).mean(axis=-1))
 
 
-def angle_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Wrapped absolute angle difference in [0, pi]."""
-    d = np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64)) % (2 * math.pi)
-    return np.minimum(d, 2 * math.pi - d)
+def angle_error(pred: np.ndarray, gt: np.ndarray, period: float = 2 * math.pi) -> np.ndarray:
+    """Wrapped absolute angle difference in [0, period / 2] for angles defined modulo ``period``."""
+    d = np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64)) % period
+    return np.minimum(d, period - d)
+
+
+def align_half_turn(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, permutation) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth 2D keypoints ``(B, N, 2)`` and visibility ``(B, N)``, each object relabelled by the
+    half-turn ``permutation`` where that brings its visible keypoints closer to ``pred`` (mean squared
+    distance over the ones both predicted finite); unchanged where ``permutation`` is None."""
+    gt, vis = np.asarray(gt, np.float64), np.asarray(visible, bool)
+    if permutation is None:
+        return gt, vis
+    perm = list(permutation)
+    pred = np.asarray(pred, np.float64)
+
+    def cost(g, v):
+        d = ((pred - g) ** 2).sum(-1)
+        use = v & np.isfinite(d)
+        return np.where(use, d, 0.0).sum(-1) / np.maximum(use.sum(-1), 1)
+
+    turn = cost(gt[:, perm], vis[:, perm]) < cost(gt, vis)
+    return np.where(turn[:, None, None], gt[:, perm], gt), np.where(turn[:, None], vis[:, perm], vis)
 
 
 def _hits(errors: np.ndarray, tau_max: float, steps: int) -> tuple[np.ndarray, np.ndarray]:

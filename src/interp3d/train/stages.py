@@ -22,14 +22,14 @@ from ..config import Config
 from ..data.augment import augment_batch
 from ..data.synthetic import SyntheticSkeletonDataset
 from ..data.world import WorldDataset
-from ..evaluation.metrics import angle_error, average_recall, pck, structure_error
+from ..evaluation.metrics import align_half_turn, angle_error, average_recall, pck, structure_error
 from ..heatmaps import heatmap_peaks, render_heatmaps
 from ..data.lifting import LiftingSampler, bank_from_folder
 from ..models import KeypointLifter, Lifter, build_keypoint_net
 from ..models.serialization import keypoint_lifter_options
 from ..shape_model import Category, get_category
 from ..shape_prior import ShapePrior
-from .losses import hypothesis_loss, reprojection_loss
+from .losses import heatmap_loss, hypothesis_loss, reprojection_loss
 from ..models.serialization import build_interpreter
 from .engine import DistributedContext, StageResult, init_distributed, load_checkpoint, resolve_device, run_stage
 
@@ -198,19 +198,22 @@ def train_heatmaps(
     if bins and train_azimuth is None:
         freeze_view_head(net)
     model = _wrap(net, ctx, device)
+    turn = None if category.half_turn_permutation is None else list(category.half_turn_permutation)
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
         images, keypoints, visible, flips = augment(cfg, category, images, keypoints, visible, gen, return_flips=True)
-        target = render_heatmaps(geometry.rescale_points(keypoints, size, hm), hm, cfg.synthetic.sigma, visible=visible)
+        keypoints_hm = geometry.rescale_points(keypoints, size, hm)
+        target = render_heatmaps(keypoints_hm, hm, cfg.synthetic.sigma, visible=visible)
+        turned_target = None if turn is None else render_heatmaps(keypoints_hm[:, turn], hm, cfg.synthetic.sigma, visible=visible[:, turn])
         if train_azimuth is None:
-            preds = model(images.contiguous(memory_format=mf))
-            loss = sum(F.mse_loss(p.float(), target) for p in preds)
+            loss, _ = heatmap_loss(model(images.contiguous(memory_format=mf)), target, turned_target)
             return loss, {"mse": loss.item()}
         preds, view_logits = model(images.contiguous(memory_format=mf), with_view=True)
-        mse = sum(F.mse_loss(p.float(), target) for p in preds)
+        mse, turned = heatmap_loss(preds, target, turned_target)
         azimuth = train_azimuth[torch.as_tensor(idx, dtype=torch.long)].to(device)
         azimuth = torch.where(flips, viewpoint.mirrored_azimuth(azimuth), azimuth)
+        azimuth = torch.where(turned, azimuth + math.pi, azimuth)  # the labelling the heatmaps were scored against
         view_target = viewpoint.soft_targets(azimuth, bins, cfg.train.view_sd_bins)
         known = view_target.sum(-1).clamp_max(1.0)
         cross_entropy = -(view_target * F.log_softmax(view_logits.float(), dim=-1)).sum(-1)
@@ -225,12 +228,13 @@ def train_heatmaps(
         else:
             heatmaps = torch.cat([o[-1] for o in predict_batches(core, val.images, device, 32, mf)]).float().cpu()
         peaks, _ = heatmap_peaks(heatmaps)
-        gt = geometry.rescale_points(val.keypoints, size, hm)
-        target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=val.visible)
-        metrics = {"pck": pck(peaks.numpy(), gt.numpy(), val.visible.numpy(), hm), "mse": F.mse_loss(heatmaps, target).item()}
+        gt, visible = align_half_turn(peaks.numpy(), geometry.rescale_points(val.keypoints, size, hm).numpy(), val.visible.numpy(), turn)
+        target = render_heatmaps(torch.from_numpy(gt).float(), hm, cfg.synthetic.sigma, visible=torch.from_numpy(visible))
+        metrics = {"pck": pck(peaks.numpy(), gt, visible, hm), "mse": F.mse_loss(heatmaps, target).item()}
         known = torch.isfinite(val.azimuth) if bins and hasattr(val, "azimuth") else None
         if known is not None and known.any():
-            error = angle_error(viewpoint.most_probable_azimuth(view_logits).numpy()[known.numpy()], val.azimuth.numpy()[known.numpy()])
+            head = viewpoint.most_probable_azimuth(view_logits).numpy()[known.numpy()]
+            error = angle_error(head, val.azimuth.numpy()[known.numpy()], category.azimuth_period)
             metrics["view_acc30"] = float(np.mean(error < math.radians(30)) * 100)
         return metrics
 
@@ -338,8 +342,8 @@ def pose_structure_metrics(category: Category, codec, pred_norm: Tensor, structu
     ``(B, P)`` against true structures ``(B, N, 3)`` and azimuths ``(B,)``."""
     pred = codec.decode(codec.denormalise(pred_norm.double()))
     az, _ = pred.view()
-    s_err = structure_error(pred.project(category)[0].numpy(), structure.double().numpy())
-    a_err = angle_error(az.numpy(), azimuth.double().numpy())
+    s_err = structure_error(pred.project(category)[0].numpy(), structure.double().numpy(), half_turn=category.half_turn_permutation)
+    a_err = angle_error(az.numpy(), azimuth.double().numpy(), category.azimuth_period)
     return {"structure_ar": average_recall(s_err, 0.5), "azimuth_ar": average_recall(a_err, np.pi), "azimuth_median_deg": float(np.degrees(np.median(a_err)))}
 
 
