@@ -66,7 +66,7 @@ class Prediction:
     keypoints_3d_camera: np.ndarray  # (N, 3) camera frame
     alpha: np.ndarray  # (K,)
     rotation: np.ndarray  # (3, 3)
-    azimuth_deg: float
+    azimuth_deg: float  # a table's modulo 180 (Category.half_turn_permutation): its keypoint names follow the same reading
     elevation_deg: float
     translation: np.ndarray  # (2,) projection-plane px
     focal: float  # projection-plane px
