@@ -13,8 +13,8 @@ benchmark: the photos' labels are subjective to 15-30 deg.
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 from pathlib import Path
 
 import numpy as np

@@ -107,21 +107,13 @@ class Category:
     @cached_property
     def flip_permutation(self) -> tuple[int, ...]:
         """Index permutation that swaps left/right keypoints (an involution)."""
-        perm = list(range(self.num_keypoints))
-        for a, b in self.flip_pairs:
-            perm[a], perm[b] = b, a
-        return tuple(perm)
+        return _swap_permutation(self.num_keypoints, self.flip_pairs)
 
     @cached_property
     def half_turn_permutation(self) -> tuple[int, ...] | None:
         """Index permutation of a half turn about the vertical axis (None for objects without that
         symmetry): the keypoints of a view from azimuth ``a`` so relabelled are those seen from ``a + pi``."""
-        if not self.half_turn_pairs:
-            return None
-        perm = list(range(self.num_keypoints))
-        for a, b in self.half_turn_pairs:
-            perm[a], perm[b] = b, a
-        return tuple(perm)
+        return _swap_permutation(self.num_keypoints, self.half_turn_pairs) if self.half_turn_pairs else None
 
     @property
     def azimuth_period(self) -> float:
@@ -142,6 +134,14 @@ class Category:
 
     def __repr__(self) -> str:
         return f"Category({self.name!r}, N={self.num_keypoints}, K={self.num_bases}, plane={self.plane_size:g})"
+
+
+def _swap_permutation(n: int, pairs) -> tuple[int, ...]:
+    """Index permutation of ``n`` keypoints that swaps each pair (an involution)."""
+    perm = list(range(n))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
 
 
 def _pair(value, what: str, path: str) -> tuple[float, float]:
@@ -258,12 +258,9 @@ def _parse(doc: dict, path: str) -> Category:
     if plane_size <= 0:
         raise SkeletonFileError(f"{path}: plane_size must be positive")
     if half_turn_pairs:  # every base shape must map onto itself: (x, y, z) -> (-x, y, -z), relabelled
-        perm = list(range(n))
-        for a, b in half_turn_pairs:
-            perm[a], perm[b] = b, a
-        turned_bases = bases[:, perm, :] * np.array([-1.0, 1.0, -1.0])
-        worst = int(np.abs(turned_bases - bases).max(axis=(1, 2)).argmax())
+        turned_bases = bases[:, list(_swap_permutation(n, half_turn_pairs)), :] * np.array([-1.0, 1.0, -1.0])
         if not np.allclose(turned_bases, bases, atol=1e-9):
+            worst = int(np.abs(turned_bases - bases).max(axis=(1, 2)).argmax())
             raise SkeletonFileError(f"{path}: 'half_turn_pairs' do not describe a symmetry: basis {worst + 1} ({basis_names[worst]!r}) changes under the half turn")
     return Category(
         name=name,
