@@ -1,9 +1,13 @@
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +15,7 @@ from interp3d.config import StageConfig, preset
 from interp3d.data.world import WorldOptions, render_world
 from interp3d.train.engine import CheckpointError, load_checkpoint, save_checkpoint, stage_weights
 from interp3d.models.serialization import load_interpreter
+from interp3d.shape_model import get_category
 from interp3d.train.stages import finetune, pretrain_2d, pretrain_3d, pretrain_lift
 
 
@@ -27,8 +32,6 @@ def tiny_config(**train):
         "finetune": StageConfig(epochs=2, batch_size=8, lr=1e-4),
     }
     stages.update(train)
-    from dataclasses import replace
-
     return replace(cfg, train=replace(cfg.train, **stages))
 
 
@@ -209,8 +212,6 @@ def test_finished_stage_keeps_a_slim_last_checkpoint_and_resumes_from_it(tiny_wo
     assert stage_weights(first.out_dir / "last.pt").keys() == load_checkpoint(first.best_checkpoint)["model"].keys()
     again = pretrain_3d(cfg, "chair", tmp_path / "p3d", progress=False)  # nothing left to do
     assert again.history == first.history and again.best_epoch == first.best_epoch
-    from dataclasses import replace
-
     longer = replace(cfg, train=replace(cfg.train, pretrain_3d=StageConfig(epochs=3, batch_size=32, lr=1e-3)))
     extended = pretrain_3d(longer, "chair", tmp_path / "p3d", progress=False)  # a fresh optimizer for the extra epoch
     assert [h["epoch"] for h in extended.history] == [1, 2, 3]
@@ -359,20 +360,10 @@ def test_warmup_raises_the_rate_linearly_per_step_and_resumes_on_the_same_ramp(t
     torch.testing.assert_close(stage_weights(tmp_path / "run" / "last.pt")["weight"], start - 2.5 * x)
 
 
-
 def test_table_2d_training_takes_either_labelling(tmp_path):
     """A table looks the same after a half turn: its 2D module (with a viewpoint head) is scored under
     the labelling that fits each image better, so a world written in the other labelling (keypoints
     relabelled, azimuths turned by pi) gives the same training loss and validation PCK."""
-    import math
-    import shutil
-
-    import numpy as np
-
-    from dataclasses import replace
-
-    from interp3d.shape_model import get_category
-
     root = render_world(tmp_path / "table", "table", WorldOptions(kind="annotated2d", count=24, image_size=64, chunk=24), seed=0, progress=False)
     turned_root = tmp_path / "turned"
     shutil.copytree(root, turned_root)

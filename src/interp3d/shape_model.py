@@ -136,6 +136,13 @@ class Category:
         return f"Category({self.name!r}, N={self.num_keypoints}, K={self.num_bases}, plane={self.plane_size:g})"
 
 
+def half_turned(points: np.ndarray, permutation) -> np.ndarray:
+    """Keypoints ``(..., N, 3)`` in the object frame turned half way round the vertical axis,
+    ``(x, y, z) -> (-x, y, -z)``, and relabelled by ``permutation`` (a category's half-turn permutation):
+    for an object with that symmetry, the same object."""
+    return np.asarray(points, np.float64)[..., list(permutation), :] * np.array([-1.0, 1.0, -1.0])
+
+
 def _swap_permutation(n: int, pairs) -> tuple[int, ...]:
     """Index permutation of ``n`` keypoints that swaps each pair (an involution)."""
     perm = list(range(n))
@@ -258,7 +265,7 @@ def _parse(doc: dict, path: str) -> Category:
     if plane_size <= 0:
         raise SkeletonFileError(f"{path}: plane_size must be positive")
     if half_turn_pairs:  # every base shape must map onto itself: (x, y, z) -> (-x, y, -z), relabelled
-        turned_bases = bases[:, list(_swap_permutation(n, half_turn_pairs)), :] * np.array([-1.0, 1.0, -1.0])
+        turned_bases = half_turned(bases, _swap_permutation(n, half_turn_pairs))
         if not np.allclose(turned_bases, bases, atol=1e-9):
             worst = int(np.abs(turned_bases - bases).max(axis=(1, 2)).argmax())
             raise SkeletonFileError(f"{path}: 'half_turn_pairs' do not describe a symmetry: basis {worst + 1} ({basis_names[worst]!r}) changes under the half turn")

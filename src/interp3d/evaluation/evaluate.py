@@ -11,7 +11,6 @@ from .. import geometry, viewpoint
 from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
 from ..refine import RefineOptions
-from ..shape_model import get_category
 from .metrics import align_half_turn, angle_error, azimuth_bin_accuracy, pck, pcp_ae, pose_summary, structure_error, structure_summary
 
 __all__ = ["evaluate_interpreter", "network_outputs", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_fit"]
@@ -62,8 +61,7 @@ def evaluate_interpreter(
         elevation.append(el.double().cpu())
     azimuth, elevation = torch.cat(azimuth).numpy(), torch.cat(elevation).numpy()
     hm = model.heatmap_size
-    category = get_category(model.category)
-    turn, period = category.half_turn_permutation, category.azimuth_period
+    turn, period = model.category.half_turn_permutation, model.category.azimuth_period
     gt2d = geometry.rescale_points(data.keypoints, model.image_size, hm).numpy()
     projected = torch.cat([o.keypoints.float().cpu() for o in outs]).numpy()
     peaks = torch.cat([heatmap_peaks(o.heatmaps.float().cpu())[0] for o in outs]).numpy()

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from ..shape_model import half_turned
+
 __all__ = [
     "normalise_structure",
     "structure_error",
@@ -64,8 +66,7 @@ def structure_error(pred: np.ndarray, gt: np.ndarray, align: str = "none", half_
     ``half_turn`` permutation (a symmetric category's) the smaller of the distances to the truth
     and to the truth turned half way round and relabelled."""
     if half_turn is not None:
-        turned = np.asarray(gt, np.float64)[..., list(half_turn), :] * np.array([-1.0, 1.0, -1.0])
-        return np.minimum(structure_error(pred, gt, align), structure_error(pred, turned, align))
+        return np.minimum(structure_error(pred, gt, align), structure_error(pred, half_turned(gt, half_turn), align))
     if align not in ("none", "procrustes"):
         raise ValueError(f"align must be 'none' or 'procrustes', got {align!r}")
     p, g = normalise_structure(pred), normalise_structure(gt)
