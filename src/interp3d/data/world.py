@@ -47,7 +47,7 @@ from ..params import ParamCodec
 from ..shape_model import Category, get_category
 from .synthetic import SkeletonSampler
 
-__all__ = ["WorldOptions", "render_world", "full_view_ranges", "cad_targets", "WorldDataset", "VideoDataset", "WorldFormatError", "KINDS", "FORMAT", "ANNOTATION_FIELDS"]
+__all__ = ["WorldOptions", "render_world", "full_view_ranges", "cad_targets", "render_furniture_views", "WorldDataset", "VideoDataset", "WorldFormatError", "KINDS", "FORMAT", "ANNOTATION_FIELDS"]
 
 FORMAT = "interp3d.world/1"
 KINDS = ("annotated2d", "video", "test3d")
@@ -341,6 +341,47 @@ def _real_target(category: Category, folder: str, index: int, scale: float, rng:
     structure = (shape.keypoints - centre) * factor
     mesh = Mesh((shape.vertices - centre) * factor, shape.faces).with_material(random_material(rng, ("wood", "fabric", "paint"), 1 / scale))
     return structure, fit.alpha * factor, mesh
+
+
+def render_furniture_views(
+    category: Category | str, folder: str | Path, count: int, seed: int = 0, image_size: int = 192, options: WorldOptions | None = None,
+    cluttered: bool = False,
+) -> dict[str, np.ndarray]:
+    """``count`` views of the category's real furniture models (:mod:`interp3d.data.furniture_models`,
+    the models of ``folder`` in turn), each from a view of the whole sphere in the annotated images'
+    scene (at most one distractor, no occluder; like most photographs) or, ``cluttered``, in test3d's,
+    with the held-out photo backgrounds where ``options`` names photo material. The models
+    carry no keypoints: what is exact is the viewpoint. Returns ``images`` (count, S, S, 3) uint8,
+    ``azimuth`` and ``elevation`` (radians) and ``model`` (each view's model key)."""
+    from ..render.scene import Camera, render_view, sample_scene
+    from .furniture_models import furniture_models, placed_like
+
+    category = get_category(category)
+    models = furniture_models(folder, category)
+    if not models:
+        raise WorldFormatError(f"{folder}: no {category.name} furniture model found (interp3d.data.furniture_models.FURNITURE_MODELS lists them)")
+    options = replace(options or WorldOptions(), kind="test3d", view_sphere="full", image_size=image_size)
+    scene = _scene_options(options) if cluttered else replace(_scene_options(replace(options, kind="annotated2d")), background_split="test")
+    meshes: dict[str, object] = {}
+    images, azimuth, elevation, keys = [], [], [], []
+    for index in range(count):
+        rng = _item_rng(seed, "test3d", index)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        base = SkeletonSampler(category, ranges=full_view_ranges(category)).sample(1, gen, dtype=torch.float64)
+        model = models[index % len(models)]
+        if model.key not in meshes:
+            meshes[model.key] = model.mesh()
+        structure = base.structure[0].numpy()
+        mesh = placed_like(meshes[model.key], structure)
+        spec = sample_scene(category, structure, base.params.alpha[0].numpy(), rng, scene, target_mesh=mesh)
+        camera = Camera(base.angles[0].numpy(), base.params.translation[0].numpy(), float(base.params.focal[0]))
+        view = render_view(spec, camera, image_size, rng, options.supersample)
+        az, el = geometry.euler_to_view(torch.as_tensor(camera.angles, dtype=torch.float64))
+        images.append(view.image)
+        azimuth.append(float(az))
+        elevation.append(float(el))
+        keys.append(model.key)
+    return {"images": np.stack(images), "azimuth": np.array(azimuth), "elevation": np.array(elevation), "model": np.array(keys)}
 
 
 def _stack(records: list[dict]) -> dict[str, np.ndarray]:
