@@ -338,7 +338,8 @@ def main() -> None:
             "annotated2d": keypoint_info["keypoint_from"]["annotated2d"] if args.keypoint_from
             else f"{n_annotated} rendered images, whole view sphere, photo backgrounds/textures, JPEG {cfg.world.jpeg}"
             + (f", {REAL_CAD_SHARE:.0%} PASCAL3D+ CAD targets" if cad else "")
-            + (f", {cfg.world.cluttered_share:.0%} in test3d's cluttered, occluded scene" if cfg.world.cluttered_share > 0 else ""),
+            + (f", {cfg.world.cluttered_share:.0%} in test3d's cluttered, occluded scene" if cfg.world.cluttered_share > 0 else "")
+            + (f", {cfg.world.furniture_share:.0%} Sweet Home 3D furniture models (train half; viewpoint labels only)" if cfg.world.furniture_share > 0 else ""),
             "lifter_shapes": lifted["lifter_shapes"],
             "photo_material": _licences(args.photo_material),
         },

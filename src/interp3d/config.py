@@ -67,6 +67,10 @@ class WorldConfig:
     real_shapes: str = ""  # folder of PASCAL3D+ CAD JSON models (chair, table have complete ones)
     real_shape_fraction: float = 1.0
     cluttered_share: float = 0.0  # annotated2d: share of items in test3d's cluttered, occluded scene
+    # annotated2d: share of items showing a real furniture model (scripts/fetch_furniture_models.sh
+    # folder): viewpoint labels only, for the viewpoint head
+    furniture_models: str = ""
+    furniture_share: float = 0.0
 
     def options(self, kind: str) -> WorldOptions:
         count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]
@@ -75,6 +79,8 @@ class WorldConfig:
             real_shapes=self.real_shapes, real_shape_fraction=self.real_shape_fraction,
             # other kinds ignore it; their recorded settings stay those of worlds rendered before it existed
             cluttered_share=self.cluttered_share if kind == "annotated2d" else 0.0,
+            furniture_models=self.furniture_models if kind == "annotated2d" else "",
+            furniture_share=self.furniture_share if kind == "annotated2d" else 0.0,
             kind=kind,
             count=count,
             image_size=self.image_size,

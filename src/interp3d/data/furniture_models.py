@@ -15,6 +15,7 @@ facing +z, as interp3d's canonical frame; width along x, depth along z.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from ..render.mesh import Material, Mesh
 from ..shape_model import Category, get_category
 
-__all__ = ["FurnitureModel", "FURNITURE_MODELS", "read_catalogue", "furniture_models", "load_obj", "placed_like"]
+__all__ = ["FurnitureModel", "FURNITURE_MODELS", "read_catalogue", "furniture_models", "model_split", "load_obj", "placed_like"]
 
 # Which catalogue models are instances of which category, chosen by looking at them (a name alone
 # does not tell: "Armchair" is sometimes an office chair, "Table" sometimes round). Left out: round
@@ -100,8 +101,17 @@ def read_catalogue(path: str | Path) -> list[dict[str, str]]:
     return [entries[i] for i in sorted(entries)]
 
 
-def furniture_models(folder: str | Path, category: Category | str) -> list[FurnitureModel]:
-    """The category's models (:data:`FURNITURE_MODELS`) found in the catalogues under ``folder``, sorted by key."""
+def model_split(key: str) -> str:
+    """``train`` or ``test``: a fixed half of the models by a hash of the key, so that a model trained
+    on the ``train`` half is measured on shapes it never saw."""
+    return "test" if zlib.crc32(key.encode()) % 2 else "train"
+
+
+def furniture_models(folder: str | Path, category: Category | str, split: str = "all") -> list[FurnitureModel]:
+    """The category's models (:data:`FURNITURE_MODELS`) found in the catalogues under ``folder``,
+    sorted by key; ``split``: ``all``, or the ``train`` / ``test`` half (:func:`model_split`)."""
+    if split not in ("all", "train", "test"):
+        raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
     folder, category = Path(folder), get_category(category)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: furniture model folder not found (scripts/fetch_furniture_models.sh makes one)")
@@ -111,7 +121,7 @@ def furniture_models(folder: str | Path, category: Category | str) -> list[Furni
         for entry in read_catalogue(catalogue):
             key = entry.get("model", "").lstrip("/")
             obj = catalogue.parent / key
-            if key not in wanted or key in found or not obj.is_file():
+            if key not in wanted or key in found or not obj.is_file() or split not in ("all", model_split(key)):
                 continue
             rotation = tuple(float(v) for v in entry["modelRotation"].split()) if "modelRotation" in entry else FurnitureModel.rotation
             size = (float(entry["width"]), float(entry["height"]), float(entry["depth"]))
@@ -194,10 +204,11 @@ def load_obj(path: str | Path, rotation: np.ndarray | None = None, size_cm: tupl
     f = np.asarray(faces, np.int64)
     if f.min() < 0 or f.max() >= len(v):
         raise ValueError(f"{path}: a face refers to a vertex that does not exist")
+    used, f = np.unique(f, return_inverse=True)  # only the vertices of kept faces (glass ones go)
+    v, f = v[used], f.reshape(-1, 3)
     if rotation is not None:
         v = v @ np.asarray(rotation, np.float64).T
-    used = v[np.unique(f)]
-    lo, hi = used.min(axis=0), used.max(axis=0)
+    lo, hi = v.min(axis=0), v.max(axis=0)
     v = v - np.array([(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2])
     if size_cm is not None:
         v = v * (np.asarray(size_cm, np.float64) / 100.0) / np.maximum(hi - lo, 1e-9)

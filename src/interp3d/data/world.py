@@ -70,6 +70,8 @@ ANNOTATION_FIELDS = {
     "video_index": "(n,) video id (video kind; -1 otherwise)",
     "frame_index": "(n,) frame number within its video (video kind; 0 otherwise)",
 }
+# and, in worlds with viewpoint-only items (WorldOptions.furniture_share), "keypoints_known": (n,)
+# bool, False where the target has no keypoints (its keypoints 0 and hidden, its 3D NaN); absent = all known
 
 
 class WorldFormatError(ValueError):
@@ -103,6 +105,11 @@ class WorldOptions:
     # annotated2d: this share of the items get test3d's cluttered scene (1-3 distractors and clutter
     # boxes, 1-2 occluders, stronger blur and noise) with training backgrounds; the rest the usual one
     cluttered_share: float = 0.0
+    # annotated2d: this share of the items show a real furniture model of the folder's catalogues
+    # (data.furniture_models, its "train" half) instead: exact viewpoint, no keypoints
+    # (keypoints_known False: the heatmap loss skips them, the viewpoint head learns from them)
+    furniture_models: str = ""
+    furniture_share: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -111,11 +118,12 @@ class WorldOptions:
             raise ValueError(f"annotated_views must be 'keypoint5' or 'restricted', got {self.annotated_views!r}")
         if self.view_sphere not in ("category", "full"):
             raise ValueError(f"view_sphere must be 'category' or 'full', got {self.view_sphere!r}")
-        if not all(0.0 <= v <= 1.0 for v in (self.real_shape_fraction, self.jpeg, self.keypoint5_share, self.cluttered_share)):
-            raise ValueError(
-                f"real_shape_fraction, jpeg, keypoint5_share and cluttered_share are probabilities, got {self.real_shape_fraction}, {self.jpeg}, {self.keypoint5_share}, {self.cluttered_share}"
-            )
-        for name in ("backgrounds", "textures", "real_shapes"):
+        shares = (self.real_shape_fraction, self.jpeg, self.keypoint5_share, self.cluttered_share, self.furniture_share)
+        if not all(0.0 <= v <= 1.0 for v in shares):
+            raise ValueError(f"real_shape_fraction, jpeg, keypoint5_share, cluttered_share and furniture_share are probabilities, got {shares}")
+        if self.furniture_share > 0 and not self.furniture_models:
+            raise ValueError("furniture_share > 0 needs a furniture_models folder (scripts/fetch_furniture_models.sh)")
+        for name in ("backgrounds", "textures", "real_shapes", "furniture_models"):
             folder = getattr(self, name)
             if folder and not Path(folder).is_dir():
                 raise ValueError(f"{name}: folder {folder} not found")
@@ -285,6 +293,9 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
     if options.real_shapes and (options.real_shape_fraction >= 1.0 or np.random.default_rng([seed, _KIND_ID[options.kind], index, 17]).random() < options.real_shape_fraction):
         structure, alpha, mesh = _real_target(category, options.real_shapes, index, float(alpha[0]), rng)
     cluttered = options.kind == "annotated2d" and options.cluttered_share > 0 and np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 23]).random() < options.cluttered_share
+    furniture = options.kind == "annotated2d" and options.furniture_share > 0 and np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 29]).random() < options.furniture_share
+    if furniture:
+        mesh = _furniture_target(category, options.furniture_models, index, structure)
     spec = sample_scene(category, structure, alpha, rng, _scene_options(options, cluttered), target_mesh=mesh)
     if options.kind == "video":
         cameras = _camera_trajectory(category, base, rng, options.video_length, options)
@@ -299,6 +310,14 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
         _save_png(root / name.replace("images/", "masks/").replace("frames/", "masks/"), (view.mask * 255).astype(np.uint8))
         rec = _record(category, codec, spec, camera, view, index if options.kind == "video" else -1, j)
         rec["path"] = name
+        if options.furniture_share > 0:  # the field exists in worlds that have such items
+            rec["keypoints_known"] = np.bool_(not furniture)
+        if furniture:  # the skeleton only framed the camera: nothing of it is the model's
+            rec["keypoints"] = np.zeros_like(rec["keypoints"])
+            rec["visible"] = np.zeros_like(rec["visible"])
+            rec["occluded_by_other"] = np.zeros_like(rec["occluded_by_other"])
+            for key in ("structure", "points_cam", "alpha", "params"):
+                rec[key] = np.full_like(rec[key], np.nan)
         records.append(rec)
     return records
 
@@ -326,6 +345,25 @@ def cad_targets(category: Category | str, folder: str | Path) -> list:
                 shapes.append((shape, fit_shape(shape.keypoints, category)))
         _REAL_CACHE[key] = shapes
     return _REAL_CACHE[key]
+
+
+def _furniture_target(category: Category, folder: str, index: int, structure: np.ndarray):
+    """The ``train`` half's furniture model for item ``index`` (in turn), placed like the skeleton."""
+    from .furniture_models import furniture_models, placed_like
+
+    key = (str(folder), category.name, "furniture")
+    if key not in _REAL_CACHE:
+        _REAL_CACHE[key] = furniture_models(folder, category, "train")
+    models = _REAL_CACHE[key]
+    if not models:
+        raise WorldFormatError(f"{folder}: no {category.name} furniture model in the train half (interp3d.data.furniture_models)")
+    model = models[index % len(models)]
+    if model.key not in _MESH_CACHE:
+        _MESH_CACHE[model.key] = model.mesh()
+    return placed_like(_MESH_CACHE[model.key], structure)
+
+
+_MESH_CACHE: dict[str, object] = {}
 
 
 def _real_target(category: Category, folder: str, index: int, scale: float, rng: np.random.Generator):

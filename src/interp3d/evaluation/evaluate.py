@@ -121,6 +121,9 @@ def calibrate_peak_threshold(model: Interpreter, data, flip_test: bool = False, 
     outs = predict_batches(lambda x: model.keypoint_net_outputs(x, flip_test)[0][-1], data.images, torch.device(device), 32, memory_format=torch.channels_last)
     peaks = torch.cat([o.float().cpu().flatten(2).amax(-1) for o in outs]).numpy()
     visible = data.visible.numpy().astype(bool)
+    known = getattr(data, "keypoints_known", None)
+    if known is not None:  # a viewpoint-only image's keypoints are unlabelled, not hidden
+        peaks, visible = peaks[known.numpy()], visible[known.numpy()]
     if visible.all() or not visible.any():
         raise ValueError("calibrating a peak threshold needs both visible and hidden keypoints in the data")
     grid = np.round(np.arange(0.02, 0.51, 0.01), 2) if grid is None else np.asarray(grid, float)

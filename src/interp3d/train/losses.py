@@ -48,21 +48,25 @@ def reprojection_loss(predicted: Tensor, target: Tensor, visible: Tensor) -> Ten
     return (sq * w).sum() / w.sum().clamp_min(1.0)
 
 
-def heatmap_loss(predictions, target: Tensor, turned_target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def heatmap_loss(predictions, target: Tensor, turned_target: Tensor | None = None, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Heatmap MSE summed over the stacks' ``predictions`` (each ``(B, N, H, W)``), and a ``(B,)``
     mask of the images scored against ``turned_target`` (the targets relabelled by a symmetric
     category's half turn): there each image takes the lower of the two, since the same picture of
     a rectangular table is a view from ``a`` and from ``a + pi`` and a fixed labelling would ask the
-    network for both (two blobs per keypoint near side views, where the labelling flips)."""
+    network for both (two blobs per keypoint near side views, where the labelling flips).
+    ``weights (B,)``: a weighted mean over the images (0: an image without keypoint labels)."""
     def per_image(t: Tensor) -> Tensor:
         return sum(((p.float() - t) ** 2).mean(dim=(1, 2, 3)) for p in predictions)
 
+    def mean(per: Tensor) -> Tensor:
+        return per.mean() if weights is None else (per * weights).sum() / weights.sum().clamp_min(1e-6)
+
     loss = per_image(target)
     if turned_target is None:
-        return loss.mean(), torch.zeros_like(loss, dtype=torch.bool)
+        return mean(loss), torch.zeros_like(loss, dtype=torch.bool)
     turned_loss = per_image(turned_target)
     turned = turned_loss < loss
-    return torch.where(turned, turned_loss, loss).mean(), turned
+    return mean(torch.where(turned, turned_loss, loss)), turned
 
 
 def structure_consistency_loss(alpha: Tensor, inv_focal: Tensor, alpha_c: Tensor, inv_focal_c: Tensor, w_alpha: float, w_focal: float) -> Tensor:

@@ -68,6 +68,8 @@ class AnnotatedImages:
         self.structure = torch.from_numpy(a["structure"][idx]).float()
         self.azimuth = torch.from_numpy(a["azimuth"][idx]).float()
         self.elevation = torch.from_numpy(a["elevation"][idx]).float()
+        # False: a viewpoint-only item (a furniture model without keypoints), left out of the heatmap loss
+        self.keypoints_known = torch.from_numpy(a["keypoints_known"][idx]) if "keypoints_known" in a else torch.ones(len(idx), dtype=torch.bool)
         self.indices = idx
         self.image_size = image_size
 
@@ -199,6 +201,9 @@ def train_heatmaps(
         freeze_view_head(net)
     model = _wrap(net, ctx, device)
     turn = None if category.half_turn_permutation is None else list(category.half_turn_permutation)
+    known_keypoints = getattr(train, "keypoints_known", None)
+    if known_keypoints is not None and bool(known_keypoints.all()):
+        known_keypoints = None  # the usual case: every image is scored, as before
 
     def loss_fn(model, idx, gen):
         images, keypoints, visible = train.batch(idx, device)
@@ -206,11 +211,12 @@ def train_heatmaps(
         keypoints_hm = geometry.rescale_points(keypoints, size, hm)
         target = render_heatmaps(keypoints_hm, hm, cfg.synthetic.sigma, visible=visible)
         turned_target = None if turn is None else render_heatmaps(keypoints_hm[:, turn], hm, cfg.synthetic.sigma, visible=visible[:, turn])
+        weights = None if known_keypoints is None else known_keypoints[torch.as_tensor(idx, dtype=torch.long)].to(device).float()
         if train_azimuth is None:
-            loss, _ = heatmap_loss(model(images.contiguous(memory_format=mf)), target, turned_target)
+            loss, _ = heatmap_loss(model(images.contiguous(memory_format=mf)), target, turned_target, weights)
             return loss, {"mse": loss.item()}
         preds, view_logits = model(images.contiguous(memory_format=mf), with_view=True)
-        mse, turned = heatmap_loss(preds, target, turned_target)
+        mse, turned = heatmap_loss(preds, target, turned_target, weights)
         azimuth = train_azimuth[torch.as_tensor(idx, dtype=torch.long)].to(device)
         azimuth = torch.where(flips, viewpoint.mirrored_azimuth(azimuth), azimuth)
         azimuth = torch.where(turned, azimuth + math.pi, azimuth)  # the labelling the heatmaps were scored against

@@ -1,0 +1,159 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from interp3d.data.furniture_models import FURNITURE_MODELS, furniture_models, load_obj, placed_like, read_catalogue
+from interp3d.data.world import render_furniture_views
+from interp3d.render.mesh import Mesh
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sweethome3d_subset"
+
+# A box 2 wide (x), 1 deep (z), 3 tall (y), standing on y = -1: the front quad (+z) in a red
+# material, the rest in a textured one whose texture is a flat (0, 128, 255) image.
+_OBJ = """mtllib box.mtl
+v -1 -1 -0.5
+v 1 -1 -0.5
+v 1 2 -0.5
+v -1 2 -0.5
+v -1 -1 0.5
+v 1 -1 0.5
+v 1 2 0.5
+v -1 2 0.5
+usemtl red
+f 5/1/1 6/2/1 7/3/1 8/4/1
+usemtl textured
+f -8 -5 -6 -7
+f 1 2 6 5
+f 4 8 7 3
+f 1 5 8 4
+f 2 3 7 6
+"""
+_MTL = """newmtl red
+Kd 1.0 0.0 0.0
+newmtl textured
+Kd 0 0 0
+map_Kd tex.png
+newmtl glass
+Kd 1 1 1
+d 0.1
+"""
+
+
+def _write_box(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "box.obj").write_text(_OBJ)
+    (folder / "box.mtl").write_text(_MTL)
+    Image.fromarray(np.tile(np.array([0, 128, 255], np.uint8), (4, 4, 1))).save(folder / "tex.png")
+    return folder / "box.obj"
+
+
+def test_obj_polygons_materials_and_canonical_placement(tmp_path):
+    mesh = load_obj(_write_box(tmp_path))
+    # one quad (2 triangles) in red, five in the texture's mean colour
+    assert mesh.faces.shape == (12, 3)
+    np.testing.assert_allclose(mesh.materials[:2, :3], [[1, 0, 0]] * 2)
+    np.testing.assert_allclose(mesh.materials[2:, :3], [[0, 128 / 255, 1]] * 10, atol=1e-6)
+    # negative indices count back from the last vertex: -8 is vertex 1
+    assert mesh.faces[2].tolist() == [0, 3, 2]
+    # standing on y = 0, centred in x and z
+    np.testing.assert_allclose(mesh.vertices.min(axis=0), [-1, 0, -0.5])
+    np.testing.assert_allclose(mesh.vertices.max(axis=0), [1, 3, 0.5])
+
+
+def test_obj_rotation_then_catalogue_size(tmp_path):
+    # a quarter turn about y (applied as R v: +z -> +x), then Sweet Home 3D's per-axis size in cm
+    rotation = np.array([[0, 0, 1.0], [0, 1, 0], [-1, 0, 0]])
+    mesh = load_obj(_write_box(tmp_path), rotation, size_cm=(50.0, 90.0, 120.0))
+    extent = mesh.vertices.max(axis=0) - mesh.vertices.min(axis=0)
+    np.testing.assert_allclose(extent, [0.5, 0.9, 1.2])
+    # the red (front, +z) quad now faces +x
+    red = mesh.vertices[np.unique(mesh.faces[:2])]
+    np.testing.assert_allclose(red[:, 0], 0.25)
+
+
+def test_obj_leaves_out_transparent_faces_and_names_bad_files(tmp_path):
+    path = _write_box(tmp_path)
+    path.write_text(_OBJ + "usemtl glass\nf 1 2 3\n")
+    assert load_obj(path).faces.shape == (12, 3)
+    assert load_obj(path, min_opacity=0.0).faces.shape == (13, 3)
+    path.write_text(_OBJ + "f 1 2 x\n")
+    with pytest.raises(ValueError, match=r"box.obj:\d+: unreadable"):
+        load_obj(path)
+    path.write_text(_OBJ + "f 1 2 99\n")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_obj(path)
+    path.write_text("v 0 0 0\n")
+    with pytest.raises(ValueError, match="no faces"):
+        load_obj(path)
+    with pytest.raises(FileNotFoundError, match="missing.obj"):
+        load_obj(tmp_path / "missing.obj")
+
+
+def _catalogue(root: Path) -> None:
+    _write_box(root / "scopia" / "chair3")
+    (root / "scopia" / "chair3" / "box.obj").rename(root / "scopia" / "chair3" / "chair3.obj")
+    _write_box(root / "scopia" / "other")
+    (root / "Scopia_PluginFurnitureCatalog.properties").write_text(
+        "id#1=Scopia#chair3\nname#1=Chair\nmodel#1=/scopia/chair3/chair3.obj\nwidth#1=40\ndepth#1=50\nheight#1=90\n"
+        "modelRotation#1=1 0 0 0 1 0 0 0 1\n"
+        "name#2=Lamp\nmodel#2=/scopia/other/box.obj\nwidth#2=10\ndepth#2=10\nheight#2=10\n"
+    )
+
+
+def test_catalogue_lists_only_the_categorys_curated_models(tmp_path):
+    _catalogue(tmp_path)
+    entries = read_catalogue(tmp_path / "Scopia_PluginFurnitureCatalog.properties")
+    assert [e["name"] for e in entries] == ["Chair", "Lamp"]
+    chairs = furniture_models(tmp_path, "chair")
+    assert [m.key for m in chairs] == ["scopia/chair3/chair3.obj"]
+    assert chairs[0].size_cm == (40.0, 90.0, 50.0)
+    np.testing.assert_allclose(chairs[0].mesh().vertices.max(axis=0) - chairs[0].mesh().vertices.min(axis=0), [0.4, 0.9, 0.5])
+    assert furniture_models(tmp_path, "sofa") == []
+    with pytest.raises(FileNotFoundError, match="furniture model folder"):
+        furniture_models(tmp_path / "nope", "chair")
+
+
+def test_placed_like_matches_the_skeletons_size_and_footing():
+    mesh = Mesh(np.array([[-1.0, 0, -1], [1, 0, 1], [1, 2, -1]]), np.array([[0, 1, 2]]), np.zeros((1, 5), np.float32))
+    structure = np.array([[-3.0, -2, -1], [1, 2, 3], [0, 0, 0]])
+    placed = placed_like(mesh, structure)
+    lo, hi = placed.vertices.min(axis=0), placed.vertices.max(axis=0)
+    assert np.linalg.norm(hi - lo) == pytest.approx(np.linalg.norm(structure.max(0) - structure.min(0)))
+    assert lo[1] == pytest.approx(-2.0)  # feet on the skeleton's lowest point
+    np.testing.assert_allclose(((lo + hi) / 2)[[0, 2]], [-1.0, 1.0])  # footprint centre under the skeleton's
+
+
+def test_rendered_views_show_the_model_at_the_recorded_azimuth(tmp_path):
+    _catalogue(tmp_path)
+    views = render_furniture_views("chair", tmp_path, 3, seed=1, image_size=48)
+    assert views["images"].shape == (3, 48, 48, 3) and views["images"].dtype == np.uint8
+    assert set(views["model"]) == {"scopia/chair3/chair3.obj"}
+    assert np.all((views["azimuth"] >= 0) & (views["azimuth"] < 2 * math.pi))
+    again = render_furniture_views("chair", tmp_path, 3, seed=1, image_size=48)
+    np.testing.assert_array_equal(views["images"], again["images"])  # deterministic per seed
+    with pytest.raises(Exception, match="no sofa furniture model"):
+        render_furniture_views("sofa", tmp_path, 1)
+
+
+def test_red_front_faces_the_camera_at_azimuth_zero(tmp_path):
+    # the box's red quad is its front (+z): a view from the front sees red, one from behind does not
+    _catalogue(tmp_path)
+    views = render_furniture_views("chair", tmp_path, 40, seed=3, image_size=64)
+    distance = np.degrees(np.abs((views["azimuth"] + math.pi) % (2 * math.pi) - math.pi))
+    red = [((im[..., 0] > 150) & (im[..., 1] < 60) & (im[..., 2] < 60)).mean() for im in views["images"]]
+    red = np.asarray(red)
+    assert red[distance < 60].mean() > 5 * max(red[distance > 120].mean(), 1e-4)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/sweethome3d_subset not present")
+def test_shared_subset_models_load_and_every_listed_key_is_unique():
+    for category, keys in FURNITURE_MODELS.items():
+        assert len(keys) == len(set(keys)), category
+        for model in furniture_models(SHARED, category):
+            mesh = model.mesh()
+            extent = mesh.vertices.max(axis=0) - mesh.vertices.min(axis=0)
+            np.testing.assert_allclose(extent, np.array(model.size_cm) / 100, rtol=1e-6)
+    assert len(furniture_models(SHARED, "chair")) >= 10
