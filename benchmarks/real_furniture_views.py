@@ -9,7 +9,8 @@ them: views over the whole sphere of designers' models (``interp3d.data.furnitur
 chairs, 3 swivel chairs, 18 sofas, 10 beds, 14 tables of ``sweethome3d-furniture``, fetched by
 ``scripts/fetch_furniture_models.sh``) with their own materials, photo backgrounds no training image
 has and the annotated images' scene (``--cluttered``: test3d's). The models have no keypoints, so
-only the viewpoint is scored: azimuth within 30 / 45 deg, median error and AR (tables modulo 180
+only the viewpoint is scored (``--split test``: the half of the models that ``world.furniture_share``
+training never shows): azimuth within 30 / 45 deg, median error and AR (tables modulo 180
 deg), by view (front: within 45 deg of the front, back: more than 135 deg from it, side: between),
 beside the viewpoint head alone and a constant "front" guess. Each model runs as the Predictor
 runs it (its header's flip test, auto-crop and refinement). Renders are cached per category and
@@ -54,14 +55,14 @@ def summarise(errors_deg: np.ndarray, period_deg: float) -> dict:
 def render_cached(category: str, args) -> dict[str, np.ndarray]:
     from interp3d.data.world import WorldOptions, render_furniture_views
 
-    name = f"{category}_n{args.count}_s{args.seed}_px{args.size}{'_cluttered' if args.cluttered else ''}.npz"
+    name = f"{category}_{args.split}_n{args.count}_s{args.seed}_px{args.size}{'_cluttered' if args.cluttered else ''}.npz"
     path = args.cache / name
     if path.is_file():
         with np.load(path) as cached:
             return {k: cached[k] for k in cached.files}
     material = args.photo_material
     options = WorldOptions(backgrounds=str(material / "backgrounds") if material else "", textures=str(material / "textures") if material else "", jpeg=0.5 if material else 0.0)
-    views = render_furniture_views(category, args.furniture, args.count, args.seed, args.size, options, cluttered=args.cluttered)
+    views = render_furniture_views(category, args.furniture, args.count, args.seed, args.size, options, cluttered=args.cluttered, split=args.split)
     args.cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial.npz")
     np.savez_compressed(tmp, **views)
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=192, help="render size in px")
     parser.add_argument("--cluttered", action="store_true", help="test3d's scene (occluders, clutter) instead of the annotated images'")
+    parser.add_argument("--split", choices=("all", "train", "test"), default="all", help="which half of the models (a model trained with world.furniture_share saw the train half)")
     parser.add_argument("--cache", type=Path, default=Path("runs/real_furniture_views"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -108,7 +110,8 @@ def main() -> None:
     lines = [
         "# Azimuth on real furniture shapes (Sweet Home 3D models no training image showed)",
         "",
-        f"{args.count} views a category over the whole sphere, {args.size} px, {'test3d' if args.cluttered else 'the annotated images'}' scene, "
+        f"{args.count} views a category over the whole sphere of {'all' if args.split == 'all' else 'the ' + args.split + ' half of'} the models, {args.size} px, "
+        f"{'test3d' if args.cluttered else 'the annotated images'}' scene, "
         f"held-out photo backgrounds{'' if args.photo_material else ' (none given: procedural)'}, seed {args.seed}; tables modulo 180 deg.",
         "",
         "| category | model | views | within 30 deg % | within 45 deg % | median deg | azimuth AR % | within 45 deg %: front / side / back | head alone within 45 % | constant front within 45 % |",
@@ -133,7 +136,7 @@ def main() -> None:
             row["by_model"] = {k: float((err[views["model"] == k] <= 45.0).mean() * 100) for k in sorted(set(views["model"]))}
             summary[f"{category} / {name}"] = row
             per_view[f"{category} / {name}"] = {"truth_deg": truth.tolist(), "pred_deg": azimuth.tolist(), "head_deg": head.tolist(), "model": views["model"].tolist()}
-            bands = " / ".join(f"{row['by_view'][b].get('within_45_pct', float('nan')):.1f}" for b in ("front", "side", "back"))
+            bands = " / ".join(f"{row['by_view'][b]['within_45_pct']:.1f}" if row["by_view"][b]["n"] else "-" for b in ("front", "side", "back"))
             head_45 = row["head_alone"].get("within_45_pct")
             lines.append(
                 f"| {category} | `{name}` | {row['n']} | {row['within_30_pct']:.1f} | {row['within_45_pct']:.1f} | {row['median_deg']:.1f} | {row['azimuth_ar']:.2f} | {bands} | "

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interp3d.data.furniture_models import FURNITURE_MODELS, furniture_models, load_obj, placed_like, read_catalogue
+from interp3d.data.furniture_models import FURNITURE_MODELS, furniture_models, load_obj, model_split, placed_like, read_catalogue
 from interp3d.data.world import render_furniture_views
 from interp3d.render.mesh import Mesh
 
@@ -112,6 +112,10 @@ def test_catalogue_lists_only_the_categorys_curated_models(tmp_path):
     assert chairs[0].size_cm == (40.0, 90.0, 50.0)
     np.testing.assert_allclose(chairs[0].mesh().vertices.max(axis=0) - chairs[0].mesh().vertices.min(axis=0), [0.4, 0.9, 0.5])
     assert furniture_models(tmp_path, "sofa") == []
+    assert [m.key for m in furniture_models(tmp_path, "chair", "train")] == ["scopia/chair3/chair3.obj"]
+    assert furniture_models(tmp_path, "chair", "test") == []
+    with pytest.raises(ValueError, match="split"):
+        furniture_models(tmp_path, "chair", "val")
     with pytest.raises(FileNotFoundError, match="furniture model folder"):
         furniture_models(tmp_path / "nope", "chair")
 
@@ -152,8 +156,47 @@ def test_red_front_faces_the_camera_at_azimuth_zero(tmp_path):
 def test_shared_subset_models_load_and_every_listed_key_is_unique():
     for category, keys in FURNITURE_MODELS.items():
         assert len(keys) == len(set(keys)), category
+        halves = [{m.key for m in furniture_models(SHARED, category, split)} for split in ("train", "test")]
+        assert not halves[0] & halves[1] and halves[0] | halves[1] == {m.key for m in furniture_models(SHARED, category)}
         for model in furniture_models(SHARED, category):
             mesh = model.mesh()
             extent = mesh.vertices.max(axis=0) - mesh.vertices.min(axis=0)
             np.testing.assert_allclose(extent, np.array(model.size_cm) / 100, rtol=1e-6)
     assert len(furniture_models(SHARED, "chair")) >= 10
+
+
+def test_furniture_share_makes_viewpoint_only_items_and_leaves_the_others(tmp_path):
+    from interp3d.data.world import WorldDataset, WorldOptions, render_world
+
+    folder = tmp_path / "catalogue"
+    _catalogue(folder)
+    assert model_split("scopia/chair3/chair3.obj") == "train"  # the half that training worlds draw from
+
+    def world(share, name):
+        options = WorldOptions(kind="annotated2d", count=20, image_size=16, chunk=20, supersample=1, furniture_models=str(folder) if share else "", furniture_share=share)
+        return WorldDataset(render_world(tmp_path / name, "chair", options, seed=4, progress=False)).annotations
+
+    plain, mixed = world(0.0, "plain"), world(0.5, "mixed")
+    assert "keypoints_known" not in plain  # worlds without such items are written as before
+    known = mixed["keypoints_known"]
+    assert 3 <= (~known).sum() <= 17
+    # a viewpoint-only item: no keypoint shown, no 3D, but the exact camera of the same item in the plain world
+    assert not mixed["visible"][~known].any() and np.isnan(mixed["structure"][~known]).all()
+    np.testing.assert_allclose(mixed["azimuth"], plain["azimuth"])
+    np.testing.assert_allclose(mixed["keypoints"][known], plain["keypoints"][known])
+    with pytest.raises(ValueError, match="furniture_models folder"):
+        WorldOptions(furniture_share=0.3)
+    with pytest.raises(ValueError, match="probabilities"):
+        WorldOptions(furniture_share=1.5, furniture_models=str(folder))
+
+
+def test_benchmark_view_bands_and_summary():
+    from conftest import load_repo_script
+
+    bench = load_repo_script("benchmarks/real_furniture_views.py")
+    assert bench.view_band(np.array([0.0, 45.0, 46.0, 315.0, 180.0, 136.0, 224.0, 90.0])).tolist() == [
+        "front", "front", "side", "front", "back", "back", "back", "side"]
+    row = bench.summarise(np.array([10.0, 40.0, 50.0, 170.0]), 360.0)
+    assert row["n"] == 4 and row["within_30_pct"] == 25.0 and row["within_45_pct"] == 50.0 and row["median_deg"] == 45.0
+    # AR: mean over thresholds in [0, 180] deg of the share within each; for a half period of 90 deg (tables) the same errors score lower
+    assert 0 < bench.summarise(np.array([10.0, 40.0, 50.0, 85.0]), 180.0)["azimuth_ar"] < bench.summarise(np.array([10.0, 40.0, 50.0, 85.0]), 360.0)["azimuth_ar"]

@@ -382,3 +382,45 @@ def test_table_2d_training_takes_either_labelling(tmp_path):
     # an untrained network is nearly equally far from both labellings, and rounding in the permuted
     # sums tips a few images' choice (0.5 %); the viewpoint head's target without its turn: 8 % apart
     assert relabelled["train_view_ce"] == pytest.approx(plain["train_view_ce"], rel=0.02)
+
+
+def test_viewpoint_only_images_teach_the_viewpoint_head_and_not_the_heatmaps(tmp_path):
+    """Images marked ``keypoints_known = False`` (real furniture models without keypoints) leave the
+    heatmap loss: whatever keypoints they carry, the training loss is the same; marked known, the
+    same keypoints change it. Their azimuths still reach the viewpoint head."""
+    root = render_world(tmp_path / "chair", "chair", WorldOptions(kind="annotated2d", count=24, image_size=32, chunk=24), seed=0, progress=False)
+    unknown = np.arange(24) % 2 == 0
+
+    def variant(name, garbage: bool, known):
+        folder = tmp_path / name
+        shutil.copytree(root, folder)
+        with np.load(folder / "annotations.npz") as data:
+            arrays = dict(data)
+        if garbage:
+            arrays["keypoints"][unknown] = np.random.default_rng(0).uniform(0, 32, arrays["keypoints"][unknown].shape).astype(np.float32)
+            arrays["visible"][unknown] = True
+        arrays["keypoints_known"] = known
+        np.savez(folder / "annotations.npz", **arrays)
+        return folder
+
+    cfg = _tiny_view_config()
+    cfg = replace(cfg, train=replace(cfg.train, pretrain_2d=StageConfig(epochs=1, batch_size=8, lr=0.0)))  # lr 0: one network scored on each
+    runs = {
+        name: pretrain_2d(cfg, "chair", variant(name, garbage, known), tmp_path / f"p2d_{name}", progress=False).history[-1]
+        for name, garbage, known in (("clean", False, ~unknown), ("garbage", True, ~unknown), ("garbage_known", True, np.ones(24, bool)))
+    }
+    assert runs["garbage"]["train_mse"] == pytest.approx(runs["clean"]["train_mse"], rel=1e-6)
+    assert runs["garbage"]["train_view_ce"] == pytest.approx(runs["clean"]["train_view_ce"], rel=1e-6)
+    # an untrained network's MSE is mostly its own noise, so the garbage blobs move it by ~0.4 %
+    assert runs["garbage_known"]["train_mse"] != pytest.approx(runs["clean"]["train_mse"], rel=1e-3)
+
+
+def test_heatmap_loss_weights_images():
+    from interp3d.train.losses import heatmap_loss
+
+    target = torch.zeros(2, 1, 4, 4)
+    pred = torch.zeros(2, 1, 4, 4)
+    pred[1] = 2.0  # the second image is off by 2 everywhere: MSE 4
+    assert heatmap_loss([pred], target)[0].item() == pytest.approx(2.0)
+    assert heatmap_loss([pred], target, weights=torch.tensor([1.0, 0.0]))[0].item() == pytest.approx(0.0)
+    assert heatmap_loss([pred], target, weights=torch.tensor([1.0, 3.0]))[0].item() == pytest.approx(3.0)

@@ -383,21 +383,22 @@ def _real_target(category: Category, folder: str, index: int, scale: float, rng:
 
 def render_furniture_views(
     category: Category | str, folder: str | Path, count: int, seed: int = 0, image_size: int = 192, options: WorldOptions | None = None,
-    cluttered: bool = False,
+    cluttered: bool = False, split: str = "all",
 ) -> dict[str, np.ndarray]:
     """``count`` views of the category's real furniture models (:mod:`interp3d.data.furniture_models`,
     the models of ``folder`` in turn), each from a view of the whole sphere in the annotated images'
     scene (at most one distractor, no occluder; like most photographs) or, ``cluttered``, in test3d's,
-    with the held-out photo backgrounds where ``options`` names photo material. The models
+    with the held-out photo backgrounds where ``options`` names photo material; ``split``: which half
+    of the models (``test``: those a ``furniture_share`` world never shows). The models
     carry no keypoints: what is exact is the viewpoint. Returns ``images`` (count, S, S, 3) uint8,
     ``azimuth`` and ``elevation`` (radians) and ``model`` (each view's model key)."""
     from ..render.scene import Camera, render_view, sample_scene
     from .furniture_models import furniture_models, placed_like
 
     category = get_category(category)
-    models = furniture_models(folder, category)
+    models = furniture_models(folder, category, split)
     if not models:
-        raise WorldFormatError(f"{folder}: no {category.name} furniture model found (interp3d.data.furniture_models.FURNITURE_MODELS lists them)")
+        raise WorldFormatError(f"{folder}: no {category.name} furniture model found ({split}) (interp3d.data.furniture_models.FURNITURE_MODELS lists them)")
     options = replace(options or WorldOptions(), kind="test3d", view_sphere="full", image_size=image_size)
     scene = _scene_options(options) if cluttered else replace(_scene_options(replace(options, kind="annotated2d")), background_split="test")
     meshes: dict[str, object] = {}
