@@ -200,3 +200,17 @@ def test_benchmark_view_bands_and_summary():
     assert row["n"] == 4 and row["within_30_pct"] == 25.0 and row["within_45_pct"] == 50.0 and row["median_deg"] == 45.0
     # AR: mean over thresholds in [0, 180] deg of the share within each; for a half period of 90 deg (tables) the same errors score lower
     assert 0 < bench.summarise(np.array([10.0, 40.0, 50.0, 85.0]), 180.0)["azimuth_ar"] < bench.summarise(np.array([10.0, 40.0, 50.0, 85.0]), 360.0)["azimuth_ar"]
+
+
+def test_benchmark_gain_interval_resamples_furniture_models():
+    from conftest import load_repo_script
+
+    bench = load_repo_script("benchmarks/real_furniture_views.py")
+    np.testing.assert_allclose(bench.ar_terms(np.array([0.0, 90.0, 180.0]), 360.0), [100.0, 100 * 51 / 101, 100 / 101])
+    base = np.zeros(40)
+    # the same +50 gain on average: spread evenly over 4 models, or all of it on one of them
+    clusters = np.repeat(np.arange(4), 10)
+    even = bench.cluster_bootstrap_gain(base, np.tile([100.0, 0.0], 20), clusters)
+    lumped = bench.cluster_bootstrap_gain(base, np.r_[np.full(10, 100.0), np.zeros(10), np.full(10, 100.0), np.zeros(10)], clusters)
+    assert even["gain"] == lumped["gain"] == 50.0
+    assert even["low"] > 20 and lumped["low"] < 5  # a gain on some models only is less sure
