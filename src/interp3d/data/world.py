@@ -357,13 +357,17 @@ def _furniture_target(category: Category, folder: str, index: int, structure: np
     models = _REAL_CACHE[key]
     if not models:
         raise WorldFormatError(f"{folder}: no {category.name} furniture model in the train half (interp3d.data.furniture_models)")
-    model = models[index % len(models)]
-    if model.key not in _MESH_CACHE:
-        _MESH_CACHE[model.key] = model.mesh()
-    return placed_like(_MESH_CACHE[model.key], structure)
+    return placed_like(_furniture_mesh(models[index % len(models)]), structure)
 
 
 _MESH_CACHE: dict[str, object] = {}
+
+
+def _furniture_mesh(model):
+    """A furniture model's mesh, read once per process (OBJ parsing takes 0.05-1.3 s a model)."""
+    if model.key not in _MESH_CACHE:
+        _MESH_CACHE[model.key] = model.mesh()
+    return _MESH_CACHE[model.key]
 
 
 def _real_target(category: Category, folder: str, index: int, scale: float, rng: np.random.Generator):
@@ -401,17 +405,14 @@ def render_furniture_views(
         raise WorldFormatError(f"{folder}: no {category.name} furniture model found ({split}) (interp3d.data.furniture_models.FURNITURE_MODELS lists them)")
     options = replace(options or WorldOptions(), kind="test3d", view_sphere="full", image_size=image_size)
     scene = _scene_options(options) if cluttered else replace(_scene_options(replace(options, kind="annotated2d")), background_split="test")
-    meshes: dict[str, object] = {}
     images, azimuth, elevation, keys = [], [], [], []
     for index in range(count):
         rng = _item_rng(seed, "test3d", index)
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         base = SkeletonSampler(category, ranges=full_view_ranges(category)).sample(1, gen, dtype=torch.float64)
         model = models[index % len(models)]
-        if model.key not in meshes:
-            meshes[model.key] = model.mesh()
         structure = base.structure[0].numpy()
-        mesh = placed_like(meshes[model.key], structure)
+        mesh = placed_like(_furniture_mesh(model), structure)
         spec = sample_scene(category, structure, base.params.alpha[0].numpy(), rng, scene, target_mesh=mesh)
         camera = Camera(base.angles[0].numpy(), base.params.translation[0].numpy(), float(base.params.focal[0]))
         view = render_view(spec, camera, image_size, rng, options.supersample)
