@@ -54,12 +54,6 @@ def summarise(errors_deg: np.ndarray, period_deg: float) -> dict:
     }
 
 
-def ar_terms(errors_deg: np.ndarray, period_deg: float, steps: int = 101) -> np.ndarray:
-    """Each view's share of the AR thresholds (0 .. half the period) it passes, in %: their mean is the AR."""
-    thresholds = np.linspace(0.0, period_deg / 2, steps)
-    return (np.asarray(errors_deg)[:, None] <= thresholds[None]).mean(axis=1) * 100.0
-
-
 def cluster_bootstrap_gain(base: np.ndarray, new: np.ndarray, clusters: np.ndarray, samples: int = 2000, seed: int = 0) -> dict[str, float]:
     """mean(new - base) over paired views, with a 95 % interval from a bootstrap that resamples the
     furniture models (the clusters: views of one model are not independent) and then their views."""
@@ -106,7 +100,7 @@ def predict_azimuths(model: str, images: np.ndarray, batch: int = 32) -> tuple[n
 
 
 def main() -> None:
-    from interp3d.evaluation.metrics import angle_error
+    from interp3d.evaluation.metrics import angle_error, recall_terms
     from interp3d.models.serialization import pretrained_models, read_model_info
     from interp3d.shape_model import get_category
 
@@ -167,7 +161,8 @@ def main() -> None:
             first = errors[names[0]]
             for name in names[1:]:
                 within = cluster_bootstrap_gain((first <= 45.0) * 100.0, (errors[name] <= 45.0) * 100.0, views["model"])
-                ar = cluster_bootstrap_gain(ar_terms(first, period), ar_terms(errors[name], period), views["model"])
+                half = math.radians(period / 2)
+                ar = cluster_bootstrap_gain(recall_terms(np.radians(first), half), recall_terms(np.radians(errors[name]), half), views["model"])
                 summary[f"{category} / {name}"]["gain_over_first"] = {"within_45": within, "azimuth_ar": ar}
                 lines.append(
                     f"| {category} | `{name}` over `{names[0]}` | | | {within['gain']:+.1f} [{within['low']:+.1f}, {within['high']:+.1f}] | | "

@@ -82,6 +82,9 @@ def test_obj_leaves_out_transparent_faces_and_names_bad_files(tmp_path):
     path.write_text(_OBJ + "f 1 2 x\n")
     with pytest.raises(ValueError, match=r"box.obj:\d+: unreadable"):
         load_obj(path)
+    path.write_text(_OBJ + "v 1 2\n")
+    with pytest.raises(ValueError, match=r"box.obj:\d+: unreadable OBJ line 'v 1 2' \(a vertex needs x, y and z\)"):
+        load_obj(path)
     path.write_text(_OBJ + "f 1 2 99\n")
     with pytest.raises(ValueError, match="does not exist"):
         load_obj(path)
@@ -206,7 +209,6 @@ def test_benchmark_gain_interval_resamples_furniture_models():
     from conftest import load_repo_script
 
     bench = load_repo_script("benchmarks/real_furniture_views.py")
-    np.testing.assert_allclose(bench.ar_terms(np.array([0.0, 90.0, 180.0]), 360.0), [100.0, 100 * 51 / 101, 100 / 101])
     base = np.zeros(40)
     # the same +50 gain on average: spread evenly over 4 models, or all of it on one of them
     clusters = np.repeat(np.arange(4), 10)

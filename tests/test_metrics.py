@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from interp3d.evaluation.metrics import align_half_turn, angle_error, average_recall, normalise_structure, pck, recall_curve, structure_error
+from interp3d.evaluation.metrics import align_half_turn, angle_error, average_recall, normalise_structure, pck, recall_curve, recall_terms, structure_error
 from interp3d.shape_model import get_category
 
 
@@ -129,3 +129,9 @@ def test_table_is_scored_modulo_its_half_turn():
     assert np.array_equal(aligned_visible[1], visible[1][list(turn)])
     assert pck(pred, aligned, aligned_visible, 32) == 100.0 and pck(pred, gt, visible, 32) < 100.0
     assert np.array_equal(align_half_turn(pred, gt, visible, None)[0], gt)
+
+
+def test_recall_terms_are_each_objects_share_of_the_thresholds():
+    errors = np.radians([0.0, 90.0, 180.0])
+    np.testing.assert_allclose(recall_terms(errors, np.pi), [100.0, 100 * 51 / 101, 100 / 101])
+    assert recall_terms(errors, np.pi).mean() == pytest.approx(average_recall(errors, np.pi))

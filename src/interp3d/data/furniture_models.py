@@ -25,6 +25,8 @@ import numpy as np
 from ..render.mesh import Material, Mesh
 from ..shape_model import Category, get_category
 
+_GREY = (0.7, 0.7, 0.7)  # a face without a material
+
 __all__ = ["FurnitureModel", "FURNITURE_MODELS", "read_catalogue", "furniture_models", "model_split", "load_obj", "placed_like"]
 
 # Which catalogue models are instances of which category, chosen by looking at them (a name alone
@@ -151,7 +153,7 @@ def _read_mtl(path: Path) -> dict[str, tuple[tuple[float, float, float], float]]
         if not parts:
             continue
         if parts[0] == "newmtl":
-            current = materials.setdefault(" ".join(parts[1:]), [(0.7, 0.7, 0.7), 1.0, None])
+            current = materials.setdefault(" ".join(parts[1:]), [_GREY, 1.0, None])
         elif current is not None and parts[0] == "Kd" and len(parts) >= 4:
             current[0] = tuple(float(v) for v in parts[1:4])
         elif current is not None and parts[0] == "d" and len(parts) >= 2:
@@ -175,9 +177,10 @@ def load_obj(path: str | Path, rotation: np.ndarray | None = None, size_cm: tupl
         raise FileNotFoundError(f"{path}: OBJ model not found")
     vertices: list[list[float]] = []
     faces: list[tuple[int, int, int]] = []
-    colours: list[tuple[float, float, float]] = []
+    face_material: list[int] = []  # per triangle, an index into ``colours``
+    colours: dict[tuple[float, float, float], int] = {}
     materials: dict = {}
-    colour, opacity = (0.7, 0.7, 0.7), 1.0
+    colour, opacity = _GREY, 1.0
     for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -185,17 +188,20 @@ def load_obj(path: str | Path, rotation: np.ndarray | None = None, size_cm: tupl
         head = parts[0]
         try:
             if head == "v":
+                if len(parts) < 4:
+                    raise ValueError("a vertex needs x, y and z")
                 vertices.append([float(v) for v in parts[1:4]])
             elif head == "mtllib":
                 materials.update(_read_mtl(path.parent / " ".join(parts[1:])))
             elif head == "usemtl":
-                colour, opacity = materials.get(" ".join(parts[1:]), ((0.7, 0.7, 0.7), 1.0))
+                colour, opacity = materials.get(" ".join(parts[1:]), (_GREY, 1.0))
             elif head == "f" and opacity >= min_opacity:
                 index = [int(p.split("/")[0]) for p in parts[1:]]
                 index = [i - 1 if i > 0 else len(vertices) + i for i in index]
+                material = colours.setdefault(colour, len(colours))
                 for k in range(1, len(index) - 1):
                     faces.append((index[0], index[k], index[k + 1]))
-                    colours.append(colour)
+                    face_material.append(material)
         except ValueError as error:
             raise ValueError(f"{path}:{number}: unreadable OBJ line {line.strip()!r} ({error})") from None
     if not faces:
@@ -209,11 +215,16 @@ def load_obj(path: str | Path, rotation: np.ndarray | None = None, size_cm: tupl
     if rotation is not None:
         v = v @ np.asarray(rotation, np.float64).T
     lo, hi = v.min(axis=0), v.max(axis=0)
-    v = v - np.array([(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2])
+    v = v - _footing(lo, hi)
     if size_cm is not None:
         v = v * (np.asarray(size_cm, np.float64) / 100.0) / np.maximum(hi - lo, 1e-9)
-    mats = np.array([Material(tuple(float(np.clip(c, 0, 1)) for c in rgb)).packed() for rgb in colours], np.float32)
-    return Mesh(v, f, mats)
+    packed = np.array([Material(tuple(float(np.clip(c, 0, 1)) for c in rgb)).packed() for rgb in colours], np.float32)  # one row a material
+    return Mesh(v, f, packed[np.asarray(face_material)])
+
+
+def _footing(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The point a bounding box (corners ``lo``, ``hi``) stands on: its footprint's centre at its lowest y."""
+    return np.array([(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2])
 
 
 def placed_like(mesh: Mesh, structure: np.ndarray) -> Mesh:
@@ -224,5 +235,4 @@ def placed_like(mesh: Mesh, structure: np.ndarray) -> Mesh:
     lo, hi = structure.min(axis=0), structure.max(axis=0)
     extent = mesh.vertices.max(axis=0) - mesh.vertices.min(axis=0)
     scale = float(np.linalg.norm(hi - lo) / max(np.linalg.norm(extent), 1e-9))
-    offset = np.array([(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2])
-    return Mesh(mesh.vertices * scale + offset, mesh.faces, mesh.materials)
+    return Mesh(mesh.vertices * scale + _footing(lo, hi), mesh.faces, mesh.materials)

@@ -32,6 +32,7 @@ __all__ = [
     "structure_error",
     "angle_error",
     "average_recall",
+    "recall_terms",
     "recall_curve",
     "pck",
     "pose_summary",
@@ -116,6 +117,12 @@ def recall_curve(errors: np.ndarray, tau_max: float, steps: int = 101) -> tuple[
     return taus, hits.mean(axis=1)
 
 
+def recall_terms(errors: np.ndarray, tau_max: float, steps: int = 101) -> np.ndarray:
+    """Each object's share of the thresholds its error passes, in percent: their mean is the AR, so an
+    AR difference decomposes into per-object terms that a bootstrap can resample."""
+    return _hits(errors, tau_max, steps)[1].mean(axis=0) * 100.0
+
+
 def average_recall(errors: np.ndarray, tau_max: float, steps: int = 101) -> float:
     """Mean recall over the thresholds, in percent."""
     return float(recall_curve(errors, tau_max, steps)[1].mean() * 100.0)
@@ -176,9 +183,7 @@ def paired_bootstrap_gain(
     base, new = np.asarray(errors_base, np.float64), np.asarray(errors_new, np.float64)
     if base.shape != new.shape or base.ndim != 1 or base.size == 0:
         raise ValueError(f"need two equal-length, non-empty error lists, got {base.shape} and {new.shape}")
-    # AR is also the mean over objects of the share of thresholds each one passes, so the gain
-    # decomposes into per-object terms that the bootstrap resamples together
-    diff = (_hits(new, tau_max, steps)[1].mean(axis=0) - _hits(base, tau_max, steps)[1].mean(axis=0)) * 100.0
+    diff = recall_terms(new, tau_max, steps) - recall_terms(base, tau_max, steps)
     idx = np.random.default_rng(seed).integers(0, diff.size, (samples, diff.size))
     boot = diff[idx].mean(axis=1)
     alpha = (1.0 - level) / 2

@@ -236,7 +236,9 @@ def train_heatmaps(
         peaks, _ = heatmap_peaks(heatmaps)
         gt, visible = align_half_turn(peaks.numpy(), geometry.rescale_points(val.keypoints, size, hm).numpy(), val.visible.numpy(), turn)
         target = render_heatmaps(torch.from_numpy(gt).float(), hm, cfg.synthetic.sigma, visible=torch.from_numpy(visible))
-        metrics = {"pck": pck(peaks.numpy(), gt, visible, hm), "mse": F.mse_loss(heatmaps, target).item()}
+        val_known = getattr(val, "keypoints_known", None)  # viewpoint-only images have no heatmap target
+        mse = heatmap_loss([heatmaps], target, weights=None if val_known is None else val_known.float())[0].item()
+        metrics = {"pck": pck(peaks.numpy(), gt, visible, hm), "mse": mse}
         known = torch.isfinite(val.azimuth) if bins and hasattr(val, "azimuth") else None
         if known is not None and known.any():
             head = viewpoint.most_probable_azimuth(view_logits).numpy()[known.numpy()]
