@@ -193,6 +193,26 @@ def test_furniture_share_makes_viewpoint_only_items_and_leaves_the_others(tmp_pa
         WorldOptions(furniture_share=1.5, furniture_models=str(folder))
 
 
+def test_furniture_also_lends_another_categorys_models(tmp_path):
+    from interp3d.data.world import WorldDataset, WorldFormatError, WorldOptions, render_world
+
+    folder = tmp_path / "catalogue"
+    _catalogue(folder)  # one chair, no swivel chair
+
+    def options(also):
+        return WorldOptions(kind="annotated2d", count=8, image_size=16, chunk=8, supersample=1, furniture_models=str(folder), furniture_share=1.0, furniture_also=also)
+
+    with pytest.raises(WorldFormatError, match="no swivelchair furniture model"):
+        render_world(tmp_path / "alone", "swivelchair", options(()), seed=4, progress=False)
+    borrowed = WorldDataset(render_world(tmp_path / "borrowed", "swivelchair", options(("chair",)), seed=4, progress=False)).annotations
+    assert not borrowed["keypoints_known"].any() and not borrowed["visible"].any()
+    # the chair's mesh is in the images: its masks cover what the skeleton framed
+    masks = [np.asarray(Image.open(tmp_path / "borrowed" / p.replace("images/", "masks/"))) for p in borrowed["path"]]
+    assert all(m.any() for m in masks)
+    with pytest.raises(ValueError, match="unknown category"):
+        WorldOptions(furniture_also=("stool",))
+
+
 def test_benchmark_view_bands_and_summary():
     from conftest import load_repo_script
 

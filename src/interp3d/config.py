@@ -71,6 +71,7 @@ class WorldConfig:
     # folder): viewpoint labels only, for the viewpoint head
     furniture_models: str = ""
     furniture_share: float = 0.0
+    furniture_also: tuple[str, ...] = ()  # other categories whose models share the front (chair for swivelchair)
 
     def options(self, kind: str) -> WorldOptions:
         count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]
@@ -81,6 +82,7 @@ class WorldConfig:
             cluttered_share=self.cluttered_share if kind == "annotated2d" else 0.0,
             furniture_models=self.furniture_models if kind == "annotated2d" else "",
             furniture_share=self.furniture_share if kind == "annotated2d" else 0.0,
+            furniture_also=tuple(self.furniture_also) if kind == "annotated2d" else (),
             kind=kind,
             count=count,
             image_size=self.image_size,

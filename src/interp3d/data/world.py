@@ -110,6 +110,9 @@ class WorldOptions:
     # (keypoints_known False: the heatmap loss skips them, the viewpoint head learns from them)
     furniture_models: str = ""
     furniture_share: float = 0.0
+    # ... and the train halves of these categories' models too, where they have the category's front
+    # (chairs for swivel chairs: seat, back and arms, another base); their views label the head alike
+    furniture_also: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -123,6 +126,11 @@ class WorldOptions:
             raise ValueError(f"real_shape_fraction, jpeg, keypoint5_share, cluttered_share and furniture_share are probabilities, got {shares}")
         if self.furniture_share > 0 and not self.furniture_models:
             raise ValueError("furniture_share > 0 needs a furniture_models folder (scripts/fetch_furniture_models.sh)")
+        for name in self.furniture_also:
+            try:
+                get_category(name)
+            except KeyError as err:
+                raise ValueError(f"furniture_also: {err.args[0]}") from None
         for name in ("backgrounds", "textures", "real_shapes", "furniture_models"):
             folder = getattr(self, name)
             if folder and not Path(folder).is_dir():
@@ -295,7 +303,7 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
     cluttered = options.kind == "annotated2d" and options.cluttered_share > 0 and np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 23]).random() < options.cluttered_share
     furniture = options.kind == "annotated2d" and options.furniture_share > 0 and np.random.default_rng([seed, _KIND_ID["annotated2d"], index, 29]).random() < options.furniture_share
     if furniture:
-        mesh = _furniture_target(category, options.furniture_models, index, structure)
+        mesh = _furniture_target(category, options.furniture_models, index, structure, options.furniture_also)
     spec = sample_scene(category, structure, alpha, rng, _scene_options(options, cluttered), target_mesh=mesh)
     if options.kind == "video":
         cameras = _camera_trajectory(category, base, rng, options.video_length, options)
@@ -322,7 +330,7 @@ def _render_item(root: Path, category: Category, codec: ParamCodec, options: Wor
     return records
 
 
-_REAL_CACHE: dict[tuple[str, str], list] = {}
+_REAL_CACHE: dict[tuple[str, ...], list] = {}
 
 
 def cad_targets(category: Category | str, folder: str | Path) -> list:
@@ -347,13 +355,14 @@ def cad_targets(category: Category | str, folder: str | Path) -> list:
     return _REAL_CACHE[key]
 
 
-def _furniture_target(category: Category, folder: str, index: int, structure: np.ndarray):
-    """The ``train`` half's furniture model for item ``index`` (in turn), placed like the skeleton."""
+def _furniture_target(category: Category, folder: str, index: int, structure: np.ndarray, also: tuple[str, ...] = ()):
+    """The ``train`` half's furniture model for item ``index`` (in turn; the category's models, then
+    those of the ``also`` categories), placed like the skeleton."""
     from .furniture_models import furniture_models, placed_like
 
-    key = (str(folder), category.name, "furniture")
+    key = (str(folder), category.name, "furniture", *also)
     if key not in _REAL_CACHE:
-        _REAL_CACHE[key] = furniture_models(folder, category, "train")
+        _REAL_CACHE[key] = [m for name in (category.name, *also) for m in furniture_models(folder, name, "train")]
     models = _REAL_CACHE[key]
     if not models:
         raise WorldFormatError(f"{folder}: no {category.name} furniture model in the train half (interp3d.data.furniture_models)")
