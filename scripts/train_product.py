@@ -130,11 +130,13 @@ def recommendations() -> dict:
     }
 
 
-def calibrate_refinement(target: Path, val3d: Path, info: dict) -> dict:
+def calibrate_refinement(target: Path, val3d: Path, info: dict, incumbent: dict | None = None) -> dict:
     """Choose the fit's peak threshold, refinement's shape anchor and the other options of
     ``FIT_REFINE_OPTIONS`` on the validation world (``calibrate_fit``; the Predictor's flip test as
     recommended) and record them in ``info["peak_threshold"]`` and ``info["refine_options"]`` (the
-    visibility threshold it started from stays in ``info["peak_calibration"]``)."""
+    visibility threshold it started from stays in ``info["peak_calibration"]``). ``incumbent``
+    (``{"peak_threshold", "refine_options", "from"}``: the fit of the model whose lifter the round
+    took) stays unless the search beats it beyond val3d's noise (``calibrate_fit``)."""
     from interp3d.evaluation.evaluate import FIT_PEAK_THRESHOLDS, FIT_REFINE_OPTIONS, calibrate_fit
 
     # the search starts from the visibility threshold (a header calibrated before keeps its start)
@@ -142,10 +144,15 @@ def calibrate_refinement(target: Path, val3d: Path, info: dict) -> dict:
     info.pop("refine_options", None)  # and from the default refinement
     model = load_interpreter(target)
     model.info = info
-    result = calibrate_fit(model, val3d, peak_thresholds=FIT_PEAK_THRESHOLDS, refine_options=FIT_REFINE_OPTIONS, flip_test=bool(info.get("flip_test_default")))
+    result = calibrate_fit(
+        model, val3d, peak_thresholds=FIT_PEAK_THRESHOLDS, refine_options=FIT_REFINE_OPTIONS, flip_test=bool(info.get("flip_test_default")),
+        incumbent=incumbent,
+    )
     info["peak_threshold"] = result["peak_threshold"]
     info["refine_options"] = result["refine_options"]
     info["refine_calibration"] = {**result, "grid": [{k: round(v, 2) if isinstance(v, float) else v for k, v in g.items()} for g in result["grid"]]}
+    if incumbent is not None:
+        info["refine_calibration"]["incumbent"]["from"] = incumbent.get("from")
     print(json.dumps({"refine_calibration": info["refine_calibration"]}, indent=2))
     return result
 
@@ -238,6 +245,9 @@ def _lifter_of(path: Path, category: str) -> tuple[dict, dict]:
         "lifter_shapes": (info.get("data") or {}).get("lifter_shapes"),
         "validation": (info.get("validation") or {}).get("pretrain_lift"),
         "seconds": (info.get("train_seconds") or {}).get("pretrain_lift_s"),
+        # the fit that model ships with: the calibration keeps it unless its own choice is clearly better
+        "fit": {"peak_threshold": info["peak_threshold"], "refine_options": dict(info["refine_options"]), "from": path.name}
+        if "peak_threshold" in info and "refine_options" in info else None,
     }
 
 
@@ -358,7 +368,7 @@ def main() -> None:
     info["test3d"] = f"{cfg.world.n_test3d} rendered images: whole view sphere, clutter, 1-2 occluders, held-out photo backgrounds"
     with torch.no_grad():
         export_interpreter(model, target, half=True, info=info)
-    calibrate_refinement(target, worlds["val3d"], info)
+    calibrate_refinement(target, worlds["val3d"], info, incumbent=lifted.get("fit"))
     print(json.dumps(measure(target, worlds["test3d"], info), indent=2, default=str))
     print(f"exported -> {target} ({target.stat().st_size / 1e6:.1f} MB)")
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -173,6 +174,52 @@ def test_refinement_follows_the_options_in_the_model_header():
     defaults, _ = model.refine(out, keypoints, weights, options=RefineOptions())
     assert torch.equal(by_header.structure, explicit.structure)
     assert not torch.allclose(by_header.structure, defaults.structure)
+
+
+def test_fit_calibration_keeps_an_incumbent_fit_unless_the_winner_is_better_beyond_noise(monkeypatch):
+    """A round's own search winner replaces the fit it continues only when its paired bootstrap
+    interval of mean AR over the incumbent lies above 0: a winner better on every object replaces
+    it; one better by a hair, worse on half the objects, does not."""
+    import interp3d.evaluation.evaluate as evaluate
+    from interp3d.evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX, recall_terms
+    from interp3d.models import Interpreter
+    from interp3d.train.stages import AnnotatedImages
+
+    model = Interpreter.build("chair", 32, 16, 16, 2, 1, (32, 16))
+    model.info = {"peak_threshold": 0.3}
+    data = AnnotatedImages.__new__(AnnotatedImages)
+    data.images = torch.zeros(40, 3, 32, 32, dtype=torch.uint8)
+    base = np.linspace(0.05, 0.4, 40)
+    alternating = np.where(np.arange(40) % 2 == 0, 0.03, -0.035)  # worse on even objects, better on odd ones
+    shifts = {0.5: np.zeros(40), 1.0: np.full(40, 0.05)}
+
+    class Result(dict):
+        per_object: dict
+
+    def fake_evaluate(m, d, refine=False, refine_options=None, outputs=None, **kwargs):
+        structure = np.clip(base + shifts[refine_options.anchor], 0.0, None)
+        result = Result(structure={"average_recall": float(recall_terms(structure, STRUCTURE_TAU_MAX).mean())}, azimuth={"average_recall": 100.0})
+        result.per_object = {"structure_error": structure, "azimuth_error": np.zeros(40)}
+        return result
+
+    monkeypatch.setattr(evaluate, "network_outputs", lambda *a, **k: [])
+    monkeypatch.setattr(evaluate, "evaluate_interpreter", fake_evaluate)
+    monkeypatch.setattr(model, "lift", lambda heatmaps: heatmaps)
+    incumbent = {"peak_threshold": 0.3, "refine_options": {"anchor": 0.5}}
+
+    shifts[0.0] = alternating
+    result = evaluate.calibrate_fit(model, data, incumbent=incumbent)
+    assert result["grid"][0]["anchor"] == 0.5 and result["grid"][1]["mean_ar"] > result["grid"][0]["mean_ar"]  # the search's winner: anchor 0
+    assert result["refine_options"] == {"anchor": 0.5} and result["incumbent"]["kept"]
+    gain = result["incumbent"]["search_winner_gain"]
+    assert gain["low"] < 0 < gain["gain"] < gain["high"]
+
+    shifts[0.0] = np.full(40, -0.08)
+    result = evaluate.calibrate_fit(model, data, incumbent=incumbent)
+    assert result["refine_options"] == {"anchor": 0.0} and not result["incumbent"]["kept"]
+    assert result["incumbent"]["search_winner_gain"]["low"] > 0
+    assert "incumbent" not in evaluate.calibrate_fit(model, data)  # without one, as before
+    assert model.info == {"peak_threshold": 0.3}
 
 
 def test_fit_calibration_picks_the_best_mean_ar_over_thresholds_anchors_and_options(monkeypatch):

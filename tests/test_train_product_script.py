@@ -48,6 +48,7 @@ def test_composing_a_models_own_parts_reproduces_it(train_product, shipped_chair
     path = pretrained_models()["chair"]
     lifter_weights, lifted = train_product._lifter_of(path, "chair")
     assert lifted["lifter"]["taken_from"] == path.name and lifted["shape_prior"] == shipped_chair.info["shape_prior"]
+    assert lifted["fit"] == {"peak_threshold": shipped_chair.info["peak_threshold"], "refine_options": shipped_chair.info["refine_options"], "from": path.name}
     keypoint_weights, record, taken = train_product._keypoint_module_of(path, "chair")
     assert record == shipped_chair.info["validation"]["pretrain_2d"]
     assert taken["keypoint_from"]["model"] == path.name and taken["keypoint_from"]["seed"] == shipped_chair.info["seed"]
@@ -94,7 +95,9 @@ def test_the_fit_calibration_starts_from_the_visibility_threshold_and_is_recorde
         assert flip_test and tuple(peak_thresholds) == evaluate.FIT_PEAK_THRESHOLDS and refine_options == evaluate.FIT_REFINE_OPTIONS
         grid = [{"peak_threshold": model.info["peak_threshold"], "view_shape_anchor": 0.5, "structure_ar": 60.0, "azimuth_ar": 80.0, "mean_ar": 70.0},
                 {"peak_threshold": 0.1, "view_shape_anchor": 1.0, "structure_ar": 62.123, "azimuth_ar": 80.0, "mean_ar": 71.0615}]
-        return {"peak_threshold": 0.1, "refine_options": {"view_shape_anchor": 1.0, "robust_scale": 0.04}, "grid": grid, "objects": 150}
+        held = kwargs.get("incumbent")
+        return {"peak_threshold": 0.1, "refine_options": {"view_shape_anchor": 1.0, "robust_scale": 0.04}, "grid": grid, "objects": 150} | (
+            {"incumbent": {**held, "kept": False}} if held else {})
 
     monkeypatch.setattr(evaluate, "calibrate_fit", fake_calibrate_fit)
     monkeypatch.setattr(train_product, "load_interpreter", lambda path: type("Model", (), {})())
@@ -104,3 +107,7 @@ def test_the_fit_calibration_starts_from_the_visibility_threshold_and_is_recorde
         assert info["peak_threshold"] == 0.1 and info["refine_options"] == {"view_shape_anchor": 1.0, "robust_scale": 0.04}
         assert info["refine_calibration"]["grid"][1]["structure_ar"] == 62.12
     assert started_from == [(0.42, None), (0.42, None)]  # the visibility threshold and the default refinement
+    # a round that took a shipped model's lifter hands that model's fit over as the incumbent, and records whose it was
+    fit = {"peak_threshold": 0.05, "refine_options": {"view_shape_anchor": 0.5}, "from": "chair.safetensors"}
+    train_product.calibrate_refinement(Path("chair.safetensors"), Path("val3d"), info, incumbent=fit)
+    assert info["refine_calibration"]["incumbent"]["from"] == "chair.safetensors"

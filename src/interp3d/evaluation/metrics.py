@@ -40,6 +40,7 @@ __all__ = [
     "azimuth_bin",
     "azimuth_bin_accuracy",
     "paired_bootstrap_gain",
+    "paired_mean_interval",
     "structure_summary",
     "align_half_turn",
 ]
@@ -183,7 +184,13 @@ def paired_bootstrap_gain(
     base, new = np.asarray(errors_base, np.float64), np.asarray(errors_new, np.float64)
     if base.shape != new.shape or base.ndim != 1 or base.size == 0:
         raise ValueError(f"need two equal-length, non-empty error lists, got {base.shape} and {new.shape}")
-    diff = recall_terms(new, tau_max, steps) - recall_terms(base, tau_max, steps)
+    return paired_mean_interval(recall_terms(new, tau_max, steps) - recall_terms(base, tau_max, steps), samples, seed, level)
+
+
+def paired_mean_interval(differences: np.ndarray, samples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """The mean of per-object differences (new - base on the same objects), with a ``level``
+    interval from a bootstrap over the objects."""
+    diff = np.asarray(differences, np.float64)
     idx = np.random.default_rng(seed).integers(0, diff.size, (samples, diff.size))
     boot = diff[idx].mean(axis=1)
     alpha = (1.0 - level) / 2
