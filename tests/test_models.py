@@ -181,7 +181,7 @@ def test_fit_calibration_keeps_an_incumbent_fit_unless_the_winner_is_better_beyo
     interval of mean AR over the incumbent lies above 0: a winner better on every object replaces
     it; one better by a hair, worse on half the objects, does not."""
     import interp3d.evaluation.evaluate as evaluate
-    from interp3d.evaluation.metrics import POSE_TAU_MAX, STRUCTURE_TAU_MAX, recall_terms
+    from interp3d.evaluation.metrics import STRUCTURE_TAU_MAX, recall_terms
     from interp3d.models import Interpreter
     from interp3d.train.stages import AnnotatedImages
 
