@@ -5,10 +5,11 @@
 
 The 24 labelled photographs (``real_photos.py``) are too few to choose between two models, and the
 rendered ``test3d`` shows the procedural furniture that training showed. This proxy sits between
-them: views over the whole sphere of designers' models (``interp3d.data.furniture_models``: 27
+them: views over the whole sphere of designers' models (``interp3d.data.furniture_models``: 29
 chairs, 3 swivel chairs, 18 sofas, 10 beds, 14 tables of ``sweethome3d-furniture``, fetched by
 ``scripts/fetch_furniture_models.sh``) with their own materials, photo backgrounds no training image
-has and the annotated images' scene (``--cluttered``: test3d's). The models have no keypoints, so
+has and the annotated images' scene (``--cluttered``: test3d's; ``--group chair:armchair``: a chair
+model also on the 15 armchairs, a group no skeleton describes). The models have no keypoints, so
 only the viewpoint is scored (``--split test``: the half of the models that ``world.furniture_share``
 training never shows): azimuth within 30 / 45 deg, median error and AR (tables modulo 180
 deg), by view (front: within 45 deg of the front, back: more than 135 deg from it, side: between),
@@ -67,17 +68,17 @@ def cluster_bootstrap_gain(base: np.ndarray, new: np.ndarray, clusters: np.ndarr
     return {"gain": float(diff.mean()), "low": float(np.quantile(boot, 0.025)), "high": float(np.quantile(boot, 0.975))}
 
 
-def render_cached(category: str, args) -> dict[str, np.ndarray]:
+def render_cached(category: str, args, group: str | None = None) -> dict[str, np.ndarray]:
     from interp3d.data.world import WorldOptions, render_furniture_views
 
-    name = f"{category}_{args.split}_n{args.count}_s{args.seed}_px{args.size}{'_cluttered' if args.cluttered else ''}.npz"
+    name = f"{category}{'_' + group if group else ''}_{args.split}_n{args.count}_s{args.seed}_px{args.size}{'_cluttered' if args.cluttered else ''}.npz"
     path = args.cache / name
     if path.is_file():
         with np.load(path) as cached:
             return {k: cached[k] for k in cached.files}
     material = args.photo_material
     options = WorldOptions(backgrounds=str(material / "backgrounds") if material else "", textures=str(material / "textures") if material else "", jpeg=0.5 if material else 0.0)
-    views = render_furniture_views(category, args.furniture, args.count, args.seed, args.size, options, cluttered=args.cluttered, split=args.split)
+    views = render_furniture_views(category, args.furniture, args.count, args.seed, args.size, options, cluttered=args.cluttered, split=args.split, group=group)
     args.cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial.npz")
     np.savez_compressed(tmp, **views)
@@ -113,6 +114,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192, help="render size in px")
     parser.add_argument("--cluttered", action="store_true", help="test3d's scene (occluders, clutter) instead of the annotated images'")
     parser.add_argument("--split", choices=("all", "train", "test"), default="all", help="which half of the models (a model trained with world.furniture_share saw the train half)")
+    parser.add_argument("--group", action="append", default=[], metavar="CATEGORY:GROUP",
+                        help="also score the category's models on a group's models, e.g. chair:armchair (repeat)")
     parser.add_argument("--cache", type=Path, default=Path("runs/real_furniture_views"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -132,8 +135,16 @@ def main() -> None:
         "| category | model | views | within 30 deg % | within 45 deg % | median deg | azimuth AR % | within 45 deg %: front / side / back | head alone within 45 % | constant front within 45 % |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for category, names in by_category.items():
-        views = render_cached(category, args)
+    sets = [(category, None) for category in by_category]
+    for spec in args.group:
+        category, _, group = spec.partition(":")
+        if category not in by_category or not group:
+            parser.error(f"--group {spec!r}: expected CATEGORY:GROUP with a category of the models ({', '.join(by_category)})")
+        sets.append((category, group))
+    for category, group in sets:
+        names = by_category[category]
+        views = render_cached(category, args, group)
+        label = f"{category} ({group})" if group else category
         period = math.degrees(get_category(category).azimuth_period)
         truth = np.degrees(views["azimuth"])
         band = view_band(truth)
@@ -149,12 +160,12 @@ def main() -> None:
             row["head_alone"] = summarise(head_err[np.isfinite(head_err)], period)
             row["front_guess"] = summarise(front_guess, period)
             row["by_model"] = {k: float((err[views["model"] == k] <= 45.0).mean() * 100) for k in sorted(set(views["model"]))}
-            summary[f"{category} / {name}"] = row
-            per_view[f"{category} / {name}"] = {"truth_deg": truth.tolist(), "pred_deg": azimuth.tolist(), "head_deg": head.tolist(), "model": views["model"].tolist()}
+            summary[f"{label} / {name}"] = row
+            per_view[f"{label} / {name}"] = {"truth_deg": truth.tolist(), "pred_deg": azimuth.tolist(), "head_deg": head.tolist(), "model": views["model"].tolist()}
             bands = " / ".join(f"{row['by_view'][b]['within_45_pct']:.1f}" if row["by_view"][b]["n"] else "-" for b in ("front", "side", "back"))
             head_45 = row["head_alone"].get("within_45_pct")
             lines.append(
-                f"| {category} | `{name}` | {row['n']} | {row['within_30_pct']:.1f} | {row['within_45_pct']:.1f} | {row['median_deg']:.1f} | {row['azimuth_ar']:.2f} | {bands} | "
+                f"| {label} | `{name}` | {row['n']} | {row['within_30_pct']:.1f} | {row['within_45_pct']:.1f} | {row['median_deg']:.1f} | {row['azimuth_ar']:.2f} | {bands} | "
                 f"{'-' if head_45 is None else f'{head_45:.1f}'} | {row['front_guess']['within_45_pct']:.1f} |"
             )
         if len(names) > 1:  # gains over the first model on the same views
@@ -163,9 +174,9 @@ def main() -> None:
                 within = cluster_bootstrap_gain((first <= 45.0) * 100.0, (errors[name] <= 45.0) * 100.0, views["model"])
                 half = math.radians(period / 2)
                 ar = cluster_bootstrap_gain(recall_terms(np.radians(first), half), recall_terms(np.radians(errors[name]), half), views["model"])
-                summary[f"{category} / {name}"]["gain_over_first"] = {"within_45": within, "azimuth_ar": ar}
+                summary[f"{label} / {name}"]["gain_over_first"] = {"within_45": within, "azimuth_ar": ar}
                 lines.append(
-                    f"| {category} | `{name}` over `{names[0]}` | | | {within['gain']:+.1f} [{within['low']:+.1f}, {within['high']:+.1f}] | | "
+                    f"| {label} | `{name}` over `{names[0]}` | | | {within['gain']:+.1f} [{within['low']:+.1f}, {within['high']:+.1f}] | | "
                     f"{ar['gain']:+.2f} [{ar['low']:+.2f}, {ar['high']:+.2f}] | | | |"
                 )
     args.out.mkdir(parents=True, exist_ok=True)

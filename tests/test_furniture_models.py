@@ -209,8 +209,35 @@ def test_furniture_also_lends_another_categorys_models(tmp_path):
     # the chair's mesh is in the images: its masks cover what the skeleton framed
     masks = [np.asarray(Image.open(tmp_path / "borrowed" / p.replace("images/", "masks/"))) for p in borrowed["path"]]
     assert all(m.any() for m in masks)
-    with pytest.raises(ValueError, match="unknown category"):
+    with pytest.raises(ValueError, match="unknown furniture category or group 'stool'"):
         WorldOptions(furniture_also=("stool",))
+
+
+def test_armchair_group_is_lent_to_chairs_and_benchmarked_as_chairs(tmp_path):
+    from interp3d.data.furniture_models import furniture_group
+    from interp3d.data.world import WorldDataset, WorldOptions, _furniture_target, render_world
+    from interp3d.shape_model import get_category
+
+    _catalogue(tmp_path)
+    _write_box(tmp_path / "scopia" / "armchair1")
+    (tmp_path / "scopia" / "armchair1" / "box.obj").rename(tmp_path / "scopia" / "armchair1" / "armchair1.obj")
+    with (tmp_path / "Scopia_PluginFurnitureCatalog.properties").open("a") as fh:
+        fh.write("name#3=Armchair\nmodel#3=/scopia/armchair1/armchair1.obj\nwidth#3=80\ndepth#3=40\nheight#3=90\n")
+    assert furniture_group("swivel_chair") == "swivelchair" and furniture_group("armchair") == "armchair"
+    armchairs = furniture_models(tmp_path, "armchair")
+    assert [(m.key, m.category) for m in armchairs] == [("scopia/armchair1/armchair1.obj", "armchair")]
+    assert [m.key for m in furniture_models(tmp_path, "chair")] == ["scopia/chair3/chair3.obj"]  # not a chair
+    views = render_furniture_views("chair", tmp_path, 2, seed=1, image_size=32, group="armchair")
+    assert set(views["model"]) == {"scopia/armchair1/armchair1.obj"}
+    # a chair world with the armchairs lent shows the chair and the armchair in turn (both in the train half)
+    assert {model_split(m) for m in ("scopia/chair3/chair3.obj", "scopia/armchair1/armchair1.obj")} == {"train"}
+    structure = np.array([[0.0, 0.0, 0.0], [0.4, 0.9, 0.5]])
+    shown = [_furniture_target(get_category("chair"), str(tmp_path), i, structure, ("armchair",)).vertices for i in range(2)]
+    extents = [v.max(axis=0) - v.min(axis=0) for v in shown]
+    assert extents[0][0] / extents[0][2] == pytest.approx(40 / 50) and extents[1][0] / extents[1][2] == pytest.approx(80 / 40)
+    options = WorldOptions(kind="annotated2d", count=4, image_size=16, chunk=4, supersample=1, furniture_models=str(tmp_path), furniture_share=1.0, furniture_also=("armchair",))
+    world = WorldDataset(render_world(tmp_path / "world", "chair", options, seed=2, progress=False)).annotations
+    assert not world["keypoints_known"].any()
 
 
 def test_benchmark_view_bands_and_summary():

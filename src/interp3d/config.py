@@ -71,7 +71,7 @@ class WorldConfig:
     # folder): viewpoint labels only, for the viewpoint head
     furniture_models: str = ""
     furniture_share: float = 0.0
-    furniture_also: tuple[str, ...] = ()  # other categories whose models share the front (chair for swivelchair)
+    furniture_also: tuple[str, ...] = ()  # other categories or groups whose models share the front (chair for swivelchair, armchair for chair)
 
     def options(self, kind: str) -> WorldOptions:
         count = {"annotated2d": self.n_annotated2d, "video": self.n_videos, "test3d": self.n_test3d}[kind]

@@ -27,13 +27,16 @@ from ..shape_model import Category, get_category
 
 _GREY = (0.7, 0.7, 0.7)  # a face without a material
 
-__all__ = ["FurnitureModel", "FURNITURE_MODELS", "read_catalogue", "furniture_models", "model_split", "load_obj", "placed_like"]
+__all__ = ["FurnitureModel", "FURNITURE_MODELS", "read_catalogue", "furniture_group", "furniture_models", "model_split", "load_obj", "placed_like"]
 
 # Which catalogue models are instances of which category, chosen by looking at them (a name alone
 # does not tell: "Armchair" is sometimes an office chair, "Table" sometimes round). Left out: round
 # and square tables (no azimuth, or one modulo 90 deg), an L-shaped desk, tables of glass and thin
-# rods (nothing opaque but a frame), corner sofas, armchairs (one "Office" armchair has four legs),
-# deck and rocking chairs, bunk, baby and mezzanine beds. Keys: model paths inside the catalogue folders.
+# rods (nothing opaque but a frame), corner sofas, deck and rocking chairs, bunk, baby and mezzanine
+# beds; armchairs are a group of their own (below). Keys: model paths inside the catalogue folders.
+# Besides the five categories, groups of models that no skeleton describes but whose front is a
+# category's (``armchair``: upholstered, tub, pedestal and lounge armchairs, chairs in the photographs'
+# sense); a world lends them to a category as viewpoint-only items (``WorldOptions.furniture_also``).
 FURNITURE_MODELS: dict[str, tuple[str, ...]] = {
     "chair": (
         "scopia/chair3/chair3.obj", "scopia/chair4/chair4.obj", "scopia/chair/chair.obj", "scopia/tubular_chair/tubular_chair.obj",
@@ -46,6 +49,15 @@ FURNITURE_MODELS: dict[str, tuple[str, ...]] = {
         "blendswap-cc-0/oakChair/oakChair.obj", "blendswap-cc-0/plasticChair/plasticChair.obj", "blendswap-cc-0/sillaBlanca/sillaBlanca.obj",
         "blendswap-cc-0/chair/chair.obj", "blendswap-cc-0/antiqueChair/antiqueChair.obj", "blendswap-cc-0/chairWithCushion/chairWithCushion.obj",
         "blendswap-cc-0/chair2/chair2.obj", "blendswap-cc-0/osakaChair/osakaChair.obj", "blendswap-cc-0/thonet/thonet.obj",
+        "blendswap-cc-by/childChair/childChair.obj", "scopia/children_chair/children_chair.obj",
+    ),
+    "armchair": (
+        "blendswap-cc-0/armchair/armchair.obj", "blendswap-cc-0/armchair2/armchair2.obj", "blendswap-cc-0/modernArmchair/modernArmchair.obj",
+        "blendswap-cc-0/winchesterArmchair/winchesterArmchair.obj", "blendswap-cc-0/designChair/designChair.obj",
+        "blendswap-cc-by/leaf_chair/leaf_chair.obj", "blendswap-cc-by/armchair1/armchair1.obj", "blendswap-cc-by/fotel/fotel.obj",
+        "katorlegaz/mid-century-chair/mid-century-chair.obj", "scopia/armchair/armchair.obj", "scopia/armchair1/armchair1.obj",
+        "scopia/armchair2/armchair2.obj", "scopia/armchair3/armchair3.obj", "scopia/modern_armchair/modern_armchair.obj",
+        "scopia/rattanArmchair/rattanArmchair.obj",
     ),
     "swivelchair": (
         "scopia/office_chair/office_chair.obj", "scopia/kids_desk_chair/kids_desk_chair.obj", "katorlegaz/office-chair/office-chair.obj",
@@ -109,15 +121,25 @@ def model_split(key: str) -> str:
     return "test" if zlib.crc32(key.encode()) % 2 else "train"
 
 
+def furniture_group(name: Category | str) -> str:
+    """The :data:`FURNITURE_MODELS` key of a category (any of its names) or of a model group."""
+    if isinstance(name, str) and name in FURNITURE_MODELS:
+        return name
+    try:
+        return get_category(name).name
+    except KeyError:
+        raise KeyError(f"unknown furniture category or group {name!r}; choose one of {', '.join(FURNITURE_MODELS)}") from None
+
+
 def furniture_models(folder: str | Path, category: Category | str, split: str = "all") -> list[FurnitureModel]:
-    """The category's models (:data:`FURNITURE_MODELS`) found in the catalogues under ``folder``,
-    sorted by key; ``split``: ``all``, or the ``train`` / ``test`` half (:func:`model_split`)."""
+    """The models of a category or group (:data:`FURNITURE_MODELS`) found in the catalogues under
+    ``folder``, sorted by key; ``split``: ``all``, or the ``train`` / ``test`` half (:func:`model_split`)."""
     if split not in ("all", "train", "test"):
         raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
-    folder, category = Path(folder), get_category(category)
+    folder, group = Path(folder), furniture_group(category)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: furniture model folder not found (scripts/fetch_furniture_models.sh makes one)")
-    wanted = set(FURNITURE_MODELS.get(category.name, ()))
+    wanted = set(FURNITURE_MODELS[group])
     found: dict[str, FurnitureModel] = {}
     for catalogue in sorted(folder.rglob("*PluginFurnitureCatalog.properties")):
         for entry in read_catalogue(catalogue):
@@ -127,7 +149,7 @@ def furniture_models(folder: str | Path, category: Category | str, split: str = 
                 continue
             rotation = tuple(float(v) for v in entry["modelRotation"].split()) if "modelRotation" in entry else FurnitureModel.rotation
             size = (float(entry["width"]), float(entry["height"]), float(entry["depth"]))
-            found[key] = FurnitureModel(entry.get("name", key), category.name, obj, size, rotation)
+            found[key] = FurnitureModel(entry.get("name", key), group, obj, size, rotation)
     return [found[k] for k in sorted(found)]
 
 

@@ -110,8 +110,9 @@ class WorldOptions:
     # (keypoints_known False: the heatmap loss skips them, the viewpoint head learns from them)
     furniture_models: str = ""
     furniture_share: float = 0.0
-    # ... and the train halves of these categories' models too, where they have the category's front
-    # (chairs for swivel chairs: seat, back and arms, another base); their views label the head alike
+    # ... and the train halves of these categories' or groups' models too, where they have the
+    # category's front (chairs for swivel chairs: seat, back and arms, another base; armchairs for
+    # chairs); their views label the head alike
     furniture_also: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -126,9 +127,11 @@ class WorldOptions:
             raise ValueError(f"real_shape_fraction, jpeg, keypoint5_share, cluttered_share and furniture_share are probabilities, got {shares}")
         if self.furniture_share > 0 and not self.furniture_models:
             raise ValueError("furniture_share > 0 needs a furniture_models folder (scripts/fetch_furniture_models.sh)")
+        from .furniture_models import furniture_group
+
         for name in self.furniture_also:
             try:
-                get_category(name)
+                furniture_group(name)
             except KeyError as err:
                 raise ValueError(f"furniture_also: {err.args[0]}") from None
         for name in ("backgrounds", "textures", "real_shapes", "furniture_models"):
@@ -357,7 +360,7 @@ def cad_targets(category: Category | str, folder: str | Path) -> list:
 
 def _furniture_target(category: Category, folder: str, index: int, structure: np.ndarray, also: tuple[str, ...] = ()):
     """The ``train`` half's furniture model for item ``index`` (in turn; the category's models, then
-    those of the ``also`` categories), placed like the skeleton."""
+    those of the ``also`` categories or groups), placed like the skeleton."""
     from .furniture_models import furniture_models, placed_like
 
     key = (str(folder), category.name, "furniture", *also)
@@ -396,10 +399,11 @@ def _real_target(category: Category, folder: str, index: int, scale: float, rng:
 
 def render_furniture_views(
     category: Category | str, folder: str | Path, count: int, seed: int = 0, image_size: int = 192, options: WorldOptions | None = None,
-    cluttered: bool = False, split: str = "all",
+    cluttered: bool = False, split: str = "all", group: str | None = None,
 ) -> dict[str, np.ndarray]:
     """``count`` views of the category's real furniture models (:mod:`interp3d.data.furniture_models`,
-    the models of ``folder`` in turn), each from a view of the whole sphere in the annotated images'
+    the models of ``folder`` in turn; ``group``: another group's, such as ``armchair``, framed as the
+    category's), each from a view of the whole sphere in the annotated images'
     scene (at most one distractor, no occluder; like most photographs) or, ``cluttered``, in test3d's,
     with the held-out photo backgrounds where ``options`` names photo material; ``split``: which half
     of the models (``test``: those a ``furniture_share`` world never shows). The models
@@ -409,9 +413,9 @@ def render_furniture_views(
     from .furniture_models import furniture_models, placed_like
 
     category = get_category(category)
-    models = furniture_models(folder, category, split)
+    models = furniture_models(folder, group or category, split)
     if not models:
-        raise WorldFormatError(f"{folder}: no {category.name} furniture model found ({split}) (interp3d.data.furniture_models.FURNITURE_MODELS lists them)")
+        raise WorldFormatError(f"{folder}: no {group or category.name} furniture model found ({split}) (interp3d.data.furniture_models.FURNITURE_MODELS lists them)")
     options = replace(options or WorldOptions(), kind="test3d", view_sphere="full", image_size=image_size)
     scene = _scene_options(options) if cluttered else replace(_scene_options(replace(options, kind="annotated2d")), background_split="test")
     images, azimuth, elevation, keys = [], [], [], []
