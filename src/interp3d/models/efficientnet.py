@@ -19,7 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["EfficientNetLite0", "EfficientNetKeypointNet", "lite0_encoder", "load_lite0_weights", "lite0_weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "EfficientNetLite0", "EfficientNetKeypointNet", "lite0_encoder", "load_lite0_weights", "lite0_weights_path", "mix_encoder_with_pretrained",
+    "IMAGENET_MEAN", "IMAGENET_STD",
+]
 
 # the official Lite models' preprocessing: (x - 127) / 128 on 0..255 pixels (measured better than the
 # usual ImageNet mean/std on the known-answer photos; see the tests)
@@ -139,6 +142,30 @@ def lite0_encoder(pretrained: bool = True) -> EfficientNetLite0:
         load_lite0_weights(encoder, include_classifier=False)
     del encoder._conv_head, encoder._bn1, encoder._fc
     return encoder
+
+
+@torch.no_grad()
+def mix_encoder_with_pretrained(net: "EfficientNetKeypointNet", alpha: float, pretrained: dict[str, Tensor] | None = None) -> int:
+    """Move a trained keypoint network's encoder a share ``alpha`` of the way back to its ImageNet
+    weights, in place: theta <- (1 - alpha) theta + alpha theta_ImageNet for every floating tensor
+    (BatchNorm statistics too); the decoder and viewpoint head stay. Weight-space ensembling of a
+    fine-tuned network with the one it started from (WiSE-FT; Wortsman et al., CVPR 2022) keeps
+    part of what fine-tuning on one domain forgets, here renders standing in for photographs.
+    ``pretrained``: the encoder's ImageNet state (default: :func:`lite0_encoder`'s). Returns the
+    number of tensors mixed."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha is a share in [0, 1], got {alpha}")
+    if not isinstance(net, EfficientNetKeypointNet):
+        raise TypeError(f"only the EfficientNet-Lite0 2D module has pretrained weights to mix with, not {type(net).__name__}")
+    reference = pretrained if pretrained is not None else lite0_encoder(pretrained=True).state_dict()
+    mixed = 0
+    for name, tensor in net.encoder.state_dict().items():
+        if name not in reference or tuple(reference[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"pretrained encoder state lacks {name} {tuple(tensor.shape)}")
+        if tensor.is_floating_point():
+            tensor.mul_(1.0 - alpha).add_(reference[name].to(tensor), alpha=alpha)
+            mixed += 1
+    return mixed
 
 
 class EfficientNetKeypointNet(nn.Module):
