@@ -414,3 +414,30 @@ def test_a_refit_at_the_heatmaps_other_modes_recovers_misplaced_keypoints():
     assert error(observed, replace(options, mode_refit=True)) == kept
     with pytest.raises(ValueError, match="alternatives must have shape"):
         refine(CHAIR, observed, weights, b.params, prior, options, alternatives=alternatives[:, :5], alternative_weights=alternative_weights[:, :5])
+
+
+def test_selection_penalises_a_fit_collapsed_below_the_keypoints_spread():
+    """A tiny skeleton seen with a tiny focal leaves every keypoint a cheap outlier; selection charges
+    collapse_penalty per unit of observed weight per e-fold below half the observed spread, nothing
+    to a fit of the keypoints' own size."""
+    from interp3d.refine import _selection_cost
+
+    b = SkeletonSampler("chair").sample(1, torch.Generator().manual_seed(3), dtype=torch.float64)
+    options = RefineOptions(occlusion_penalty=0.0)
+    problem = _Problem(CHAIR, ShapePrior.from_ranges(CHAIR), options, torch.float64, "cpu")
+    truth = pack_parameters(b.params, problem.r)
+    collapsed = truth.clone()
+    collapsed[:, problem.m] -= math.log(10.0)  # alpha / 10 ...
+    collapsed[:, problem.m + 5] -= math.log(10.0)  # ... and focal / 10
+    observed = problem.project(truth)[1]
+    torch.testing.assert_close(observed, b.keypoints)  # the packed truth projects to the sample's keypoints
+    w = torch.full((1, CHAIR.num_keypoints), 0.5, dtype=torch.float64)
+    zero = torch.zeros(1, dtype=torch.float64)
+    r_obs = geometry.keypoint_radius(observed, w)[1]
+    r_fit = geometry.keypoint_radius(problem.project(collapsed)[1], w)[1]
+    assert float(r_obs / r_fit) > 4  # the collapsed fit is far under half the spread
+    assert float(_selection_cost(problem, CHAIR, truth, zero, w, observed)) == pytest.approx(0.0, abs=1e-9)
+    expected = 10.0 * 5.0 * (math.log(float(r_obs / r_fit)) - math.log(2.0))
+    assert float(_selection_cost(problem, CHAIR, collapsed, zero, w, observed)) == pytest.approx(expected)
+    problem.options = replace(options, collapse_penalty=0.0)
+    assert float(_selection_cost(problem, CHAIR, collapsed, zero, w, observed)) == 0.0

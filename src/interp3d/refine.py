@@ -23,7 +23,9 @@ of objects and several starting hypotheses per object at once (no per-object Pyt
   front from a back view; the image does;
 * **selection**: the lowest final cost, plus a penalty for each observed keypoint that the fitted
   pose hides behind the object's own surfaces (:func:`interp3d.geometry.self_occlusion`), since
-  annotators and detectors do not report keypoints they cannot see. Every start takes a few steps,
+  annotators and detectors do not report keypoints they cannot see, and for a fit collapsed to under
+  half the observed keypoints' spread (``collapse_penalty``: with faint peaks, every keypoint a
+  cheap outlier of a tiny skeleton is otherwise a low cost). Every start takes a few steps,
   then only each object's most promising starts go on (most of the work, at a fraction of the cost);
 * **a refit at other modes** (optional, ``mode_refit``): a 2D module's wrong keypoint often has a
   second heatmap mode at the right place; a second fit starts from the first's answer with each
@@ -61,6 +63,10 @@ class RefineOptions:
     focal_weight: float = 1.0
     elevation_weight: float = 1.0
     occlusion_penalty: float = 0.5  # selection only: cost per observed keypoint the fit hides
+    # selection only: a fit whose projected keypoints' RMS radius is under half the observed ones' is
+    # a collapse (a tiny skeleton with a tiny focal, every keypoint a cheap Cauchy outlier; faint real
+    # photos' peaks invite it); it costs this much per unit of observed weight per e-fold below half
+    collapse_penalty: float = 10.0
     flips: bool = True  # add the front/back and left/right flips of the first hypothesis
     azimuth_grid: int = 0  # extra starts at this many evenly spaced azimuths (prior mean shape)
     damping: float = 1e-3  # initial LM damping (relative to the diagonal)
@@ -377,7 +383,7 @@ def refine(
     lam = torch.full((b * h,), options.damping, dtype=dtype, device=device)
     explore = min(options.explore_iterations, options.iterations) if 0 < options.keep_starts < h else options.iterations
     x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, explore)
-    selection = _selection_cost(problem, category, x, cost, w, view).reshape(b, h)
+    selection = _selection_cost(problem, category, x, cost, w, obs, view).reshape(b, h)
     starts_index = torch.arange(h, device=device).expand(b, h)
     if explore < options.iterations:
         # keep each object's most promising starts for the remaining steps (most of the work)
@@ -391,7 +397,7 @@ def refine(
             problem.start_mean = problem.start_mean[flat]
         h, starts_index = options.keep_starts, keep
         x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, options.iterations - explore)
-        selection = _selection_cost(problem, category, x, cost, w, view).reshape(b, h)
+        selection = _selection_cost(problem, category, x, cost, w, obs, view).reshape(b, h)
     chosen = selection.argmin(dim=1)
     flat = torch.arange(b, device=device) * h + chosen
     best = x[flat]
@@ -446,13 +452,20 @@ def _lm_steps(problem: _Problem, x, cost, d2, lam, obs, w, sigma, steps: int):
     return x, cost, d2, lam
 
 
-def _selection_cost(problem: _Problem, category: Category, x, cost, w, view_log_probs: Tensor | None = None):
+def _selection_cost(problem: _Problem, category: Category, x, cost, w, obs, view_log_probs: Tensor | None = None):
     """The fit's cost plus the penalty for observed keypoints the fitted pose hides behind its own
-    surfaces, plus the image's disbelief in the fitted azimuth (``view_log_probs (S, V)``)."""
-    if view_log_probs is not None and problem.options.view_weight > 0:
-        cost = cost - problem.options.view_weight * viewpoint.azimuth_log_prob(view_log_probs, x[:, problem.m + 1 : problem.m + 2]).squeeze(-1)
-    if problem.options.occlusion_penalty <= 0 or not category.surface_triangles.size:
+    surfaces, plus the image's disbelief in the fitted azimuth (``view_log_probs (S, V)``), plus
+    the penalty for a fit collapsed far below the observed keypoints' spread (``obs (S, N, 2)``)."""
+    options = problem.options
+    if view_log_probs is not None and options.view_weight > 0:
+        cost = cost - options.view_weight * viewpoint.azimuth_log_prob(view_log_probs, x[:, problem.m + 1 : problem.m + 2]).squeeze(-1)
+    points_cam, projected = problem.project(x)
+    if options.collapse_penalty > 0:
+        observed_radius = geometry.keypoint_radius(obs, w)[1].clamp_min(1e-6)
+        fitted_radius = geometry.keypoint_radius(projected, w)[1].clamp_min(1e-6)
+        shrink = (torch.log(observed_radius / fitted_radius) - math.log(2.0)).clamp_min(0)
+        cost = cost + options.collapse_penalty * w.sum(-1) * shrink
+    if options.occlusion_penalty <= 0 or not category.surface_triangles.size:
         return cost
-    points_cam, _ = problem.project(x)
     hidden = geometry.self_occlusion(points_cam, problem.camera(x).focal, torch.as_tensor(category.surface_triangles, device=x.device))
-    return cost + problem.options.occlusion_penalty * (w * hidden.to(x.dtype)).sum(-1)
+    return cost + options.occlusion_penalty * (w * hidden.to(x.dtype)).sum(-1)
