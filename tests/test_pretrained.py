@@ -137,3 +137,6 @@ def test_the_models_command_shows_each_shipped_models_fit_settings():
         info = read_model_info(name)["info"]
         options = ", ".join(f"{k} {v}" for k, v in info["refine_options"].items())
         assert f"  fit: peak threshold {info['peak_threshold']}, refinement {options}\n" in result.output
+    # which encoders were mixed back toward ImageNet's weights, as the headers say
+    mixed = [name for name in PRODUCT_NAMES.values() if read_model_info(name)["info"].get("encoder_mix")]
+    assert result.output.count("  encoder: mixed 5% back to its ImageNet weights (WiSE-FT)\n") == len(mixed) > 0

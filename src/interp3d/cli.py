@@ -406,6 +406,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print the full 
             lifter = info.get("lifter", {})
             typer.echo(f"  2D-to-3D module: keypoint lifter ({mc.get('keypoint_lifter_width')} wide, {mc.get('lifter_hypotheses')} hypotheses; "
                        f"{lifter.get('real_shapes', '?')}), refinement {'on' if info.get('refine_default') else 'off'} by default")
+        if info.get("encoder_mix"):
+            typer.echo(f"  encoder: mixed {info['encoder_mix']['alpha']:.0%} back to its ImageNet weights (WiSE-FT)")
         if "peak_threshold" in info or info.get("refine_options"):
             options = ", ".join(f"{k} {v}" for k, v in (info.get("refine_options") or {}).items())
             typer.echo(f"  fit: peak threshold {info.get('peak_threshold', '?')}" + (f", refinement {options}" if options else ""))
