@@ -36,7 +36,7 @@ the incumbent). ``--encoder-mix ALPHA`` moves the 2D module's encoder that share
 ImageNet weights first (WiSE-FT; with ``--remeasure`` too, which then rewrites the weights):
 
     cp src/interp3d/pretrained/sofa.safetensors runs/cand_mix/sofa.safetensors
-    .venv/bin/python scripts/train_product.py --remeasure runs/cand_mix/sofa.safetensors --encoder-mix 0.1 --out runs/product/sofa_mix
+    .venv/bin/python scripts/train_product.py --remeasure runs/cand_mix/sofa.safetensors --encoder-mix 0.05 --out runs/product/sofa_mix
 """
 
 from __future__ import annotations
