@@ -436,8 +436,8 @@ def test_selection_penalises_a_fit_collapsed_below_the_keypoints_spread():
     r_obs = geometry.keypoint_radius(observed, w)[1]
     r_fit = geometry.keypoint_radius(problem.project(collapsed)[1], w)[1]
     assert float(r_obs / r_fit) > 4  # the collapsed fit is far under half the spread
-    assert float(_selection_cost(problem, CHAIR, truth, zero, w, observed)) == pytest.approx(0.0, abs=1e-9)
+    assert float(_selection_cost(problem, CHAIR, truth, zero, w, r_obs)) == pytest.approx(0.0, abs=1e-9)
     expected = 10.0 * 5.0 * (math.log(float(r_obs / r_fit)) - math.log(2.0))
-    assert float(_selection_cost(problem, CHAIR, collapsed, zero, w, observed)) == pytest.approx(expected)
+    assert float(_selection_cost(problem, CHAIR, collapsed, zero, w, r_obs)) == pytest.approx(expected)
     problem.options = replace(options, collapse_penalty=0.0)
-    assert float(_selection_cost(problem, CHAIR, collapsed, zero, w, observed)) == 0.0
+    assert float(_selection_cost(problem, CHAIR, collapsed, zero, w, r_obs)) == 0.0

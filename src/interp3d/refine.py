@@ -366,8 +366,8 @@ def refine(
 
     obs = observed.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, -1, 2)
     w = weights.unsqueeze(1).expand(b, h, -1).reshape(b * h, -1)
-    _, radius = geometry.keypoint_radius(observed, weights)
-    sigma = (options.robust_scale * radius.clamp_min(1e-3)).unsqueeze(1).expand(b, h).reshape(-1)
+    radius = geometry.keypoint_radius(observed, weights)[1].unsqueeze(1).expand(b, h).reshape(-1)  # per start
+    sigma = options.robust_scale * radius.clamp_min(1e-3)
     x = _align_scale_translation(problem, starts.reshape(b * h, d), obs, w)
     if options.anchor > 0:
         problem.start_mean = (1 - options.anchor) * problem.prior_mean + options.anchor * torch.cat((x[:, : problem.k1], torch.zeros_like(x[:, problem.k1 : problem.m])), dim=1)
@@ -383,13 +383,13 @@ def refine(
     lam = torch.full((b * h,), options.damping, dtype=dtype, device=device)
     explore = min(options.explore_iterations, options.iterations) if 0 < options.keep_starts < h else options.iterations
     x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, explore)
-    selection = _selection_cost(problem, category, x, cost, w, obs, view).reshape(b, h)
+    selection = _selection_cost(problem, category, x, cost, w, radius, view).reshape(b, h)
     starts_index = torch.arange(h, device=device).expand(b, h)
     if explore < options.iterations:
         # keep each object's most promising starts for the remaining steps (most of the work)
         keep = selection.topk(options.keep_starts, dim=1, largest=False).indices  # (B, k)
         flat = (torch.arange(b, device=device).unsqueeze(1) * h + keep).reshape(-1)
-        x, cost, d2, lam, obs, w, sigma = (v[flat] for v in (x, cost, d2, lam, obs, w, sigma))
+        x, cost, d2, lam, obs, w, sigma, radius = (v[flat] for v in (x, cost, d2, lam, obs, w, sigma, radius))
         view = None if view is None else view[flat]
         if problem.azimuth_anchor is not None:
             problem.azimuth_anchor, problem.azimuth_precision = problem.azimuth_anchor[flat], problem.azimuth_precision[flat]
@@ -397,7 +397,7 @@ def refine(
             problem.start_mean = problem.start_mean[flat]
         h, starts_index = options.keep_starts, keep
         x, cost, d2, lam = _lm_steps(problem, x, cost, d2, lam, obs, w, sigma, options.iterations - explore)
-        selection = _selection_cost(problem, category, x, cost, w, obs, view).reshape(b, h)
+        selection = _selection_cost(problem, category, x, cost, w, radius, view).reshape(b, h)
     chosen = selection.argmin(dim=1)
     flat = torch.arange(b, device=device) * h + chosen
     best = x[flat]
@@ -452,18 +452,17 @@ def _lm_steps(problem: _Problem, x, cost, d2, lam, obs, w, sigma, steps: int):
     return x, cost, d2, lam
 
 
-def _selection_cost(problem: _Problem, category: Category, x, cost, w, obs, view_log_probs: Tensor | None = None):
+def _selection_cost(problem: _Problem, category: Category, x, cost, w, observed_radius, view_log_probs: Tensor | None = None):
     """The fit's cost plus the penalty for observed keypoints the fitted pose hides behind its own
     surfaces, plus the image's disbelief in the fitted azimuth (``view_log_probs (S, V)``), plus
-    the penalty for a fit collapsed far below the observed keypoints' spread (``obs (S, N, 2)``)."""
+    the penalty for a fit collapsed far below the observed keypoints' RMS radius (``observed_radius (S,)``)."""
     options = problem.options
     if view_log_probs is not None and options.view_weight > 0:
         cost = cost - options.view_weight * viewpoint.azimuth_log_prob(view_log_probs, x[:, problem.m + 1 : problem.m + 2]).squeeze(-1)
     points_cam, projected = problem.project(x)
     if options.collapse_penalty > 0:
-        observed_radius = geometry.keypoint_radius(obs, w)[1].clamp_min(1e-6)
         fitted_radius = geometry.keypoint_radius(projected, w)[1].clamp_min(1e-6)
-        shrink = (torch.log(observed_radius / fitted_radius) - math.log(2.0)).clamp_min(0)
+        shrink = (torch.log(observed_radius.clamp_min(1e-6) / fitted_radius) - math.log(2.0)).clamp_min(0)
         cost = cost + options.collapse_penalty * w.sum(-1) * shrink
     if options.occlusion_penalty <= 0 or not category.surface_triangles.size:
         return cost
