@@ -151,8 +151,8 @@ def test_conversion_and_evaluation(pascal_root, tmp_path):
 def test_clear_errors(pascal_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="sofa_pascal"):
         Pascal3D(pascal_root, "sofa")
-    with pytest.raises(ValueError, match="no anchor map for 'bed'"):
-        Pascal3D(pascal_root, "bed")
+    with pytest.raises(ValueError, match="no anchor map for 'swivelchair'"):
+        Pascal3D(pascal_root, "swivelchair")
     (pascal_root / "Annotations" / "chair_pascal" / "2008_000003.mat").write_bytes(b"not a mat file")
     with pytest.raises(ValueError, match="2008_000003.mat: unreadable"):
         Pascal3D(pascal_root, "chair")

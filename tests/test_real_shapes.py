@@ -9,6 +9,8 @@ from interp3d.data.real_shapes import (
     CANONICAL_FROM_SHAPENET,
     decode_threejs_faces,
     load_keypointnet,
+    PASCAL3D_SKIPPED,
+    load_pascal3d_folder,
     load_pascal3d_json,
     load_pascal3d_mat,
 )
@@ -61,6 +63,27 @@ def test_pascal3d_json_fixture_lands_in_canonical_order(tmp_path):
         load_pascal3d_json(bad)
 
 
+def test_bed_anchors_take_the_first_alternative_a_model_has(tmp_path):
+    # a PASCAL3D+-frame bed, z up, foot toward -y, x = -1 on the left: posts at the foot only, the
+    # headboard panel at the head, whose bottom corners stand for the missing head posts'
+    foot, head = -2.0, 2.0
+    kp = {
+        "bedpost_bottom1": (-1, foot, -1), "bedpost_bottom2": (1, foot, -1), "frame_back1": (-1, head, -1), "frame_back2": (1, head, -1),
+        "mattress1": (-1, foot, 0), "mattress2": (1, foot, 0), "mattress3": (1, head, 0), "mattress4": (-1, head, 0),
+        "frame_back3": (1, head, 1), "frame_back4": (-1, head, 1), "bedpost_top3": (1, head, 0.5), "bedpost_top4": (-1, head, 0.5),
+    }
+    doc = {"vertices": [0, 0, 0, 1, 0, 0, 0, 1, 0], "faces": [3, 0, 1, 2], "keypoints": {k: dict(zip("xyz", v)) for k, v in kp.items()}}
+    path = tmp_path / "bed03.json"
+    path.write_text(json.dumps(doc))
+    shape = load_pascal3d_json(path)
+    assert shape.category.name == "bed" and shape.present.all()
+    # the fixture is the 3D-INN mean bed (foot +z, headboard top at the panel's top, not the post's)
+    assert fit_shape(shape.keypoints, "bed").normalised_rms < 1e-9
+    names = shape.category.keypoint_names
+    np.testing.assert_allclose(shape.keypoints[names.index("floor_head_left")], [-1, -1, -2])
+    np.testing.assert_allclose(shape.keypoints[names.index("headboard_top_right")], [1, 1, -2])
+
+
 def test_pascal3d_mat_fixture_with_missing_anchor(tmp_path):
     kp = _fixture_chair()
     record = {"vertices": np.zeros((3, 3)), "faces": np.array([[1, 2, 3]]), **{k: np.array(v, float) for k, v in kp.items()}}
@@ -101,3 +124,12 @@ def test_real_chairs_load_and_fit(shared_data):
         np.testing.assert_allclose(a.keypoints[a.present], b.keypoints[b.present], atol=1e-4)
     sofa = load_pascal3d_json(shared_data / "pascal3d_cad/sofa01.json")
     assert sofa.present.sum() == 10 and fit_shape(sofa.keypoints, sofa.category, sofa.present).normalised_rms < 0.2
+    beds = [load_pascal3d_json(path) for path in sorted((shared_data / "pascal3d_cad").glob("bed[0-9]*.json"))]
+    assert len(beds) == 9 and all(bed.present.all() for bed in beds)
+    for bed in beds:  # foot end toward +z, mattress above the floor corners
+        kp = dict(zip(bed.category.keypoint_names, bed.keypoints))
+        assert kp["mattress_foot_left"][2] > kp["mattress_head_left"][2] and kp["mattress_foot_left"][1] > kp["floor_foot_left"][1]
+        assert kp["mattress_foot_left"][0] < kp["mattress_foot_right"][0]
+    assert np.median([fit_shape(bed.keypoints, "bed").normalised_rms for bed in beds]) < 0.05
+    kept = load_pascal3d_folder(shared_data / "pascal3d_cad", "bed")  # less the two bunk beds
+    assert [s.name for s in kept] == [b.name for b in beds if b.name not in PASCAL3D_SKIPPED] and len(kept) == 7

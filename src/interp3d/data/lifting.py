@@ -314,10 +314,10 @@ def load_real_shapes(root: str | Path, category: Category | str, split: str = "t
 
     * ``keypointnet``: ``keypointnet_chair/annotations/chair.json`` (chair only), split by
       :func:`_keypointnet_split` (``train``: 4/5, ``test``: 1/5, ``all``);
-    * ``pascal3d``: ``pascal3d_cad/<class>NN.json`` (chair, sofa, table); too few to split, so
+    * ``pascal3d``: ``pascal3d_cad/<class>NN.json`` (chair, sofa, table, bed); too few to split, so
       every split has them.
     """
-    from .real_shapes import PASCAL3D_ANCHORS, PASCAL3D_CLASS, load_keypointnet
+    from .real_shapes import load_keypointnet, load_pascal3d_folder
 
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
@@ -328,22 +328,8 @@ def load_real_shapes(root: str | Path, category: Category | str, split: str = "t
     kpn = root / "keypointnet_chair" / "annotations" / "chair.json"
     if category.name == "chair" and kpn.is_file():
         found["keypointnet"] = [s for s in load_keypointnet(kpn) if split == "all" or _keypointnet_split(s.name) == split]
-    if category.name in PASCAL3D_ANCHORS:
-        files = sorted((root / "pascal3d_cad").glob(f"{PASCAL3D_CLASS[category.name]}[0-9]*.json"))
-        found["pascal3d"] = [shape for shape in map(lambda f: _pascal3d_or_none(f, category), files) if shape is not None]
+    found["pascal3d"] = load_pascal3d_folder(root / "pascal3d_cad", category)
     return {k: v for k, v in found.items() if v}
-
-
-def _pascal3d_or_none(path: Path, category: Category):
-    """A CAD model's shape, or None for a model annotated with another anchor set (e.g. a round table)."""
-    from .real_shapes import load_pascal3d_json
-
-    try:
-        return load_pascal3d_json(path, category)
-    except ValueError as exc:
-        if "none of the" in str(exc):
-            return None
-        raise
 
 
 def bank_from_folder(root: str | Path, category: Category | str, split: str = "train", shares: dict[str, float] | None = None) -> RealShapeBank | None:

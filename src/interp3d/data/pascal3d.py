@@ -17,7 +17,7 @@ Conversions to interp3d (tested against the PASCAL3D+ toolbox's ``project_3d`` f
 * 2D: MATLAB pixel centres are 1-based integers; interp3d's pixel ``i`` spans ``[i, i+1)``, so
   ``xy_interp3d = xy_matlab - 0.5`` and a box ``[x1 y1 x2 y2]`` spans ``[x1-1, x2] x [y1-1, y2]``.
 * Anchors -> skeleton keypoints by :data:`~interp3d.data.real_shapes.PASCAL3D_ANCHORS` (chair, sofa,
-  table); an anchor is visible when its ``status`` is in ``visible_status`` (1 = visible in the
+  table; bed in ObjectNet3D's layout, which shares this format); an anchor is visible when its ``status`` is in ``visible_status`` (1 = visible in the
   PASCAL3D+ annotation tool; other codes mark occluded or truncated anchors).
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..io_utils import atomic_path
 from ..shape_model import Category, get_category
-from .real_shapes import CANONICAL_FROM_PASCAL3D, PASCAL3D_ANCHORS, PASCAL3D_CLASS, RealShape, load_pascal3d_mat
+from .real_shapes import CANONICAL_FROM_PASCAL3D, PASCAL3D_ANCHORS, PASCAL3D_CLASS, RealShape, anchor_alternatives, load_pascal3d_mat
 
 __all__ = [
     "Pascal3DViewpoint",
@@ -224,9 +224,13 @@ class Pascal3D:
         n = self.category.num_keypoints
         keypoints, visible = np.full((n, 2), np.nan), np.zeros(n, bool)
         anchors = _field(obj, "anchors")
-        for i, name in enumerate(PASCAL3D_ANCHORS[self.category.name]):
-            anchor = _field(anchors, name) if name and anchors is not None else None
-            location = _field(anchor, "location") if anchor is not None else None
+        for i, entry in enumerate(PASCAL3D_ANCHORS[self.category.name]):
+            location = None
+            for name in anchor_alternatives(entry) if anchors is not None else ():
+                anchor = _field(anchors, name)
+                location = _field(anchor, "location") if anchor is not None else None
+                if location is not None and np.size(location) == 2:
+                    break
             if location is None or np.size(location) != 2:
                 continue
             keypoints[i] = np.asarray(location, np.float64).reshape(2) - 0.5

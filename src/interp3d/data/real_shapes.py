@@ -22,8 +22,13 @@ __all__ = [
     "CANONICAL_FROM_PASCAL3D",
     "CANONICAL_FROM_SHAPENET",
     "PASCAL3D_ANCHORS",
+    "PASCAL3D_CLASS",
+    "PASCAL3D_SKIPPED",
+    "anchor_alternatives",
+    "first_anchor",
     "KEYPOINTNET_CHAIR_IDS",
     "load_pascal3d_json",
+    "load_pascal3d_folder",
     "load_pascal3d_mat",
     "load_keypointnet",
     "decode_threejs_faces",
@@ -32,9 +37,10 @@ __all__ = [
 CANONICAL_FROM_PASCAL3D = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
 CANONICAL_FROM_SHAPENET = np.diag([-1.0, 1.0, -1.0])
 
-# PASCAL3D+ anchor names in dataset keypoint order; None where PASCAL3D+ has no such anchor.
+# PASCAL3D+ anchor names in dataset keypoint order; None where PASCAL3D+ has no such anchor, a
+# tuple where models differ (the first anchor a model has is taken: anchor_alternatives).
 # "lower" anchors are at the front (-y in the CAD frame), "upper" ones at the back.
-PASCAL3D_ANCHORS: dict[str, list[str | None]] = {
+PASCAL3D_ANCHORS: dict[str, list[str | tuple[str, ...] | None]] = {
     "chair": [
         "leg_lower_left", "leg_lower_right", "leg_upper_right", "leg_upper_left",
         "seat_lower_left", "seat_lower_right", "seat_upper_right", "seat_upper_left",
@@ -49,8 +55,29 @@ PASCAL3D_ANCHORS: dict[str, list[str | None]] = {
         "top_upper_left", "top_upper_right", "top_lower_left", "top_lower_right",
         "leg_upper_left", "leg_upper_right", "leg_lower_left", "leg_lower_right",
     ],
+    # ObjectNet3D beds (PASCAL3D+'s CAD layout): corners numbered foot-left, foot-right, head-right,
+    # head-left; frame_front/frame_back are the foot- and headboard panels (1, 2 their bottom
+    # corners, 3, 4 their top). Not every bed has posts or a headboard: alternatives in turn.
+    "bed": [
+        ("bedpost_bottom4", "frame_back1"), ("bedpost_bottom1", "frame_front1"), "mattress4", "mattress1", ("frame_back4", "bedpost_top4"),
+        ("bedpost_bottom3", "frame_back2"), ("bedpost_bottom2", "frame_front2"), "mattress3", "mattress2", ("frame_back3", "bedpost_top3"),
+    ],
 }
-PASCAL3D_CLASS = {"chair": "chair", "sofa": "sofa", "table": "diningtable"}
+PASCAL3D_CLASS = {"chair": "chair", "sofa": "sofa", "table": "diningtable", "bed": "bed"}
+# CAD models of objects the category's skeleton does not describe: left out of worlds and priors.
+PASCAL3D_SKIPPED = {"bed03": "a bunk bed", "bed06": "a bunk bed"}
+
+
+
+def anchor_alternatives(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The anchor names that may stand for one keypoint, in order of preference."""
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def first_anchor(entry: str | tuple[str, ...] | None, has) -> str | None:
+    """The first of ``entry``'s anchors for which ``has(name)`` holds, or None."""
+    return next((name for name in anchor_alternatives(entry) if has(name)), None)
+
 
 # KeypointNet chair semantic ids in chair dataset order (verified on the 920 complete chairs:
 # ids 17-20 are the leg ends, 4/5 the seat front, 2/3 the seat back, 0/1 the backrest top).
@@ -128,19 +155,37 @@ def load_pascal3d_json(path: str | Path, category: Category | str | None = None)
     return _from_anchors(path.stem, category, anchors, vertices, faces, str(path))
 
 
+def load_pascal3d_folder(folder: str | Path, category: Category | str) -> list[RealShape]:
+    """The category's CAD models in ``folder`` (``<class>NN.json``), less :data:`PASCAL3D_SKIPPED`
+    and models annotated with another anchor set (e.g. round tables); [] for a category without
+    PASCAL3D+ anchors."""
+    category = get_category(category)
+    prefix = PASCAL3D_CLASS.get(category.name)
+    shapes = []
+    for path in sorted(Path(folder).glob(f"{prefix}[0-9]*.json")) if prefix else []:
+        if path.stem in PASCAL3D_SKIPPED:
+            continue
+        try:
+            shapes.append(load_pascal3d_json(path, category))
+        except ValueError as exc:
+            if "none of the" not in str(exc):
+                raise
+    return shapes
+
+
 def _from_anchors(name, category, anchors, vertices, faces, source) -> RealShape:
     if category.name not in PASCAL3D_ANCHORS:
         raise ValueError(f"{source}: no PASCAL3D+ anchor map for category {category.name!r}; have {sorted(PASCAL3D_ANCHORS)}")
     names = PASCAL3D_ANCHORS[category.name]
     kp = np.full((category.num_keypoints, 3), np.nan)
-    for i, anchor in enumerate(names):
-        value = anchors.get(anchor) if anchor else None
-        if value is not None and np.size(value) == 3:
-            kp[i] = np.asarray(value, dtype=np.float64).reshape(3)
+    for i, entry in enumerate(names):
+        anchor = first_anchor(entry, lambda name: name in anchors and np.size(anchors[name]) == 3)
+        if anchor is not None:
+            kp[i] = np.asarray(anchors[anchor], dtype=np.float64).reshape(3)
     present = np.isfinite(kp).all(axis=1)
     if not present.any():
         raise ValueError(
-            f"{source}: none of the {category.name} anchors {[a for a in names if a]} is present (file has {sorted(anchors)})"
+            f"{source}: none of the {category.name} anchors {[a for e in names for a in anchor_alternatives(e)]} is present (file has {sorted(anchors)})"
         )
     return RealShape(
         name=name,
@@ -171,8 +216,8 @@ def load_pascal3d_mat(path: str | Path, category: Category | str = "chair") -> l
     shapes = []
     for i, obj in enumerate(np.atleast_1d(mat[key])):
         anchors = {}
-        for anchor in PASCAL3D_ANCHORS[category.name]:
-            if anchor and hasattr(obj, anchor):
+        for anchor in (a for entry in PASCAL3D_ANCHORS[category.name] for a in anchor_alternatives(entry)):
+            if hasattr(obj, anchor):
                 value = np.asarray(getattr(obj, anchor), dtype=np.float64)
                 if value.size == 3:
                     anchors[anchor] = value

@@ -340,21 +340,13 @@ def cad_targets(category: Category | str, folder: str | Path) -> list:
     """The PASCAL3D+ CAD models of ``folder`` that carry all of the category's keypoints, each with
     its basis fit (cached per process); empty when there are none (e.g. sofas, round tables)."""
     from ..shape_fit import fit_shape
-    from .real_shapes import PASCAL3D_CLASS, load_pascal3d_json
+    from .real_shapes import load_pascal3d_folder
 
     category = get_category(category)
     key = (str(folder), category.name)
     if key not in _REAL_CACHE:
-        prefix = PASCAL3D_CLASS.get(category.name)
-        shapes = []
-        for path in sorted(Path(folder).glob(f"{prefix}[0-9]*.json")) if prefix else []:
-            try:
-                shape = load_pascal3d_json(path, category)
-            except ValueError:
-                continue  # a model with other anchors (e.g. a round table)
-            if shape.present.all():
-                shapes.append((shape, fit_shape(shape.keypoints, category)))
-        _REAL_CACHE[key] = shapes
+        complete = [shape for shape in load_pascal3d_folder(folder, category) if shape.present.all()]
+        _REAL_CACHE[key] = [(shape, fit_shape(shape.keypoints, category)) for shape in complete]
     return _REAL_CACHE[key]
 
 
