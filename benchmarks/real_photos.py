@@ -66,6 +66,8 @@ def main() -> None:
                 if "view_head_azimuth_deg" in pred.extra:  # the 2D module's viewpoint head alone, before the 3D fit
                     head = pred.extra["view_head_azimuth_deg"]
                     row |= {"view_head_deg": round(head % 360, 1), "view_head_error_deg": round(float(azimuth_error_deg(head, item["azimuth_deg"], category)), 1)}
+                if pred.azimuth_confidence is not None:  # the head's support for the answer
+                    row["azimuth_confidence"] = round(pred.azimuth_confidence, 3)
                 rows.append(row)
                 if name == name_list[0]:
                     figure_items.append((image, pred, category, item, err))
@@ -86,6 +88,10 @@ def main() -> None:
         errors = np.array([r["error_deg"] for r in default_rows])
         front = np.array([float(azimuth_error_deg(0.0, r["label_deg"], r["category"])) for r in default_rows])
         summary["all categories (default models)"] = {"n": len(default_rows), "within_45_pct": float(np.mean(errors <= 45) * 100), "median_deg": float(np.median(errors)), "front_guess_within_45_pct": float(np.mean(front <= 45) * 100)}
+        if all("azimuth_confidence" in r for r in default_rows):  # does the head's support foretell the misses on photos too?
+            from interp3d.evaluation.metrics import confidence_summary
+
+            summary["all categories (default models)"]["azimuth_confidence"] = confidence_summary([r["azimuth_confidence"] for r in default_rows], errors <= 45)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "real_photos.json").write_text(json.dumps({"summary": summary, "photos": rows}, indent=2))
@@ -96,8 +102,13 @@ def main() -> None:
         + (f"{v['view_head_within_45_pct']:.0f} % |" if "view_head_within_45_pct" in v else "- |")
         for k, v in summary.items()
     ]
-    lines += ["", "| model | photo | confidence | label | predicted | error |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['path']} | {r['confidence']} | {r['label_deg']} | {r['pred_deg']} | {r['error_deg']} |" for r in rows]
+    support = summary.get("all categories (default models)", {}).get("azimuth_confidence")
+    if support:
+        auroc = "-" if support["auroc"] is None else f"{support['auroc']:.2f}"
+        lines += ["", f"The viewpoint head's support for each answer (`Prediction.azimuth_confidence`: its probability within 30 deg) against the answers within 45 deg of the label, default models: AUROC {auroc}; "
+                  + "; ".join(f"support {b['low']:.1f}-{b['high']:.1f}: {b['n']} photos, {100 * b['correct']:.0f} % within 45 deg" for b in support["bins"]) + "."]
+    lines += ["", "| model | photo | confidence of the label | label | predicted | error | head's support |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['path']} | {r['confidence']} | {r['label_deg']} | {r['pred_deg']} | {r['error_deg']} | {r.get('azimuth_confidence', '-')} |" for r in rows]
     (args.out / "real_photos.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib.pyplot as plt

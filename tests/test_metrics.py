@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from interp3d.evaluation.metrics import align_half_turn, angle_error, average_recall, normalise_structure, pck, recall_curve, recall_terms, structure_error
+from interp3d.evaluation.metrics import align_half_turn, angle_error, average_recall, confidence_summary, normalise_structure, pck, recall_curve, recall_terms, structure_error
 from interp3d.shape_model import get_category
 
 
@@ -135,3 +135,18 @@ def test_recall_terms_are_each_objects_share_of_the_thresholds():
     errors = np.radians([0.0, 90.0, 180.0])
     np.testing.assert_allclose(recall_terms(errors, np.pi), [100.0, 100 * 51 / 101, 100 / 101])
     assert recall_terms(errors, np.pi).mean() == pytest.approx(average_recall(errors, np.pi))
+
+
+def test_confidence_summary_known_answers():
+    # AUROC by hand: of the 2 x 2 (correct, wrong) pairs, (0.9 > 0.2), (0.9 > 0.6), (0.6 = 0.6: half), (0.6 > 0.2)
+    s = confidence_summary([0.9, 0.6, 0.6, 0.2], [True, True, False, False])
+    assert s["auroc"] == pytest.approx(3.5 / 4) and s["correct"] == 0.5
+    assert [(b["low"], b["n"]) for b in s["bins"]] == [(0.0, 1), (0.5, 2), (0.9, 1)]  # 0.9 falls in the closed last bin
+    assert s["bins"][1]["confidence"] == pytest.approx(0.6) and s["bins"][1]["correct"] == 0.5
+    # |0.2 - 0| + 2 |0.6 - 0.5| + |0.9 - 1| over 4 objects
+    assert s["calibration_error"] == pytest.approx((0.2 + 0.2 + 0.1) / 4)
+    perfect = confidence_summary([1.0, 1.0, 0.0], [True, True, False])
+    assert perfect["auroc"] == 1.0 and perfect["calibration_error"] == 0.0
+    assert confidence_summary([0.5, 0.7], [True, True])["auroc"] is None
+    with pytest.raises(ValueError, match="equal-length"):
+        confidence_summary([0.5], [True, False])

@@ -40,6 +40,20 @@ def test_azimuth_log_prob_interpolates_between_bin_centres():
     assert viewpoint.top_azimuths(logp, 2)[0].tolist() == pytest.approx([math.pi / 2, math.pi])
 
 
+def test_azimuth_mass_integrates_the_belief_over_a_window():
+    bins = 24  # 15 deg a bin
+    uniform = torch.full((1, bins), 1.0 / bins)
+    for half_width in (5.0, 7.5, 30.0, 100.0, 180.0):  # a uniform belief: the window's share of the circle
+        mass = viewpoint.azimuth_mass(uniform, torch.tensor([math.radians(3.0)]), math.radians(half_width))
+        assert float(mass) == pytest.approx(2 * half_width / 360, abs=1e-6)
+    one_bin = torch.zeros(1, bins)
+    one_bin[0, 2] = 1.0  # all of it on the bin centred at 30 deg, spanning 22.5..37.5
+    at = lambda az, period=2 * math.pi: float(viewpoint.azimuth_mass(one_bin, torch.tensor([math.radians(az)]), math.radians(30.0), period))
+    assert at(30.0) == pytest.approx(1.0) and at(-7.5) == pytest.approx(0.0, abs=1e-6) and at(0.0) == pytest.approx(0.5)
+    assert at(390.0) == pytest.approx(1.0) and at(210.0) == pytest.approx(0.0, abs=1e-6)
+    assert at(210.0, math.pi) == pytest.approx(1.0)  # a half-turn category: the turned reading counts
+
+
 @pytest.mark.parametrize("name", ["chair", "sofa", "bed"])
 def test_mirrored_image_shows_the_mirrored_azimuth(name):
     """Mirroring the projection of a pose at azimuth a and swapping left/right labels gives exactly
@@ -172,3 +186,27 @@ def test_flip_test_through_the_interpreter_onnx_and_predictor(tmp_path):
     with_flip = Predictor(load_interpreter(path), refine=False).predict_arrays([photo], ["p.png"])[0]
     without = Predictor(load_interpreter(path), refine=False, flip_test=False).predict_arrays([photo], ["p.png"])[0]
     assert abs(with_flip.confidence - without.confidence).max() > 1e-4  # the Predictor ran the flip test
+
+
+def test_predictions_carry_the_heads_support_for_their_azimuth(tmp_path):
+    """Prediction.azimuth_confidence is the head's belief (kept in extra) integrated within 30 deg
+    of the answer, recomputed for smoothed answers; a lifted prediction has no head and none."""
+    import numpy as np
+
+    from interp3d.inference import Predictor
+
+    torch.manual_seed(1)
+    model = build_interpreter("chair", _model_config(), 16).eval()
+    predictor = Predictor(model, refine=False)
+    frames = [(torch.rand(60, 60, 3) * 255).byte().numpy() for _ in range(3)]
+    preds = predictor.predict_arrays(frames, [f"f{i}.png" for i in range(3)], frames=[0, 1, 2])
+    for p in preds + predictor.smooth(preds):
+        probs = torch.tensor([p.extra["view_probabilities"]])
+        assert probs.shape == (1, 12) and float(probs.sum()) == pytest.approx(1.0, abs=1e-3)
+        # the mass by hand: bins (15 deg wide here: 30) overlap the +-30 deg window around the answer
+        centres = np.arange(12) * 30.0
+        d = np.abs((centres - p.azimuth_deg + 180.0) % 360.0 - 180.0)
+        by_hand = float((probs[0].numpy() * np.clip(np.minimum(d + 15, 30) - np.maximum(d - 15, -30), 0, None) / 30).sum())
+        assert p.azimuth_confidence == pytest.approx(by_hand, abs=1e-4)
+    lifted = predictor.lift(model.category.mean_shape[None, :, :2] * 4 + 60)
+    assert lifted[0].azimuth_confidence is None

@@ -71,6 +71,9 @@ class Prediction:
     translation: np.ndarray  # (2,) projection-plane px
     focal: float  # projection-plane px
     frame: int | None = None
+    # the viewpoint head's probability that the azimuth lies within 30 deg of azimuth_deg
+    # (viewpoint.azimuth_confidence; None without a head): low values flag answers not to trust
+    azimuth_confidence: float | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -323,6 +326,8 @@ class Predictor:
                 out, refined = model.refine_heatmaps(out, heatmaps, self.prior, self.refine_options)
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()
+        view_probs = None if view_logits is None else torch.softmax(view_logits.float().cpu(), -1)
+        az_confidence = None if view_probs is None else viewpoint.azimuth_confidence(view_probs.log(), az.cpu(), cat.azimuth_period)
         rot = _camera_rotation(out)
         preds = []
         for i, affine in enumerate(affines):
@@ -346,8 +351,13 @@ class Predictor:
                     translation=out.params.translation[i].float().cpu().numpy(),
                     focal=float(out.params.focal[i]),
                     frame=None if frames is None else int(frames[i]),
+                    azimuth_confidence=None if az_confidence is None else float(az_confidence[i]),
                     extra={"affine_input_to_image": affine.tolist(), "refined": refined is not None, "peak_values": peak_values[i].tolist()}
-                    | ({} if head_azimuth is None else {"view_head_azimuth_deg": float(math.degrees(head_azimuth[i]))}),
+                    | ({} if head_azimuth is None else {
+                        "view_head_azimuth_deg": float(math.degrees(head_azimuth[i])),
+                        # bin j is centred at azimuth 360 j / len deg
+                        "view_probabilities": [round(float(v), 5) for v in view_probs[i]],
+                    }),
                 )
             )
         return preds
@@ -476,6 +486,8 @@ class Predictor:
         params = ShapeCamera(alpha.expand(len(preds), -1), r6s, ts, focal.expand(len(preds)))
         structure, cam, plane = params.project(cat)
         az, el = params.view()
+        probs = [p.extra.get("view_probabilities") for p in preds]
+        confidence = viewpoint.azimuth_confidence(torch.tensor(probs).clamp_min(1e-12).log(), az, cat.azimuth_period) if all(probs) else None
         out = []
         for i, p in enumerate(preds):
             affine = np.array(p.extra["affine_input_to_image"])
@@ -485,7 +497,7 @@ class Predictor:
                     **{**p.__dict__, "keypoints_3d": structure[i].numpy().astype(np.float32), "keypoints_3d_camera": cam[i].numpy().astype(np.float32),
                        "alpha": alpha.numpy().astype(np.float32), "rotation": params.rotation()[i].numpy(), "azimuth_deg": float(math.degrees(az[i])),
                        "elevation_deg": float(math.degrees(el[i])), "translation": ts[i].numpy(), "focal": float(focal), "reprojected_2d": img,
-                       "extra": {**p.extra, "smoothed": True}}
+                       "azimuth_confidence": None if confidence is None else float(confidence[i]), "extra": {**p.extra, "smoothed": True}}
                 )
             )
         return out

@@ -15,7 +15,10 @@ from torch import Tensor
 
 from .geometry import wrap_angle
 
-__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "top_azimuths", "most_probable_azimuth", "nearest_mode"]
+# azimuth_confidence: the belief's mass within this many degrees of an answer
+CONFIDENCE_DEG = 30.0
+
+__all__ = ["bin_centres", "soft_targets", "mirrored_azimuth", "azimuth_log_prob", "azimuth_mass", "azimuth_confidence", "CONFIDENCE_DEG", "top_azimuths", "most_probable_azimuth", "nearest_mode"]
 
 
 def bin_centres(bins: int, dtype=torch.float32, device=None) -> Tensor:
@@ -53,6 +56,30 @@ def azimuth_log_prob(log_probs: Tensor, azimuth: Tensor) -> Tensor:
     probs = log_probs.exp()
     p = (1 - frac) * probs.gather(-1, low) + frac * probs.gather(-1, high)
     return p.clamp_min(1e-12).log()
+
+
+def azimuth_mass(probs: Tensor, azimuth: Tensor, half_width: float, period: float = 2 * math.pi) -> Tensor:
+    """``(B,)`` the probability a belief ``(B, V)`` (probabilities) puts within ``half_width``
+    radians of ``azimuth (B,)``, modulo ``period`` (a table's half turn: both readings count). Each
+    bin spreads its probability evenly over its width, so the mass is continuous in the azimuth."""
+    bins = probs.shape[-1]
+    width = 2 * math.pi / bins
+    centres = bin_centres(bins, probs.dtype, probs.device)
+    distance = torch.remainder(centres - azimuth.to(probs.dtype).unsqueeze(-1) + period / 2, period) - period / 2
+    half_width = min(half_width, period / 2)
+    inside = sum(  # the window and its copies a period either side (a bin may straddle the wrap)
+        (torch.clamp(distance + width / 2, max=k * period + half_width) - torch.clamp(distance - width / 2, min=k * period - half_width)).clamp_min(0.0)
+        for k in (-1, 0, 1)
+    )
+    overlap = inside / width  # share of each bin inside the window
+    return (probs * overlap).sum(-1).clamp(0.0, 1.0)
+
+
+def azimuth_confidence(logits: Tensor, azimuth: Tensor, period: float = 2 * math.pi) -> Tensor:
+    """``(B,)`` how much a head's belief (logits or log probabilities ``(B, V)``) supports each
+    answer ``azimuth (B,)``: its probability within :data:`CONFIDENCE_DEG` of it, modulo ``period``.
+    On renders it foretells the answers within 30 deg (``confidence_summary`` in evaluations)."""
+    return azimuth_mass(torch.softmax(logits.float(), -1), azimuth.float(), math.radians(CONFIDENCE_DEG), period)
 
 
 def top_azimuths(log_probs: Tensor, k: int) -> Tensor:

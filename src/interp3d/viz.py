@@ -130,7 +130,8 @@ def prediction_figure(image: np.ndarray | None, prediction, category: Category, 
     else:
         ax.set_xticks([])
         ax.set_yticks([])
-    ax.set_title(f"az {prediction.azimuth_deg % 360:.0f} deg, el {prediction.elevation_deg:.0f} deg", fontsize=9)
+    support = "" if prediction.azimuth_confidence is None else f" (head's support {prediction.azimuth_confidence:.2f})"
+    ax.set_title(f"az {prediction.azimuth_deg % 360:.0f} deg{support}, el {prediction.elevation_deg:.0f} deg", fontsize=9)
     ax3 = fig.add_subplot(1, 2, 2, projection="3d")
     pts = np.asarray(prediction.keypoints_3d, dtype=float)
     # matplotlib's z is up: plot (x, z, y) of the object frame (+y up)

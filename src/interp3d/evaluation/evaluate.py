@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +13,8 @@ from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
 from ..refine import RefineOptions
 from .metrics import (
-    POSE_TAU_MAX, STRUCTURE_TAU_MAX, align_half_turn, angle_error, azimuth_bin_accuracy, paired_mean_interval, pck, pcp_ae, pose_summary, recall_terms,
+    POSE_TAU_MAX, STRUCTURE_TAU_MAX, align_half_turn, angle_error, azimuth_bin_accuracy, confidence_summary, paired_mean_interval, pck, pcp_ae, pose_summary,
+    recall_terms,
     structure_error, structure_summary,
 )
 
@@ -96,9 +98,14 @@ def evaluate_interpreter(
         sigma_hm = sigma[data.indices] * hm / model.image_size * (model.image_size / data.source.meta["image_size"])
         result["pcp"], result["ae"] = pcp_ae(peaks, gt2d, visible, sigma_hm)
     view_logits = [o.view_logits for o in outs if getattr(o, "view_logits", None) is not None]
+    confidence = np.full(len(data), np.nan)
     if len(view_logits) == len(outs) and has_pose.any():  # the 2D module's viewpoint head alone
-        head = viewpoint.most_probable_azimuth(torch.cat(view_logits).float().cpu()).double().numpy()
+        logits = torch.cat(view_logits).float().cpu()
+        head = viewpoint.most_probable_azimuth(logits).double().numpy()
         result["azimuth_view_head"] = pose_summary(angle_error(head[has_pose], data.azimuth.numpy()[has_pose], period))
+        # and its support for each answer: does it foretell the answers within 30 deg?
+        confidence = viewpoint.azimuth_confidence(logits, torch.from_numpy(azimuth), period).double().numpy()
+        result["azimuth_confidence"] = confidence_summary(confidence[has_pose], az_err[has_pose] <= math.radians(viewpoint.CONFIDENCE_DEG))
     result.per_object = {
         "index": data.indices,
         "structure_error": s_err,
@@ -106,6 +113,7 @@ def evaluate_interpreter(
         "elevation_error": el_err,
         "azimuth_pred": azimuth,
         "azimuth_gt": data.azimuth.numpy(),
+        "azimuth_confidence": confidence,
     }
     return result
 
@@ -244,6 +252,10 @@ def format_metrics(result: dict) -> str:
         if result.get(key):
             p = result[key]
             rows.append((key, f"AR {p['average_recall']:.2f} %   median {p['median_deg']:.1f} deg   acc@30deg {p['accuracy_pi_6']:.1f} %"))
+    if result.get("azimuth_confidence"):
+        c = result["azimuth_confidence"]
+        auroc = "-" if c["auroc"] is None else f"{c['auroc']:.3f}"
+        rows.append(("azimuth confidence", f"AUROC {auroc} (answers within 30 deg: {100 * c['correct']:.1f} %)   calibration error {c['calibration_error']:.3f}"))
     if result.get("azimuth_bins"):
         rows.append(("azimuth bins", "   ".join(f"{b} bins {v:.1f} %" for b, v in result["azimuth_bins"].items())))
     rows.append(("2D PCK@0.05", f"heatmap peaks {result['pck_heatmap']:.1f} %   reprojection {result['pck_reprojection']:.1f} %"))

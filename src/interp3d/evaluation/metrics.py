@@ -43,6 +43,7 @@ __all__ = [
     "paired_mean_interval",
     "structure_summary",
     "align_half_turn",
+    "confidence_summary",
 ]
 
 STRUCTURE_TAU_MAX = 0.5
@@ -163,6 +164,35 @@ def pose_summary(errors: np.ndarray, tau_max: float = POSE_TAU_MAX) -> dict[str,
         "median_deg": float(np.degrees(np.median(errors))),
         "accuracy_pi_6": float((errors <= math.pi / 6).mean() * 100.0),
     }
+
+
+def confidence_summary(confidence: np.ndarray, correct: np.ndarray, edges=(0.0, 0.3, 0.5, 0.7, 0.9, 1.0)) -> dict:
+    """How well a confidence in [0, 1] foretells being correct: ``auroc`` (the probability that a
+    correct prediction is more confident than a wrong one; ties count half; None unless both
+    occur), ``calibration_error`` (the objects' mean |confidence - correct share| over the bins)
+    and per bin of ``edges`` (the last closed) the count, mean confidence and correct share."""
+    conf, ok = np.asarray(confidence, np.float64), np.asarray(correct, bool)
+    if conf.shape != ok.shape or conf.ndim != 1 or conf.size == 0:
+        raise ValueError(f"need equal-length, non-empty confidences and outcomes, got {conf.shape} and {ok.shape}")
+    pos, neg = conf[ok], conf[~ok]
+    auroc = None
+    if pos.size and neg.size:
+        ranks = np.empty(conf.size)
+        order = np.argsort(conf, kind="mergesort")
+        ranks[order] = np.arange(1, conf.size + 1)
+        for value in np.unique(conf):  # ties share their mean rank
+            tie = conf == value
+            ranks[tie] = ranks[tie].mean()
+        auroc = float((ranks[ok].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+    which = np.clip(np.searchsorted(np.asarray(edges)[1:-1], conf, side="right"), 0, len(edges) - 2)
+    bins, gap = [], 0.0
+    for b in range(len(edges) - 1):
+        inside = which == b
+        if inside.any():
+            mean_conf, share = float(conf[inside].mean()), float(ok[inside].mean())
+            gap += inside.sum() * abs(mean_conf - share)
+            bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(inside.sum()), "confidence": mean_conf, "correct": share})
+    return {"n": int(conf.size), "correct": float(ok.mean()), "auroc": auroc, "calibration_error": float(gap / conf.size), "bins": bins}
 
 
 def azimuth_bin(azimuth: np.ndarray, bins: int) -> np.ndarray:
