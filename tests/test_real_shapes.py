@@ -47,12 +47,15 @@ def _fixture_chair():
     return kp
 
 
-def test_pascal3d_json_fixture_lands_in_canonical_order(tmp_path):
-    kp = _fixture_chair()
-    doc = {"vertices": [0, 0, 0, 1, 0, 0, 0, 1, 0], "faces": [3, 0, 1, 2], "keypoints": {k: dict(zip("xyz", v)) for k, v in kp.items()}}
-    path = tmp_path / "chair07.json"
+def _cad_json(path, anchors: dict):
+    """A one-triangle CAD model file carrying ``anchors`` (name -> xyz in the PASCAL3D+ frame)."""
+    doc = {"vertices": [0, 0, 0, 1, 0, 0, 0, 1, 0], "faces": [3, 0, 1, 2], "keypoints": {k: dict(zip("xyz", v)) for k, v in anchors.items()}}
     path.write_text(json.dumps(doc))
-    shape = load_pascal3d_json(path)
+    return path
+
+
+def test_pascal3d_json_fixture_lands_in_canonical_order(tmp_path):
+    shape = load_pascal3d_json(_cad_json(tmp_path / "chair07.json", _fixture_chair()))
     assert shape.category.name == "chair" and shape.present.all()
     # the fixture is exactly twice... the 3D-INN mean chair up to translation: fit error 0
     assert fit_shape(shape.keypoints, "chair").normalised_rms < 1e-9
@@ -72,10 +75,7 @@ def test_bed_anchors_take_the_first_alternative_a_model_has(tmp_path):
         "mattress1": (-1, foot, 0), "mattress2": (1, foot, 0), "mattress3": (1, head, 0), "mattress4": (-1, head, 0),
         "frame_back3": (1, head, 1), "frame_back4": (-1, head, 1), "bedpost_top3": (1, head, 0.5), "bedpost_top4": (-1, head, 0.5),
     }
-    doc = {"vertices": [0, 0, 0, 1, 0, 0, 0, 1, 0], "faces": [3, 0, 1, 2], "keypoints": {k: dict(zip("xyz", v)) for k, v in kp.items()}}
-    path = tmp_path / "bed03.json"
-    path.write_text(json.dumps(doc))
-    shape = load_pascal3d_json(path)
+    shape = load_pascal3d_json(_cad_json(tmp_path / "bed03.json", kp))
     assert shape.category.name == "bed" and shape.present.all()
     # the fixture is the 3D-INN mean bed (foot +z, headboard top at the panel's top, not the post's)
     assert fit_shape(shape.keypoints, "bed").normalised_rms < 1e-9
