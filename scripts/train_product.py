@@ -260,7 +260,7 @@ def _keypoint_module_of(path: Path, category: str) -> tuple[dict, dict, dict]:
     """The 2D module of an exported model: its weights, its pretrain-2d record and what the header says
     of how it was trained (for a new lifter beside it)."""
     model, info = _exported(path, category, "--keypoint-from")
-    taken = {k: info[k] for k in ("seed", "overrides", "init_2d", "keypoint_checkpoint", "train_seconds") if k in info}
+    taken = {k: info[k] for k in ("seed", "overrides", "init_2d", "keypoint_checkpoint", "train_seconds", "encoder_mix") if k in info}
     return model.keypoint_net.state_dict(), (info.get("validation") or {}).get("pretrain_2d"), {
         "keypoint_from": dict(taken, model=path.name, annotated2d=(info.get("data") or {}).get("annotated2d"))
     }
@@ -366,7 +366,8 @@ def main() -> None:
     from interp3d.train.stages import annotated_splits
 
     model = compose(cfg, args.category, keypoint_weights, lifter_weights)
-    mixed: dict = {}
+    # a 2D module taken from a mixed model keeps the record of its mix (a further mix composes with it)
+    mixed: dict = {"encoder_mix": keypoint_info["keypoint_from"]["encoder_mix"]} if "encoder_mix" in keypoint_info.get("keypoint_from", {}) else {}
     if args.encoder_mix > 0:
         mix_encoder(model, args.encoder_mix, mixed)
     # which peaks count as keypoints, on images the 2D module never trained on (as Predictor runs it)

@@ -52,6 +52,7 @@ def test_composing_a_models_own_parts_reproduces_it(train_product, shipped_chair
     keypoint_weights, record, taken = train_product._keypoint_module_of(path, "chair")
     assert record == shipped_chair.info["validation"]["pretrain_2d"]
     assert taken["keypoint_from"]["model"] == path.name and taken["keypoint_from"]["seed"] == shipped_chair.info["seed"]
+    assert taken["keypoint_from"]["encoder_mix"] == shipped_chair.info["encoder_mix"]  # the shipped chair's 2D module was mixed
     size = [f"model.image_size={shipped_chair.image_size}", f"synthetic.heatmap_size={shipped_chair.heatmap_size}"]  # the header's recipe
     cfg = train_product.product_config("chair", Path("unused"), None, 0, size)
     composed = train_product.compose(cfg, "chair", keypoint_weights, lifter_weights)
