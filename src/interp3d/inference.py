@@ -327,7 +327,7 @@ class Predictor:
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()
         view_probs = None if view_logits is None else torch.softmax(view_logits.float().cpu(), -1)
-        az_confidence = None if view_probs is None else viewpoint.azimuth_confidence(view_probs.log(), az.cpu(), cat.azimuth_period)
+        az_confidence = None if view_logits is None else viewpoint.azimuth_confidence(view_logits.cpu(), az.cpu(), cat.azimuth_period)
         rot = _camera_rotation(out)
         preds = []
         for i, affine in enumerate(affines):

@@ -17,8 +17,9 @@ Conversions to interp3d (tested against the PASCAL3D+ toolbox's ``project_3d`` f
 * 2D: MATLAB pixel centres are 1-based integers; interp3d's pixel ``i`` spans ``[i, i+1)``, so
   ``xy_interp3d = xy_matlab - 0.5`` and a box ``[x1 y1 x2 y2]`` spans ``[x1-1, x2] x [y1-1, y2]``.
 * Anchors -> skeleton keypoints by :data:`~interp3d.data.real_shapes.PASCAL3D_ANCHORS` (chair, sofa,
-  table; bed in ObjectNet3D's layout, which shares this format); an anchor is visible when its ``status`` is in ``visible_status`` (1 = visible in the
-  PASCAL3D+ annotation tool; other codes mark occluded or truncated anchors).
+  table; bed in ObjectNet3D's layout, which shares this format; of an entry's alternatives the first
+  the object has); an anchor is visible when its ``status`` is in ``visible_status`` (1 = visible in
+  the PASCAL3D+ annotation tool; other codes mark occluded or truncated anchors).
 """
 
 from __future__ import annotations

@@ -68,7 +68,6 @@ PASCAL3D_CLASS = {"chair": "chair", "sofa": "sofa", "table": "diningtable", "bed
 PASCAL3D_SKIPPED = {"bed03": "a bunk bed", "bed06": "a bunk bed"}
 
 
-
 def anchor_alternatives(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
     """The anchor names that may stand for one keypoint, in order of preference."""
     return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)

@@ -13,9 +13,8 @@ from ..heatmaps import heatmap_peaks
 from ..models import Interpreter
 from ..refine import RefineOptions
 from .metrics import (
-    POSE_TAU_MAX, STRUCTURE_TAU_MAX, align_half_turn, angle_error, azimuth_bin_accuracy, confidence_summary, paired_mean_interval, pck, pcp_ae, pose_summary,
-    recall_terms,
-    structure_error, structure_summary,
+    POSE_TAU_MAX, STRUCTURE_TAU_MAX, align_half_turn, angle_error, azimuth_bin_accuracy, confidence_summary, paired_mean_interval, pck, pcp_ae,
+    pose_summary, recall_terms, structure_error, structure_summary,
 )
 
 __all__ = ["evaluate_interpreter", "network_outputs", "EvaluationResult", "format_metrics", "calibrate_peak_threshold", "calibrate_fit"]
