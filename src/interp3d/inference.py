@@ -327,7 +327,7 @@ class Predictor:
         reproj = out.keypoints.float().cpu()
         az, el = out.params.view()
         view_probs = None if view_logits is None else torch.softmax(view_logits.float().cpu(), -1)
-        az_confidence = None if view_logits is None else viewpoint.azimuth_confidence(view_logits.cpu(), az.cpu(), cat.azimuth_period)
+        az_confidence = None if view_probs is None else viewpoint.azimuth_confidence(view_probs, az.cpu(), cat.azimuth_period)
         rot = _camera_rotation(out)
         preds = []
         for i, affine in enumerate(affines):
@@ -487,7 +487,7 @@ class Predictor:
         structure, cam, plane = params.project(cat)
         az, el = params.view()
         probs = [p.extra.get("view_probabilities") for p in preds]
-        confidence = viewpoint.azimuth_confidence(torch.tensor(probs).clamp_min(1e-12).log(), az, cat.azimuth_period) if all(probs) else None
+        confidence = viewpoint.azimuth_confidence(torch.tensor(probs), az, cat.azimuth_period) if all(probs) else None
         out = []
         for i, p in enumerate(preds):
             affine = np.array(p.extra["affine_input_to_image"])

@@ -459,12 +459,15 @@ def _selection_cost(problem: _Problem, category: Category, x, cost, w, observed_
     options = problem.options
     if view_log_probs is not None and options.view_weight > 0:
         cost = cost - options.view_weight * viewpoint.azimuth_log_prob(view_log_probs, x[:, problem.m + 1 : problem.m + 2]).squeeze(-1)
+    occlusion = options.occlusion_penalty > 0 and category.surface_triangles.size
+    if options.collapse_penalty <= 0 and not occlusion:
+        return cost
     points_cam, projected = problem.project(x)
     if options.collapse_penalty > 0:
         fitted_radius = geometry.keypoint_radius(projected, w)[1].clamp_min(1e-6)
         shrink = (torch.log(observed_radius.clamp_min(1e-6) / fitted_radius) - math.log(2.0)).clamp_min(0)
         cost = cost + options.collapse_penalty * w.sum(-1) * shrink
-    if options.occlusion_penalty <= 0 or not category.surface_triangles.size:
+    if not occlusion:
         return cost
     hidden = geometry.self_occlusion(points_cam, problem.camera(x).focal, torch.as_tensor(category.surface_triangles, device=x.device))
     return cost + options.occlusion_penalty * (w * hidden.to(x.dtype)).sum(-1)

@@ -75,11 +75,11 @@ def azimuth_mass(probs: Tensor, azimuth: Tensor, half_width: float, period: floa
     return (probs * overlap).sum(-1).clamp(0.0, 1.0)
 
 
-def azimuth_confidence(logits: Tensor, azimuth: Tensor, period: float = 2 * math.pi) -> Tensor:
-    """``(B,)`` how much a head's belief (logits or log probabilities ``(B, V)``) supports each
-    answer ``azimuth (B,)``: its probability within :data:`CONFIDENCE_DEG` of it, modulo ``period``.
+def azimuth_confidence(probs: Tensor, azimuth: Tensor, period: float = 2 * math.pi) -> Tensor:
+    """``(B,)`` how much a head's belief (probabilities ``(B, V)``) supports each answer
+    ``azimuth (B,)``: its probability within :data:`CONFIDENCE_DEG` of it, modulo ``period``.
     On renders it foretells the answers within 30 deg (``confidence_summary`` in evaluations)."""
-    return azimuth_mass(torch.softmax(logits.float(), -1), azimuth.float(), math.radians(CONFIDENCE_DEG), period)
+    return azimuth_mass(probs.float(), azimuth.float(), math.radians(CONFIDENCE_DEG), period)
 
 
 def top_azimuths(log_probs: Tensor, k: int) -> Tensor:

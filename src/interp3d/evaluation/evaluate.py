@@ -103,7 +103,7 @@ def evaluate_interpreter(
         head = viewpoint.most_probable_azimuth(logits).double().numpy()
         result["azimuth_view_head"] = pose_summary(angle_error(head[has_pose], data.azimuth.numpy()[has_pose], period))
         # and its support for each answer: does it foretell the answers within 30 deg?
-        confidence = viewpoint.azimuth_confidence(logits, torch.from_numpy(azimuth), period).double().numpy()
+        confidence = viewpoint.azimuth_confidence(logits.softmax(-1), torch.from_numpy(azimuth), period).double().numpy()
         result["azimuth_confidence"] = confidence_summary(confidence[has_pose], az_err[has_pose] <= math.radians(viewpoint.CONFIDENCE_DEG))
     result.per_object = {
         "index": data.indices,
