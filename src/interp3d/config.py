@@ -148,6 +148,9 @@ class TrainConfig:
     augment_occlude: float = 0.0  # probability of an occluding rectangle cut from another image
     view_weight: float = 0.01  # weight of the viewpoint head's cross-entropy beside the heatmap MSE (model.view_bins > 0)
     view_sd_bins: float = 1.0  # width of its soft azimuth targets, in bins
+    # height of a hidden keypoint's heatmap target where the data know where it projects (a rendered
+    # world): the 2D module then reports hidden legs at a low peak for the fit (0 = visible ones only)
+    hidden_amplitude: float = 0.0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     finetune_freeze_hourglass: bool = False
     finetune_heatmap_weight: float = 0.0  # optional MSE on heatmaps during fine-tuning (0 = Eq. 2 only)

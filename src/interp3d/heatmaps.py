@@ -23,11 +23,15 @@ def render_heatmaps(
     visible: Tensor | None = None,
     truncate: float = 3.0,
     dtype: torch.dtype = torch.float32,
+    hidden_amplitude: float = 0.0,
 ) -> Tensor:
     """Gaussian heatmaps ``(..., N, size, size)`` for keypoints ``xy`` of shape ``(..., N, 2)``.
 
     ``visible`` (bool ``(..., N)``) zeroes channels; coordinates of invisible keypoints may be NaN.
     Non-finite coordinates of keypoints that are not marked invisible raise ``ValueError``.
+    ``hidden_amplitude`` > 0 makes *amodal* targets: an invisible keypoint with finite coordinates
+    (a rendered world knows where a hidden leg projects) gets a Gaussian of that height instead
+    of an empty channel, so the peak both locates it and says it is hidden.
     """
     if xy.shape[-1] != 2:
         raise ValueError(f"keypoints must have shape (..., N, 2), got {tuple(xy.shape)}")
@@ -40,6 +44,12 @@ def render_heatmaps(
         keep = torch.ones_like(finite)
     else:
         keep = visible.to(torch.bool) & finite
+    if not 0.0 <= hidden_amplitude <= 1.0:
+        raise ValueError(f"hidden_amplitude must lie in [0, 1], got {hidden_amplitude}")
+    amplitude = None
+    if visible is not None and hidden_amplitude > 0:
+        amplitude = torch.where(keep, 1.0, hidden_amplitude).to(dtype)
+        keep = finite
     xy = torch.where(keep.unsqueeze(-1), xy, torch.zeros_like(xy)).to(dtype)
     inside = (xy >= 0).all(dim=-1) & (xy < size).all(dim=-1)
     keep = keep & inside
@@ -57,6 +67,8 @@ def render_heatmaps(
     dy2 = (rows.to(dtype) + 0.5 - xy[..., 1, None, None]) ** 2
     d2 = dx2 + dy2  # (..., N, W, W)
     values = torch.exp(d2 * inv)
+    if amplitude is not None:
+        values = values * amplitude[..., None, None]
     valid = (d2 <= (truncate * sigma) ** 2 * (1 + 1e-6)) & keep[..., None, None]
     valid = valid & (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
     channel = torch.arange(keep.numel(), device=xy.device).reshape(lead)[..., None, None]

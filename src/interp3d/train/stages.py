@@ -201,6 +201,7 @@ def train_heatmaps(
         freeze_view_head(net)
     model = _wrap(net, ctx, device)
     turn = None if category.half_turn_permutation is None else list(category.half_turn_permutation)
+    amodal = cfg.train.hidden_amplitude
     known_keypoints = getattr(train, "keypoints_known", None)
     if known_keypoints is not None and bool(known_keypoints.all()):
         known_keypoints = None  # the usual case: every image is scored, as before
@@ -209,8 +210,8 @@ def train_heatmaps(
         images, keypoints, visible = train.batch(idx, device)
         images, keypoints, visible, flips = augment(cfg, category, images, keypoints, visible, gen, return_flips=True)
         keypoints_hm = geometry.rescale_points(keypoints, size, hm)
-        target = render_heatmaps(keypoints_hm, hm, cfg.synthetic.sigma, visible=visible)
-        turned_target = None if turn is None else render_heatmaps(keypoints_hm[:, turn], hm, cfg.synthetic.sigma, visible=visible[:, turn])
+        target = render_heatmaps(keypoints_hm, hm, cfg.synthetic.sigma, visible=visible, hidden_amplitude=amodal)
+        turned_target = None if turn is None else render_heatmaps(keypoints_hm[:, turn], hm, cfg.synthetic.sigma, visible=visible[:, turn], hidden_amplitude=amodal)
         weights = None if known_keypoints is None else known_keypoints[torch.as_tensor(idx, dtype=torch.long)].to(device).float()
         if train_azimuth is None:
             loss, _ = heatmap_loss(model(images.contiguous(memory_format=mf)), target, turned_target, weights)
@@ -235,7 +236,7 @@ def train_heatmaps(
             heatmaps = torch.cat([o[-1] for o in predict_batches(core, val.images, device, 32, mf)]).float().cpu()
         peaks, _ = heatmap_peaks(heatmaps)
         gt, visible = align_half_turn(peaks.numpy(), geometry.rescale_points(val.keypoints, size, hm).numpy(), val.visible.numpy(), turn)
-        target = render_heatmaps(torch.from_numpy(gt).float(), hm, cfg.synthetic.sigma, visible=torch.from_numpy(visible))
+        target = render_heatmaps(torch.from_numpy(gt).float(), hm, cfg.synthetic.sigma, visible=torch.from_numpy(visible), hidden_amplitude=amodal)
         val_known = getattr(val, "keypoints_known", None)  # viewpoint-only images have no heatmap target
         mse = heatmap_loss([heatmaps], target, weights=None if val_known is None else val_known.float())[0].item()
         metrics = {"pck": pck(peaks.numpy(), gt, visible, hm), "mse": mse}
@@ -436,7 +437,7 @@ def finetune(
         loss = reprojection_loss(out.keypoints.float(), gt, visible & out.in_front)  # no fit from behind the camera
         logs = {"l_kp": loss.item()}
         if cfg.train.finetune_heatmap_weight > 0:
-            target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible)
+            target = render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible, hidden_amplitude=cfg.train.hidden_amplitude)
             mse = F.mse_loss(out.heatmaps.float(), target)
             loss = loss + cfg.train.finetune_heatmap_weight * mse
             logs["mse"] = mse.item()

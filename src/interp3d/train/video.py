@@ -160,7 +160,7 @@ def train_video(
             l_kp = reprojection_loss(lifted.keypoints.float(), gt, visible & lifted.in_front)
             l_hm = torch.zeros((), device=device)
             if vc.w_heatmap > 0 and not vc.freeze_hourglass:
-                l_hm = F.mse_loss(image_heat.float(), render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible))
+                l_hm = F.mse_loss(image_heat.float(), render_heatmaps(gt, hm, cfg.synthetic.sigma, visible=visible, hidden_amplitude=cfg.train.hidden_amplitude))
             # clips: L_st + L_ms + L_rp with the latents fixed
             frame_idx = clips[clip_ids].reshape(-1)
             heat = heatmaps_of("frames", frame_idx)
