@@ -34,6 +34,22 @@ def test_outside_and_invisible_keypoints_give_empty_channels():
     assert maps.flatten(1).amax(1).tolist() == [0.0, 0.0, 0.0, 0.0]
 
 
+def test_amodal_targets_give_hidden_keypoints_a_lower_gaussian_where_their_projection_is_known():
+    xy = torch.tensor([[10.5, 10.5], [20.3, 5.8], [float("nan"), 1.0], [40.0, 3.0]])
+    visible = torch.tensor([True, False, False, False])
+    plain = render_heatmaps(xy, size=32, sigma=1.5, visible=visible)
+    amodal = render_heatmaps(xy, size=32, sigma=1.5, visible=visible, hidden_amplitude=0.35)
+    assert torch.equal(amodal[0], plain[0])  # a visible keypoint's target is unchanged
+    assert plain[1].max().item() == 0.0
+    # the hidden keypoint: the visible kernel at its place, scaled to 0.35
+    assert torch.allclose(amodal[1], 0.35 * render_heatmaps(xy[1:2], size=32, sigma=1.5)[0], atol=1e-7)
+    assert heatmap_peaks(amodal[None, 1:2])[0][0, 0].tolist() == [20.5, 5.5]
+    # unknown (NaN) and out-of-image hidden keypoints stay empty
+    assert amodal[2].max().item() == 0.0 and amodal[3].max().item() == 0.0
+    with pytest.raises(ValueError, match="hidden_amplitude"):
+        render_heatmaps(xy, size=32, visible=visible, hidden_amplitude=1.5)
+
+
 def test_nan_keypoints_without_visibility_raise():
     with pytest.raises(ValueError, match="NaN"):
         render_heatmaps(torch.tensor([[float("nan"), 3.0]]))

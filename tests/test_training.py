@@ -415,6 +415,20 @@ def test_viewpoint_only_images_teach_the_viewpoint_head_and_not_the_heatmaps(tmp
     assert runs["garbage_known"]["train_mse"] != pytest.approx(runs["clean"]["train_mse"], rel=1e-3)
 
 
+def test_amodal_targets_reach_the_heatmap_loss_and_leave_visible_pck_alone(tiny_world, tmp_path):
+    """``train.hidden_amplitude`` changes what the 2D stage asks for (the hidden keypoints' blobs), not
+    how it is scored: one network (lr 0) has another training and validation MSE, the same PCK."""
+    cfg = replace(tiny_config(), train=replace(tiny_config().train, pretrain_2d=StageConfig(epochs=1, batch_size=8, lr=0.0)))
+    runs = {}
+    for amplitude in (0.0, 0.5):
+        c = replace(cfg, train=replace(cfg.train, hidden_amplitude=amplitude))
+        runs[amplitude] = pretrain_2d(c, "chair", tiny_world, tmp_path / f"p2d_{amplitude}", progress=False).history[-1]
+    assert runs[0.5]["pck"] == runs[0.0]["pck"]
+    # an untrained network's MSE is mostly its own noise; the hidden blobs move it by ~0.6 %
+    assert runs[0.5]["train_mse"] != pytest.approx(runs[0.0]["train_mse"], rel=1e-3)
+    assert runs[0.5]["mse"] != pytest.approx(runs[0.0]["mse"], rel=1e-3)
+
+
 def test_heatmap_loss_weights_images():
     from interp3d.train.losses import heatmap_loss
 
