@@ -30,6 +30,8 @@ from interp3d.models.serialization import load_interpreter
 from interp3d.shape_prior import ShapePrior
 from interp3d.train.stages import AnnotatedImages
 
+AMODAL_WEIGHT = 0.35  # a hidden keypoint's fit weight in the oracle rows: the peak an amodal 2D module is trained to (train.hidden_amplitude)
+
 
 @torch.no_grad()
 def fit(model, data, outs, keypoints: torch.Tensor, weights: torch.Tensor, prior: ShapePrior | None = None, heatmap_modes: bool = False) -> dict:
@@ -82,6 +84,9 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
     partner_distance = (kp - truth[:, flip]).norm(dim=-1) / side * 100
     swapped = outlier & (partner_distance < inlier_pct)
     rms_axis = float(error[inlier].pow(2).mean().sqrt())  # per-axis RMS of the inliers' errors, plane px
+    # hidden keypoints that project into the image: what an amodal 2D module (train.hidden_amplitude) could report
+    hidden = ~visible & ((truth >= 0) & (truth <= side)).all(-1)
+    hidden_reported = hidden & (w > 0)
     noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(seed), dtype=truth.dtype)
     unswapped = torch.where(swapped.unsqueeze(-1), truth, kp)
     heatmaps = torch.cat([o.heatmaps.float() for o in outs]).double()
@@ -98,6 +103,10 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
         ("exact + i.i.d. noise of the inliers' RMS, visible", truth + rms_axis * noise, vis_w, None),
         ("its visible keypoints, left/right swaps corrected (oracle)", unswapped, vis_w, None),
         ("the model's keypoints and weights, prior of the ranges", kp, w, ShapePrior.from_ranges(category)),
+        (f"its keypoints + the hidden ones exact at weight {AMODAL_WEIGHT:g} (a perfect amodal 2D module)",
+         torch.where(hidden.unsqueeze(-1), truth, kp), torch.where(hidden, torch.full_like(w, AMODAL_WEIGHT), w), None),
+        ("... the hidden ones with i.i.d. noise of 4x the inliers' RMS",
+         torch.where(hidden.unsqueeze(-1), truth + 4 * rms_axis * noise, kp), torch.where(hidden, torch.full_like(w, AMODAL_WEIGHT), w), None),
     ]
     results = [{"keypoints": label, **fit(model, data, outs, k, wt, prior, heatmap_modes=k is kp)} for label, k, wt, prior in rows]
     for r in results:
@@ -110,6 +119,9 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
             "outliers_swapped": int(swapped.sum()), "outliers_with_model_weight_0": int((outlier & (w == 0)).sum()),
             "outliers_with_a_secondary_mode_near_truth": int((outlier & modes).sum()),
             "inlier_rms_per_axis_pct": rms_axis / side * 100,
+            "hidden_in_image": int(hidden.sum()), "hidden_reported": int(hidden_reported.sum()),
+            "hidden_reported_median_distance_pct": float(distance[hidden_reported].median()) if hidden_reported.any() else None,
+            "hidden_reported_within_inlier_pct": float((distance[hidden_reported] < inlier_pct).double().mean()) if hidden_reported.any() else None,
         },
         "detector_error_model": detector_error_statistics(kp, w, truth, visible, flip),
         "fits": results,
@@ -125,7 +137,10 @@ def markdown(reports: list[dict]) -> str:
             f"{k['visible']} visible keypoints, {k['inliers']} inliers within {rep['inlier_pct']:g} % of the side "
             f"(per-axis RMS {k['inlier_rms_per_axis_pct']:.2f} %), {k['outliers']} outliers (median {k['outlier_median_distance_pct']:.1f} % off; "
             f"{k['outliers_swapped']} left/right swaps, {k['outliers_with_model_weight_0']} below the peak threshold, "
-            f"{k['outliers_with_a_secondary_mode_near_truth']} with a second heatmap mode near the truth).", "",
+            f"{k['outliers_with_a_secondary_mode_near_truth']} with a second heatmap mode near the truth). "
+            + (f"Of {k['hidden_in_image']} hidden keypoints inside the image it reports {k['hidden_reported']}, "
+               f"{k['hidden_reported_within_inlier_pct']:.0%} within {rep['inlier_pct']:g} % of the side (median {k['hidden_reported_median_distance_pct']:.1f} % off)."
+               if k.get("hidden_reported") else ""), "",
             "| keypoints fitted | structure AR | azimuth AR | azimuth median deg |", "|---|---|---|---|",
         ]
         lines += [f"| {r['keypoints']} | {r['structure_ar']:.2f} | {r['azimuth_ar']:.2f} | {r['azimuth_median_deg']:.1f} |" for r in rep["fits"]]
