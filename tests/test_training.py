@@ -438,3 +438,11 @@ def test_heatmap_loss_weights_images():
     assert heatmap_loss([pred], target)[0].item() == pytest.approx(2.0)
     assert heatmap_loss([pred], target, weights=torch.tensor([1.0, 0.0]))[0].item() == pytest.approx(0.0)
     assert heatmap_loss([pred], target, weights=torch.tensor([1.0, 3.0]))[0].item() == pytest.approx(3.0)
+    # channel weights scale each keypoint's squared errors: two channels, the second off by 1, weighted 8
+    target, pred = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    pred[0, 1] = 1.0
+    assert heatmap_loss([pred], target)[0].item() == pytest.approx(0.5)
+    assert heatmap_loss([pred], target, channel_weights=torch.tensor([[1.0, 8.0]]))[0].item() == pytest.approx(4.0)
+    # the turned labelling is scored with its own channel weights: here it swaps the channels, so it wins at weight 1 vs 8
+    loss, turned = heatmap_loss([pred], target, target.clone(), channel_weights=torch.tensor([[1.0, 8.0]]), turned_channel_weights=torch.tensor([[8.0, 1.0]]))
+    assert loss.item() == pytest.approx(0.5) and turned.tolist() == [True]

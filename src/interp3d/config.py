@@ -151,6 +151,8 @@ class TrainConfig:
     # height of a hidden keypoint's heatmap target where the data know where it projects (a rendered
     # world): the 2D module then reports hidden legs at a low peak for the fit (0 = visible ones only)
     hidden_amplitude: float = 0.0
+    # MSE weight of a hidden keypoint's channel: 1 / hidden_amplitude^2 gives its blob a visible one's pull
+    hidden_loss_weight: float = 1.0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     finetune_freeze_hourglass: bool = False
     finetune_heatmap_weight: float = 0.0  # optional MSE on heatmaps during fine-tuning (0 = Eq. 2 only)

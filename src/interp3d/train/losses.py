@@ -48,23 +48,32 @@ def reprojection_loss(predicted: Tensor, target: Tensor, visible: Tensor) -> Ten
     return (sq * w).sum() / w.sum().clamp_min(1.0)
 
 
-def heatmap_loss(predictions, target: Tensor, turned_target: Tensor | None = None, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def heatmap_loss(
+    predictions, target: Tensor, turned_target: Tensor | None = None, weights: Tensor | None = None,
+    channel_weights: Tensor | None = None, turned_channel_weights: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """Heatmap MSE summed over the stacks' ``predictions`` (each ``(B, N, H, W)``), and a ``(B,)``
     mask of the images scored against ``turned_target`` (the targets relabelled by a symmetric
     category's half turn): there each image takes the lower of the two, since the same picture of
     a rectangular table is a view from ``a`` and from ``a + pi`` and a fixed labelling would ask the
     network for both (two blobs per keypoint near side views, where the labelling flips).
-    ``weights (B,)``: a weighted mean over the images (0: an image without keypoint labels)."""
-    def per_image(t: Tensor) -> Tensor:
-        return sum(((p.float() - t) ** 2).mean(dim=(1, 2, 3)) for p in predictions)
+    ``weights (B,)``: a weighted mean over the images (0: an image without keypoint labels).
+    ``channel_weights (B, N)`` scale each keypoint's squared errors (``turned_channel_weights``: those
+    of the turned labelling), e.g. to give a hidden keypoint's low amodal blob a visible one's weight."""
+    def per_image(t: Tensor, cw: Tensor | None) -> Tensor:
+        def err(p: Tensor) -> Tensor:
+            e = (p.float() - t) ** 2
+            return (e if cw is None else e * cw[..., None, None]).mean(dim=(1, 2, 3))
+
+        return sum(err(p) for p in predictions)
 
     def mean(per: Tensor) -> Tensor:
         return per.mean() if weights is None else (per * weights).sum() / weights.sum().clamp_min(1e-6)
 
-    loss = per_image(target)
+    loss = per_image(target, channel_weights)
     if turned_target is None:
         return mean(loss), torch.zeros_like(loss, dtype=torch.bool)
-    turned_loss = per_image(turned_target)
+    turned_loss = per_image(turned_target, turned_channel_weights)
     turned = turned_loss < loss
     return mean(torch.where(turned, turned_loss, loss)), turned
 

@@ -201,7 +201,7 @@ def train_heatmaps(
         freeze_view_head(net)
     model = _wrap(net, ctx, device)
     turn = None if category.half_turn_permutation is None else list(category.half_turn_permutation)
-    amodal = cfg.train.hidden_amplitude
+    amodal, hidden_weight = cfg.train.hidden_amplitude, cfg.train.hidden_loss_weight
     known_keypoints = getattr(train, "keypoints_known", None)
     if known_keypoints is not None and bool(known_keypoints.all()):
         known_keypoints = None  # the usual case: every image is scored, as before
@@ -213,11 +213,16 @@ def train_heatmaps(
         target = render_heatmaps(keypoints_hm, hm, cfg.synthetic.sigma, visible=visible, hidden_amplitude=amodal)
         turned_target = None if turn is None else render_heatmaps(keypoints_hm[:, turn], hm, cfg.synthetic.sigma, visible=visible[:, turn], hidden_amplitude=amodal)
         weights = None if known_keypoints is None else known_keypoints[torch.as_tensor(idx, dtype=torch.long)].to(device).float()
+        channel_weights = turned_channel_weights = None
+        if hidden_weight != 1.0:
+            channel_weights = torch.where(visible, 1.0, hidden_weight).float()
+            turned_channel_weights = None if turn is None else channel_weights[:, turn]
+        scored = dict(weights=weights, channel_weights=channel_weights, turned_channel_weights=turned_channel_weights)
         if train_azimuth is None:
-            loss, _ = heatmap_loss(model(images.contiguous(memory_format=mf)), target, turned_target, weights)
+            loss, _ = heatmap_loss(model(images.contiguous(memory_format=mf)), target, turned_target, **scored)
             return loss, {"mse": loss.item()}
         preds, view_logits = model(images.contiguous(memory_format=mf), with_view=True)
-        mse, turned = heatmap_loss(preds, target, turned_target, weights)
+        mse, turned = heatmap_loss(preds, target, turned_target, **scored)
         azimuth = train_azimuth[torch.as_tensor(idx, dtype=torch.long)].to(device)
         azimuth = torch.where(flips, viewpoint.mirrored_azimuth(azimuth), azimuth)
         azimuth = torch.where(turned, azimuth + math.pi, azimuth)  # the labelling the heatmaps were scored against
