@@ -202,6 +202,8 @@ def train_heatmaps(
     model = _wrap(net, ctx, device)
     turn = None if category.half_turn_permutation is None else list(category.half_turn_permutation)
     amodal, hidden_weight = cfg.train.hidden_amplitude, cfg.train.hidden_loss_weight
+    if hidden_weight < 0:
+        raise ValueError(f"train.hidden_loss_weight must be >= 0, got {hidden_weight}")
     known_keypoints = getattr(train, "keypoints_known", None)
     if known_keypoints is not None and bool(known_keypoints.all()):
         known_keypoints = None  # the usual case: every image is scored, as before
