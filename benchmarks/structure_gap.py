@@ -87,6 +87,7 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
     # hidden keypoints that project into the image: what an amodal 2D module (train.hidden_amplitude) could report
     hidden = ~visible & ((truth >= 0) & (truth <= side)).all(-1)
     hidden_reported = hidden & (w > 0)
+    amodal_w = torch.where(hidden, torch.full_like(w, AMODAL_WEIGHT), w)  # the model's weights, the hidden ones at an amodal peak
     noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(seed), dtype=truth.dtype)
     unswapped = torch.where(swapped.unsqueeze(-1), truth, kp)
     heatmaps = torch.cat([o.heatmaps.float() for o in outs]).double()
@@ -104,9 +105,9 @@ def gap(model_name: str, world: Path, inlier_pct: float = 5.0, seed: int = 0) ->
         ("its visible keypoints, left/right swaps corrected (oracle)", unswapped, vis_w, None),
         ("the model's keypoints and weights, prior of the ranges", kp, w, ShapePrior.from_ranges(category)),
         (f"its keypoints + the hidden ones exact at weight {AMODAL_WEIGHT:g} (a perfect amodal 2D module)",
-         torch.where(hidden.unsqueeze(-1), truth, kp), torch.where(hidden, torch.full_like(w, AMODAL_WEIGHT), w), None),
+         torch.where(hidden.unsqueeze(-1), truth, kp), amodal_w, None),
         ("... the hidden ones with i.i.d. noise of 4x the inliers' RMS",
-         torch.where(hidden.unsqueeze(-1), truth + 4 * rms_axis * noise, kp), torch.where(hidden, torch.full_like(w, AMODAL_WEIGHT), w), None),
+         torch.where(hidden.unsqueeze(-1), truth + 4 * rms_axis * noise, kp), amodal_w, None),
     ]
     results = [{"keypoints": label, **fit(model, data, outs, k, wt, prior, heatmap_modes=k is kp)} for label, k, wt, prior in rows]
     for r in results:
