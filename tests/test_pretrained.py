@@ -83,7 +83,7 @@ FRESH_BOUNDS = {
     "swivelchair": (15.0, 8.0),  # 2.3 deg, 1.1 px (the 192 px module: 3 more epochs at 192 px; 1.7 deg, 1.3 px after 5 + 3 cluttered epochs at 160; 1.5 deg, 1.2 px after the first 5, 1.7 deg, 1.2 px before them, 1.9 deg, 1.4 px before the Taylor decoding; 5.0 deg, 2.3 px at 128 after 12 + 8 epochs; 20.4 px after 5)
     "table": (15.0, 8.0),  # 3.3 deg (modulo 180), 1.1 px (3 more epochs with amodal targets; 2.1 deg, 1.1 px before them, measured the same day; 1.8 deg, 1.2 px when the 192 px module trained under either half-turn labelling: 3 more epochs; 1.5 deg, 1.0 px after its first 3 at 192 px; 2.6 deg, 1.1 px after 3 + 3 cluttered epochs at 160; 1.0 deg, 1.3 px after the first 3, 1.9 deg, 1.3 px before them, 2.9 deg, 1.5 px before the Taylor decoding; 5.0 deg, 7.2 px at 128 after 12 epochs; 15.4 px after 5)
     "bed": (15.0, 8.0),  # 0.9 deg, 1.3 px (3 more epochs, half of them cluttered scenes; 0.8 deg, 1.2 px before them, 1.0 deg, 1.4 px before the 160 px module; 4.5 deg, 2.7 px at 128 after 12 epochs; 14.1 px after 5)
-    "sofa": (15.0, 8.0),  # 1.0 deg, 1.3 px (the 192 px module: 3 more epochs at 192 px; 0.9 deg, 1.7 px after the 3 cluttered epochs at 160; 1.3 deg, 1.7 px before them, 1.4 deg, 2.0 px before the Taylor decoding; 3.3 deg, 6.5 px at 128 after 12 epochs; 30.2 px after 5)
+    "sofa": (15.0, 8.0),  # 0.6 deg, 1.4 px (3 more epochs with amodal targets; 0.7 deg, 1.3 px before them, measured the same day; 1.0 deg, 1.3 px after the 192 px module's first 3 epochs; 0.9 deg, 1.7 px after the 3 cluttered epochs at 160; 1.3 deg, 1.7 px before them, 1.4 deg, 2.0 px before the Taylor decoding; 3.3 deg, 6.5 px at 128 after 12 epochs; 30.2 px after 5)
 }
 
 
