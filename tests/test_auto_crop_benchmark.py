@@ -1,0 +1,35 @@
+"""benchmarks/auto_crop.py: the small-object canvases it scores the auto-crop on."""
+
+import numpy as np
+from PIL import Image
+
+from conftest import load_repo_script
+from interp3d.data.world import WorldDataset, WorldOptions, render_world
+
+BLUE = (0, 0, 255)
+
+
+def test_each_render_is_pasted_whole_and_small_on_a_held_out_background(tmp_path):
+    auto_crop = load_repo_script("benchmarks/auto_crop.py")
+    backgrounds = tmp_path / "material" / "backgrounds"
+    backgrounds.mkdir(parents=True)
+    for i in range(20):  # one in five names falls in the test split
+        Image.new("RGB", (64, 48), BLUE).save(backgrounds / f"b{i}.png")
+    world = render_world(tmp_path / "w", "chair", WorldOptions(kind="test3d", count=3, image_size=64), seed=0, progress=False)
+
+    images, azimuth, category = auto_crop.canvases(world, tmp_path / "material", count=5, seed=0)
+
+    ds = WorldDataset(world)
+    assert category == "chair" and len(images) == 3  # count is capped by the world
+    np.testing.assert_array_equal(azimuth, ds.annotations["azimuth"])
+    for i, canvas in enumerate(images):
+        assert canvas.shape == (auto_crop.CANVAS, auto_crop.CANVAS, 3)
+        ys, xs = np.nonzero((canvas != BLUE).any(-1))
+        y0, x0 = ys.min(), xs.min()
+        side = max(ys.max() - y0, xs.max() - x0) + 1
+        assert auto_crop.SHARE[0] * auto_crop.CANVAS - 1 <= side <= auto_crop.SHARE[1] * auto_crop.CANVAS
+        pasted = np.asarray(Image.fromarray(ds.load_image(i)).resize((side, side), Image.BILINEAR))
+        np.testing.assert_array_equal(canvas[y0 : y0 + side, x0 : x0 + side], pasted)
+    # the same seed gives the same canvases (every model reads the same images)
+    again, _, _ = auto_crop.canvases(world, tmp_path / "material", count=3, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(images, again))
