@@ -427,6 +427,13 @@ def test_amodal_targets_reach_the_heatmap_loss_and_leave_visible_pck_alone(tiny_
     # an untrained network's MSE is mostly its own noise; the hidden blobs move it by ~0.6 %
     assert runs[0.5]["train_mse"] != pytest.approx(runs[0.0]["train_mse"], rel=1e-3)
     assert runs[0.5]["mse"] != pytest.approx(runs[0.0]["mse"], rel=1e-3)
+    # train.hidden_loss_weight scales the hidden channels in the training loss only (validation reports the plain MSE)
+    c = replace(cfg, train=replace(cfg.train, hidden_amplitude=0.5, hidden_loss_weight=8.0))
+    weighted = pretrain_2d(c, "chair", tiny_world, tmp_path / "p2d_weighted", progress=False).history[-1]
+    assert weighted["train_mse"] != pytest.approx(runs[0.5]["train_mse"], rel=1e-3)
+    assert weighted["mse"] == pytest.approx(runs[0.5]["mse"], rel=1e-6) and weighted["pck"] == runs[0.5]["pck"]
+    with pytest.raises(ValueError, match="hidden_loss_weight"):
+        pretrain_2d(replace(cfg, train=replace(cfg.train, hidden_loss_weight=-1.0)), "chair", tiny_world, tmp_path / "p2d_negative", progress=False)
 
 
 def test_heatmap_loss_weights_images():
@@ -443,6 +450,6 @@ def test_heatmap_loss_weights_images():
     pred[0, 1] = 1.0
     assert heatmap_loss([pred], target)[0].item() == pytest.approx(0.5)
     assert heatmap_loss([pred], target, channel_weights=torch.tensor([[1.0, 8.0]]))[0].item() == pytest.approx(4.0)
-    # the turned labelling is scored with its own channel weights: here it swaps the channels, so it wins at weight 1 vs 8
+    # the turned labelling is scored with its own channel weights (here swapped, so its wrong channel weighs 1, not 8): it wins
     loss, turned = heatmap_loss([pred], target, target.clone(), channel_weights=torch.tensor([[1.0, 8.0]]), turned_channel_weights=torch.tensor([[8.0, 1.0]]))
     assert loss.item() == pytest.approx(0.5) and turned.tolist() == [True]
