@@ -43,37 +43,84 @@ def test_prediction_fields_and_crop_box_maps_back_to_the_input(checkpoint, tmp_p
     np.testing.assert_allclose(boxed.keypoints_3d, cropped.keypoints_3d, atol=1e-4)
 
 
-def test_auto_crop_frames_a_small_object_like_the_training_images(checkpoint, monkeypatch):
-    """A first prediction whose confident keypoints span 20 px of a 200 px image: the second pass
-    runs on the square of side 20 / AUTO_CROP_FILL around them (weak peaks ignored); an object
-    that already fills the image, or a given box, is not cropped again."""
+def test_framing_box_frames_confident_keypoints_like_the_training_images(checkpoint):
+    """The framing candidate: the square of side extent / AUTO_CROP_FILL around the keypoints whose
+    peak reaches AUTO_CROP_PEAK of the highest (a weak outlier ignored); none for an object that
+    already fills the image or for fewer than 4 confident keypoints."""
+    from interp3d import inference
+
+    image = np.zeros((200, 200, 3), np.uint8)
+    (pred,) = Predictor.load(checkpoint, auto_crop=False).predict_arrays([image], ["small.png"])
+    small = np.array([[90, 100], [110, 100], [90, 115], [110, 115], [100, 108], [5, 5]] + [[100, 105]] * 4, float)
+    values = [0.4, 0.5, 0.45, 0.42, 0.3, 0.1, 0.35, 0.35, 0.35, 0.35]
+    box = inference._framing_box(inference.Prediction(**{**vars(pred), "keypoints_2d": small, "extra": {"peak_values": values}}), image.shape)
+    side = 20 / inference.AUTO_CROP_FILL
+    np.testing.assert_allclose(box, [100 - side / 2, 107.5 - side / 2, 100 + side / 2, 107.5 + side / 2])
+    big = np.array([[10, 10], [190, 20], [20, 180], [180, 185]] + [[100, 100]] * 6, float)
+    assert inference._framing_box(inference.Prediction(**{**vars(pred), "keypoints_2d": big, "extra": {"peak_values": [0.5] * 4 + [0.01] * 6}}), image.shape) is None
+    assert inference._framing_box(inference.Prediction(**{**vars(pred), "keypoints_2d": small, "extra": {"peak_values": [0.5, 0.5, 0.5] + [0.01] * 7}}), image.shape) is None
+
+
+@pytest.mark.parametrize("h, w, counts", [(384, 384, (4, 9)), (480, 640, (6, 12)), (100, 400, (18, 42))])
+def test_search_windows_cover_the_image_at_each_scale(h, w, counts):
+    """Each scale's squares lie inside the image, reach all four edges, and neighbours overlap by
+    at least half a window, so any object up to about half a window wide lies whole in one."""
+    from interp3d import inference
+
+    windows = np.array(inference._search_windows((h, w, 3)))
+    assert len(windows) == sum(counts)
+    for scale, chunk in zip(inference.AUTO_CROP_SCALES, np.split(windows, np.cumsum(counts)[:-1])):
+        side = scale * min(h, w)
+        np.testing.assert_allclose(chunk[:, 2] - chunk[:, 0], side)
+        np.testing.assert_allclose(chunk[:, 3] - chunk[:, 1], side)
+        assert chunk[:, :2].min() >= 0 and chunk[:, 2].max() <= w + 1e-9 and chunk[:, 3].max() <= h + 1e-9
+        assert np.isclose(chunk[:, 2].max(), w) and np.isclose(chunk[:, 3].max(), h)
+        for axis in (0, 1):
+            starts = np.unique(chunk[:, axis].round(6))
+            assert np.all(np.diff(starts) <= side / 2 + 1e-9)
+
+
+def test_auto_crop_answers_from_the_best_crop_that_keeps_the_object_whole(checkpoint, monkeypatch):
+    """A stubbed 2D module "sees" an object at x, y in 120-180 of a 300 px image. The first pass is
+    unsure (peaks 0.2); crops that hold the object whole are surer the tighter they frame it; a
+    crop that cuts it is surest of all (a part can look like a whole) but its fitted skeleton
+    crosses its edge, so the best whole crop answers. A surer first pass (a framed object) and a
+    given box keep their answers."""
     from interp3d import inference
 
     predictor = Predictor.load(checkpoint, auto_crop=True)
-    first = predictor._predict_boxes
+    real = predictor._predict_boxes
+    obj = np.array([[120.0, 120.0], [180.0, 180.0]])
+    first_peak = [0.2]
     calls = []
 
     def stub(images, sources, boxes, frames):
         calls.append(list(boxes))
-        preds = first(images, sources, boxes, frames)
-        if boxes[0] is None:  # the first pass "sees" keypoints between (90, 100) and (110, 115), one weak outlier
-            for p in preds:
-                p.keypoints_2d = np.array([[90, 100], [110, 100], [90, 115], [110, 115], [100, 108], [5, 5]] + [[100, 105]] * 4, float)
-                p.extra["peak_values"] = [0.4, 0.5, 0.45, 0.42, 0.3, 0.1, 0.35, 0.35, 0.35, 0.35]
+        preds = real(images, sources, boxes, frames)
+        for pred, box in zip(preds, boxes):
+            x0, y0, x1, y1 = (0, 0, 300, 300) if box is None else box
+            pred.reprojected_2d = np.linspace(obj[0], obj[1], 10)
+            pred.azimuth_confidence = None
+            whole = x0 <= 120 and y0 <= 120 and x1 >= 180 and y1 >= 180
+            peak = first_peak[0] if box is None else (0.9 if not whole and x1 > 120 and y1 > 120 and x0 < 180 and y0 < 180 else 60 / (x1 - x0) if whole else 0.05)
+            pred.extra["peak_values"] = [peak] * 10
         return preds
 
     monkeypatch.setattr(predictor, "_predict_boxes", stub)
-    image = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    image = np.zeros((300, 300, 3), np.uint8)
     (pred,) = predictor.predict_arrays([image], ["small.png"])
-    side = 20 / inference.AUTO_CROP_FILL
-    np.testing.assert_allclose(calls[1][0], [100 - side / 2, 107.5 - side / 2, 100 + side / 2, 107.5 + side / 2])
-    assert pred.extra["auto_crop_box"] == [round(v, 1) for v in calls[1][0]]
+    windows = inference._search_windows(image.shape)
+    assert calls[1] == windows  # one pass on every window (the framing box needs 4 confident keypoints: the stub has none)
+    whole = [b for b in windows if b[0] <= 120 and b[1] <= 120 and b[2] >= 180 and b[3] >= 180]
+    tightest = min(whole, key=lambda b: b[2] - b[0])
+    assert pred.extra["auto_crop_box"] == [round(v, 1) for v in tightest]
+    assert not inference._frames_whole_object(pred, [130, 0, 300, 300]) and inference._frames_whole_object(pred, tightest)
+    first_peak[0] = 0.5  # no whole crop beats AUTO_CROP_GAIN x the first pass
+    (framed,) = predictor.predict_arrays([image], ["framed.png"])
+    assert "auto_crop_box" not in framed.extra
     calls.clear()
-    predictor.predict_arrays([image], ["boxed.png"], boxes=[(0, 0, 200, 200)])
-    assert calls == [[(0, 0, 200, 200)]]  # the user's box is kept
-    big = inference._framing_box(inference.Prediction(**{**vars(pred), "keypoints_2d": np.array([[10, 10], [190, 20], [20, 180], [180, 185]], float), "extra": {"peak_values": [0.5] * 4}}), image.shape)
-    assert big is None  # already framed
-    assert inference._framing_box(inference.Prediction(**{**vars(pred), "extra": {"peak_values": [0.5, 0.5, 0.5] + [0.01] * 7}}), image.shape) is None  # 3 confident: too few
+    predictor.predict_arrays([image], ["boxed.png"], boxes=[(0, 0, 300, 300)])
+    assert calls == [[(0, 0, 300, 300)]]  # the user's box is kept
 
 
 def test_image_modes_are_accepted(tmp_path):

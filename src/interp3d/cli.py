@@ -452,7 +452,7 @@ def predict(
     figures: Annotated[bool, typer.Option(help="Write a figure per input.")] = True,
     refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Test-time refinement of structure and camera (default: the model's recommendation).")] = None,
     flip_test: Annotated[Optional[bool], typer.Option("--flip-test/--no-flip-test", help="Average the 2D module's outputs with the mirrored image's (twice its cost; default: the model's recommendation).")] = None,
-    auto_crop: Annotated[Optional[bool], typer.Option("--auto-crop/--no-auto-crop", help="Images without --box: predict again on a crop around a small object (default: the model's recommendation).")] = None,
+    auto_crop: Annotated[Optional[bool], typer.Option("--auto-crop/--no-auto-crop", help="Images without --box: search crops for one that frames a small object whole and answer from it (default: the model's recommendation).")] = None,
 ) -> None:
     """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
     from tqdm import tqdm
