@@ -57,13 +57,13 @@ def framed(data: Path, count: int) -> list[np.ndarray]:
     return [world.load_image(i) for i in range(min(count, len(world)))]
 
 
-def measure(model: str, images: list[np.ndarray], azimuth: np.ndarray) -> dict:
+def measure(model: str, images: list[np.ndarray], azimuth: np.ndarray, scales: list[float] | None = None) -> dict:
     from interp3d.evaluation.metrics import angle_error, paired_mean_interval
     from interp3d.inference import Predictor
 
     rows, within = {}, {}
     for crop in (False, True):
-        predictor = Predictor.load(model, auto_crop=crop)
+        predictor = Predictor.load(model, auto_crop=crop, auto_crop_scales=scales)
         start = time.perf_counter()
         predictions = predictor.predict_arrays(images, [str(i) for i in range(len(images))])
         seconds = time.perf_counter() - start
@@ -82,7 +82,8 @@ def measure(model: str, images: list[np.ndarray], azimuth: np.ndarray) -> dict:
 def markdown(report: dict) -> str:
     lines = ["# The auto-crop on small objects in photographs", "",
              f"`{report['data']}`: the first {report['count']} renders, each scaled to {report['share'][0]:.0%}-{report['share'][1]:.0%} of a {CANVAS} px canvas on a "
-             f"held-out photo background (seed {report['seed']}; *small*), and the same renders as they are (*framed*); azimuth as the "
+             f"held-out photo background (seed {report['seed']}; *small*), and the same renders as they are (*framed*); auto-crop window scales "
+             f"{report['scales']}; azimuth as the "
              f"Predictor runs each model; ms an image: the Predictor's wall time on this machine ({report['threads']} torch threads).", "",
              "| model | images | auto-crop | within 45 deg % | median deg | answered from a crop | gain within 45 (on - off) [95 %] | ms an image |",
              "|---|---|---|---|---|---|---|---|"]
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--photo-material", type=Path, default=Path("data/photo_material"), help="scripts/fetch_photo_material.sh output")
     parser.add_argument("--count", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scales", type=float, nargs="+", default=None, help="the auto-crop's window scales (default: the Predictor's)")
     parser.add_argument("--share", type=float, nargs=2, default=SHARE, metavar=("LOW", "HIGH"), help="the small objects' side as a share of the canvas's")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
@@ -114,9 +116,11 @@ def main() -> None:
     image_sets = {"small": images, "framed": framed(args.data, args.count)}
     import torch
 
-    report = {"data": str(args.data), "category": category, "count": len(images), "seed": args.seed, "share": list(args.share), "threads": torch.get_num_threads(), "models": {}}
+    from interp3d.inference import AUTO_CROP_SCALES
+
+    report = {"data": str(args.data), "category": category, "count": len(images), "seed": args.seed, "share": list(args.share), "scales": list(args.scales or AUTO_CROP_SCALES), "threads": torch.get_num_threads(), "models": {}}
     for model in args.model:
-        report["models"][model] = {name: measure(model, shown, azimuth) for name, shown in image_sets.items()}
+        report["models"][model] = {name: measure(model, shown, azimuth, args.scales) for name, shown in image_sets.items()}
         print(model, report["models"][model], flush=True)
     atomic_write_json(args.out.with_suffix(".json"), report)
     atomic_write_text(args.out.with_suffix(".md"), markdown(report))

@@ -121,6 +121,14 @@ def test_auto_crop_answers_from_the_best_crop_that_keeps_the_object_whole(checkp
     calls.clear()
     predictor.predict_arrays([image], ["boxed.png"], boxes=[(0, 0, 300, 300)])
     assert calls == [[(0, 0, 300, 300)]]  # the user's box is kept
+    finer = Predictor.load(checkpoint, auto_crop=True, auto_crop_scales=(0.8, 0.55, 0.4))
+    finer_calls = []
+    monkeypatch.setattr(finer, "_predict_boxes", lambda images, sources, boxes, frames: finer_calls.append(list(boxes)) or stub(images, sources, boxes, frames))
+    finer.predict_arrays([image], ["small.png"])
+    assert finer_calls[1] == inference._search_windows(image.shape, (0.8, 0.55, 0.4)) and len(finer_calls[1]) == len(windows) + 16
+    for bad in ((), (0.0, 0.5), (1.2,)):
+        with pytest.raises(ValueError, match="auto_crop_scales"):
+            Predictor.load(checkpoint, auto_crop_scales=bad)
 
 
 def test_image_modes_are_accepted(tmp_path):
@@ -194,6 +202,10 @@ def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):
     assert result.exit_code == 1
     assert "1 of 2 inputs" in result.output and "bad.png: not a readable image" in result.output
     assert (tmp_path / "out" / "good.json").is_file() and (tmp_path / "out" / "good.png").is_file()
+    scales = CliRunner().invoke(app, ["predict", str(good), "--model", str(checkpoint), "--out", str(tmp_path / "o2"), "--auto-crop-scales", "0.8,x"])
+    assert scales.exit_code != 0 and "--auto-crop-scales must be fractions" in scales.output
+    fine = CliRunner().invoke(app, ["predict", str(good), "--model", str(checkpoint), "--out", str(tmp_path / "o3"), "--auto-crop", "--auto-crop-scales", "0.8,0.55,0.4", "--no-figures"])
+    assert fine.exit_code == 0 and (tmp_path / "o3" / "good.json").is_file()
 
 
 def test_onnxruntime_backend_matches_torch(checkpoint, tmp_path):

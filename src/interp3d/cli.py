@@ -453,6 +453,7 @@ def predict(
     refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Test-time refinement of structure and camera (default: the model's recommendation).")] = None,
     flip_test: Annotated[Optional[bool], typer.Option("--flip-test/--no-flip-test", help="Average the 2D module's outputs with the mirrored image's (twice its cost; default: the model's recommendation).")] = None,
     auto_crop: Annotated[Optional[bool], typer.Option("--auto-crop/--no-auto-crop", help="Images without --box: search crops for one that frames a small object whole and answer from it (default: the model's recommendation).")] = None,
+    auto_crop_scales: Annotated[Optional[str], typer.Option(help="The auto-crop's window sides as fractions of the image's shorter side, e.g. 0.8,0.55,0.4 for objects a fifth to a third of the image wide (default 0.8,0.55).")] = None,
 ) -> None:
     """Recover 3D skeletons and camera pose from images and videos; a bad file is reported and skipped."""
     from tqdm import tqdm
@@ -467,7 +468,15 @@ def predict(
             assert len(crop) == 4
         except (ValueError, AssertionError):
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
-    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine, flip_test=flip_test, auto_crop=auto_crop)
+    scales = None
+    if auto_crop_scales:
+        try:
+            scales = [float(v) for v in auto_crop_scales.split(",")]
+            assert scales and all(0.0 < v <= 1.0 for v in scales)
+        except (ValueError, AssertionError):
+            _fail(f"--auto-crop-scales must be fractions in (0, 1] separated by commas, got {auto_crop_scales!r}")
+    predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine, flip_test=flip_test, auto_crop=auto_crop,
+                                auto_crop_scales=scales)
     category = predictor.model.category
     files: list[Path] = []
     for item in inputs:

@@ -286,7 +286,7 @@ class Predictor:
     def __init__(
         self, model: Interpreter, device: str | torch.device = "cpu", batch_size: int = 16, backend: str = "torch",
         refine: bool | None = None, refine_options: RefineOptions | None = None, prior: ShapePrior | None = None,
-        flip_test: bool | None = None, auto_crop: bool | None = None,
+        flip_test: bool | None = None, auto_crop: bool | None = None, auto_crop_scales: Sequence[float] | None = None,
     ):
         """``backend``: ``torch`` (any device) or ``onnxruntime`` (CPU; needs the onnxruntime package).
         ``refine``: fit the shape model to the 2D keypoints after the network (:mod:`interp3d.refine`);
@@ -296,7 +296,10 @@ class Predictor:
         cost); None takes the model's recommendation (``info["flip_test_default"]``, else off).
         ``auto_crop``: for an image without a box, also predict on search windows and on a square
         framing the confident keypoints, and answer from the best crop that keeps the object whole
-        (:meth:`_auto_crop`; about 15 passes an image); None takes ``info["auto_crop_default"]``, else off."""
+        (:meth:`_auto_crop`; about 15 passes an image); None takes ``info["auto_crop_default"]``, else off.
+        ``auto_crop_scales``: the search windows' sides as fractions of the image's shorter side
+        (default :data:`AUTO_CROP_SCALES`; adding 0.4 finds objects a fifth to a third of the image
+        wide at about twice the cost, ``benchmarks/auto_crop.py --share``)."""
         if backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
         self.model = model.to(device).eval()
@@ -314,6 +317,9 @@ class Predictor:
         self.refine_options = refine_options if refine_options is not None else model.refine_options
         self.flip_test = choice(flip_test, "flip_test_default", False)
         self.auto_crop = choice(auto_crop, "auto_crop_default", False)
+        self.auto_crop_scales = tuple(float(v) for v in (AUTO_CROP_SCALES if auto_crop_scales is None else auto_crop_scales))
+        if not self.auto_crop_scales or not all(0.0 < v <= 1.0 for v in self.auto_crop_scales):
+            raise ValueError(f"auto_crop_scales must be fractions in (0, 1], got {auto_crop_scales!r}")
         # torch: channels_last inputs, 1.4-1.5x faster on CPU (benchmarks/run_all.py, exports)
         self._run, self._memory_format = self.model, torch.channels_last
         if backend == "onnxruntime":
@@ -325,10 +331,11 @@ class Predictor:
     @classmethod
     def load(
         cls, path_or_name: str | Path = "chair", device: str | torch.device = "cpu", backend: str = "torch", refine: bool | None = None,
-        flip_test: bool | None = None, auto_crop: bool | None = None,
+        flip_test: bool | None = None, auto_crop: bool | None = None, auto_crop_scales: Sequence[float] | None = None,
     ) -> "Predictor":
         """From a checkpoint, an exported model, or a shipped model's name (default: the shipped chair model)."""
-        return cls(Interpreter.load(path_or_name, device), device, backend=backend, refine=refine, flip_test=flip_test, auto_crop=auto_crop)
+        return cls(Interpreter.load(path_or_name, device), device, backend=backend, refine=refine, flip_test=flip_test, auto_crop=auto_crop,
+                   auto_crop_scales=auto_crop_scales)
 
     def refine_lifted(self, lifted, keypoints_plane: torch.Tensor, weights: torch.Tensor):
         """Refine a network prediction against plane-px keypoints; returns (projected Lifted, RefineResult)."""
@@ -349,7 +356,7 @@ class Predictor:
         candidates = []
         for i in todo:
             framing = _framing_box(predictions[i], images[i].shape)
-            candidates += [(i, box) for box in _search_windows(images[i].shape) + ([] if framing is None else [framing])]
+            candidates += [(i, box) for box in _search_windows(images[i].shape, self.auto_crop_scales) + ([] if framing is None else [framing])]
         best: dict[int, tuple[float, list[float], Prediction]] = {}
         for start in range(0, len(candidates), AUTO_CROP_BATCH):
             chunk = candidates[start : start + AUTO_CROP_BATCH]
