@@ -241,3 +241,21 @@ def test_cli_predict_picks_the_categorys_shipped_model(checkpoint, tmp_path, mon
     assert wrong.exit_code == 2 and "is a chair model, not sofa" in wrong.output
     unknown = CliRunner().invoke(app, ["predict", str(image), "--category", "lamp", "--out", str(tmp_path / "o3")])
     assert unknown.exit_code == 2 and "lamp" in unknown.output
+
+
+def test_prediction_figure_marks_the_auto_crop_box(checkpoint, tmp_path):
+    """The figure draws the crop an answer came from as a square at the box's image coordinates."""
+    import matplotlib.pyplot as plt
+
+    from interp3d.shape_model import get_category
+    from interp3d.viz import draw_crop_box, prediction_figure
+
+    image = np.random.default_rng(4).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    (pred,) = Predictor.load(checkpoint, auto_crop=False).predict_arrays([image], ["x.png"])
+    fig, ax = plt.subplots()
+    assert draw_crop_box(ax, pred) is None and not ax.patches
+    pred.extra["auto_crop_box"] = [10.0, 5.0, 50.0, 45.0]
+    patch = draw_crop_box(ax, pred)
+    assert patch in ax.patches and patch.get_xy() == (10.0, 5.0) and (patch.get_width(), patch.get_height()) == (40.0, 40.0)
+    plt.close(fig)
+    assert prediction_figure(image, pred, get_category(pred.category), tmp_path / "fig.png").is_file()

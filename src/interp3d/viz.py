@@ -102,6 +102,18 @@ def recall_plot(errors: dict[str, np.ndarray], tau_max: float, path: str | Path,
     return save_figure(fig, path)
 
 
+def draw_crop_box(ax, prediction):
+    """The auto-crop's box (``extra["auto_crop_box"]``) as a dashed square, where the answer came
+    from a crop; returns the patch or None."""
+    box = (getattr(prediction, "extra", None) or {}).get("auto_crop_box")
+    if box is None:
+        return None
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = map(float, box)
+    return ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linestyle="--", linewidth=1.2))
+
+
 def prediction_figure(image: np.ndarray | None, prediction, category: Category, path: str | Path) -> Path:
     """Input image (or, for lifted keypoints, a blank canvas around them) with the 2D keypoints
     (size ~ confidence) and the re-projected skeleton, beside the 3D skeleton seen from a canonical
@@ -120,6 +132,7 @@ def prediction_figure(image: np.ndarray | None, prediction, category: Category, 
         x0, y0, x1, y1 = 0, 0, w, h
         ax.imshow(image, extent=(0, w, h, 0))
     draw_skeleton(ax, prediction.reprojected_2d, category, linewidth=2.0, markersize=3.0)
+    draw_crop_box(ax, prediction)
     conf = np.clip(np.asarray(prediction.confidence), 0, 1)
     ax.scatter(prediction.keypoints_2d[:, 0], prediction.keypoints_2d[:, 1], s=10 + 60 * conf, facecolors="none", edgecolors="yellow" if image is not None else "black", linewidths=1.0)
     ax.set_xlim(x0, x1)
