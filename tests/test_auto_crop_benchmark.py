@@ -33,3 +33,34 @@ def test_each_render_is_pasted_whole_and_small_on_a_held_out_background(tmp_path
     # the same seed gives the same canvases (every model reads the same images)
     again, _, _ = auto_crop.canvases(world, tmp_path / "material", count=3, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(images, again))
+
+
+def test_video_frames_share_one_place_and_size_on_their_canvas(tmp_path):
+    """benchmarks/auto_crop_video.py: a video's frames, in frame order, pasted whole at one place
+    and size (so the crop a searched frame chose fits its neighbours), the truth in the same order."""
+    load_repo_script("benchmarks/auto_crop.py")  # the video benchmark imports its canvas constants
+    video = load_repo_script("benchmarks/auto_crop_video.py")
+    backgrounds = tmp_path / "material" / "backgrounds"
+    backgrounds.mkdir(parents=True)
+    for i in range(20):
+        Image.new("RGB", (64, 48), BLUE).save(backgrounds / f"b{i}.png")
+    root = render_world(tmp_path / "v", "chair", WorldOptions(kind="video", count=2, image_size=48, video_length=3), seed=0, progress=False)
+
+    videos, azimuths = video.video_canvases(root, tmp_path / "material", seed=0)
+
+    ds = WorldDataset(root, kind="video")
+    a = ds.annotations
+    assert [len(f) for f in videos] == [3, 3] and [len(z) for z in azimuths] == [3, 3]
+    for v, (frames, azimuth) in enumerate(zip(videos, azimuths)):
+        idx = [int(i) for i in np.flatnonzero(a["video_index"] == v)]
+        idx.sort(key=lambda i: a["frame_index"][i])
+        np.testing.assert_allclose(azimuth, a["azimuth"][idx])
+        places = set()
+        for frame, i in zip(frames, idx):
+            ys, xs = np.nonzero((frame != BLUE).any(-1))
+            y0, x0 = ys.min(), xs.min()
+            side = max(ys.max() - y0, xs.max() - x0) + 1
+            pasted = np.asarray(Image.fromarray(ds.load_image(i)).resize((side, side), Image.BILINEAR))
+            np.testing.assert_array_equal(frame[y0 : y0 + side, x0 : x0 + side], pasted)
+            places.add((int(x0), int(y0), int(side)))
+        assert len(places) == 1

@@ -194,6 +194,38 @@ def test_video_prediction_and_temporal_smoothing(checkpoint, tmp_path):
     assert len({round(p.focal, 4) for p in smooth}) == 1
 
 
+def test_video_auto_crop_searches_every_tenth_frame_and_reuses_the_nearest_crop(checkpoint, monkeypatch):
+    """A 25-frame video: frames 0, 10, 20 and 24 get the full search; every other frame is read once,
+    on the crop its nearest searched frame chose (frame 10 chose one, the others kept the image)."""
+    from interp3d import inference
+
+    predictor = Predictor.load(checkpoint, auto_crop=True)
+    frames = [np.full((40, 40, 3), i, np.uint8) for i in range(25)]
+    searched, read = [], {}
+    real_boxes = predictor._predict_boxes
+
+    def search(images, sources, boxes=None, frames=None):
+        searched.extend(frames)
+        preds = real_boxes(images, sources, [None] * len(images), frames)
+        for k, pred in zip(frames, preds):
+            if k == 10:
+                pred.extra["auto_crop_box"] = [4.0, 6.0, 30.0, 32.0]
+        return preds
+
+    def once(images, sources, boxes, frames):
+        read.update(zip(frames, boxes))
+        return real_boxes(images, sources, boxes, frames)
+
+    monkeypatch.setattr(predictor, "predict_arrays", search)
+    monkeypatch.setattr(predictor, "_predict_boxes", once)
+    preds = predictor._video_from_frames(frames, ["clip"] * 25, None, smooth=False)
+    assert inference.AUTO_CROP_VIDEO_STRIDE == 10 and searched == [0, 10, 20, 24]
+    assert sorted(read) == [i for i in range(25) if i not in (0, 10, 20, 24)]
+    assert all(read[i] == [4.0, 6.0, 30.0, 32.0] for i in range(6, 16) if i != 10)
+    assert all(read[i] is None for i in list(range(1, 6)) + list(range(16, 24)) if i != 20)
+    assert [p.frame for p in preds] == list(range(25)) and preds[12].extra["auto_crop_box"] == [4.0, 6.0, 30.0, 32.0]
+
+
 def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):
     good = _image(tmp_path, "good.png", np.random.default_rng(2).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     bad = tmp_path / "bad.png"
