@@ -224,6 +224,7 @@ def test_video_auto_crop_searches_every_tenth_frame_and_reuses_the_nearest_crop(
     assert all(read[i] == [4.0, 6.0, 30.0, 32.0] for i in range(6, 16) if i != 10)
     assert all(read[i] is None for i in list(range(1, 6)) + list(range(16, 24)) if i != 20)
     assert [p.frame for p in preds] == list(range(25)) and preds[12].extra["auto_crop_box"] == [4.0, 6.0, 30.0, 32.0]
+    assert predictor._video_auto_crop([], []) == []
 
 
 def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):

@@ -549,6 +549,8 @@ class Predictor:
         other frame is read once, on the crop of its nearest searched frame (the whole image where
         that one kept it): about 2.5 passes a frame instead of 15, as a filmed object moves little
         between neighbouring frames."""
+        if not frames:
+            return []
         keys = sorted(set(range(0, len(frames), AUTO_CROP_VIDEO_STRIDE)) | {len(frames) - 1})
         preds = dict(zip(keys, self.predict_arrays([frames[k] for k in keys], [sources[k] for k in keys], frames=keys)))
         rest = [i for i in range(len(frames)) if i not in preds]
