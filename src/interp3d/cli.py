@@ -469,11 +469,10 @@ def predict(
         except (ValueError, AssertionError):
             _fail(f"--box must be x0,y0,x1,y1, got {box!r}")
     scales = None
-    if auto_crop_scales:
+    if auto_crop_scales:  # their range is the Predictor's check (_load_predictor reports it)
         try:
             scales = [float(v) for v in auto_crop_scales.split(",")]
-            assert scales and all(0.0 < v <= 1.0 for v in scales)
-        except (ValueError, AssertionError):
+        except ValueError:
             _fail(f"--auto-crop-scales must be fractions in (0, 1] separated by commas, got {auto_crop_scales!r}")
     predictor = _load_predictor(model, category, device=device, backend=backend, refine=refine, flip_test=flip_test, auto_crop=auto_crop,
                                 auto_crop_scales=scales)

@@ -179,13 +179,12 @@ def _framing_box(pred: Prediction, shape, fill: float = AUTO_CROP_FILL, zoom_bel
     return [x0, y0, x1, y1] if x1 - x0 >= MIN_SIDE and y1 - y0 >= MIN_SIDE else None
 
 
-def _search_windows(shape, scales: Sequence[float] | None = None) -> list[list[float]]:
+def _search_windows(shape, scales: Sequence[float] = AUTO_CROP_SCALES) -> list[list[float]]:
     """Auto-crop's candidate windows (x0, y0, x1, y1): for each scale, squares of that fraction of
-    the shorter side on a grid spanning the image, neighbours at most half a window apart (default
-    scales: :data:`AUTO_CROP_SCALES`, read at call time)."""
+    the shorter side on a grid spanning the image, neighbours at most half a window apart."""
     h, w = shape[:2]
     windows = []
-    for scale in AUTO_CROP_SCALES if scales is None else scales:
+    for scale in scales:
         side = scale * min(h, w)
         if side < MIN_SIDE:
             continue
@@ -360,18 +359,20 @@ class Predictor:
         for i in todo:
             framing = _framing_box(predictions[i], images[i].shape)
             candidates += [(i, box) for box in _search_windows(images[i].shape, self.auto_crop_scales) + ([] if framing is None else [framing])]
-        best: dict[int, tuple[float, list[float], Prediction]] = {}
+        # each image's bar to beat: AUTO_CROP_GAIN x its whole image's score, then the best whole crop's
+        best: dict[int, tuple[float, list[float] | None, Prediction | None]] = {i: (AUTO_CROP_GAIN * _framing_score(predictions[i]), None, None) for i in todo}
         for start in range(0, len(candidates), AUTO_CROP_BATCH):
             chunk = candidates[start : start + AUTO_CROP_BATCH]
             again = self._predict_boxes([images[i] for i, _ in chunk], [sources[i] for i, _ in chunk], [box for _, box in chunk],
                                         None if frames is None else [frames[i] for i, _ in chunk])
             for (i, box), pred in zip(chunk, again):
                 score = _framing_score(pred)
-                if _frames_whole_object(pred, box) and score > AUTO_CROP_GAIN * _framing_score(predictions[i]) and score > best.get(i, (-1.0,))[0]:
+                if score > best[i][0] and _frames_whole_object(pred, box):
                     best[i] = (score, box, pred)
         for i, (_, box, pred) in best.items():
-            pred.extra["auto_crop_box"] = [round(float(v), 1) for v in box]
-            predictions[i] = pred
+            if pred is not None:
+                pred.extra["auto_crop_box"] = [round(float(v), 1) for v in box]
+                predictions[i] = pred
 
     def _predict_boxes(self, images, sources, boxes, frames) -> list[Prediction]:
         size = self.model.image_size
