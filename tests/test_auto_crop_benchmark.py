@@ -64,3 +64,32 @@ def test_video_frames_share_one_place_and_size_on_their_canvas(tmp_path):
             np.testing.assert_array_equal(frame[y0 : y0 + side, x0 : x0 + side], pasted)
             places.add((int(x0), int(y0), int(side)))
         assert len(places) == 1
+
+
+def test_moving_video_frames_follow_a_straight_line_at_constant_speed(tmp_path):
+    """--motion: each video's square keeps its size and moves by equal steps along one line, inside
+    the canvas, by the asked share of the canvas side unless the edge cuts the line short."""
+    load_repo_script("benchmarks/auto_crop.py")
+    video = load_repo_script("benchmarks/auto_crop_video.py")
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        side = int(rng.integers(100, 240))
+        track = video.paste_track(rng, side, 11, 0.3)
+        assert track.min() >= 0 and track.max() <= video.CANVAS - side
+        steps = np.diff(track, axis=0)
+        assert np.abs(steps - steps.mean(0)).max() <= 1  # constant speed up to the pixel rounding
+        assert np.linalg.norm(track[-1] - track[0]) <= 0.3 * video.CANVAS + 1
+    still = video.paste_track(np.random.default_rng(1), 150, 5, 0.0)
+    assert (still == still[0]).all()
+
+    backgrounds = tmp_path / "material" / "backgrounds"
+    backgrounds.mkdir(parents=True)
+    for i in range(20):
+        Image.new("RGB", (64, 48), BLUE).save(backgrounds / f"b{i}.png")
+    root = render_world(tmp_path / "v", "chair", WorldOptions(kind="video", count=1, image_size=48, video_length=5), seed=0, progress=False)
+    (frames,), _ = video.video_canvases(root, tmp_path / "material", seed=0, motion=0.5)
+    corners = []
+    for frame in frames:
+        ys, xs = np.nonzero((frame != BLUE).any(-1))
+        corners.append((xs.min(), ys.min(), max(ys.max() - ys.min(), xs.max() - xs.min()) + 1))
+    assert len({c[2] for c in corners}) == 1 and len({c[:2] for c in corners}) > 1

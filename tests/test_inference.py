@@ -196,7 +196,8 @@ def test_video_prediction_and_temporal_smoothing(checkpoint, tmp_path):
 
 def test_video_auto_crop_searches_every_tenth_frame_and_reuses_the_nearest_crop(checkpoint, monkeypatch):
     """A 25-frame video: frames 0, 10, 20 and 24 get the full search; every other frame is read once,
-    on the crop its nearest searched frame chose (frame 10 chose one, the others kept the image)."""
+    on the crop its nearest searched frame chose (frame 10 chose one, the others kept the image, so
+    there is no pair of crops to interpolate)."""
     from interp3d import inference
 
     predictor = Predictor.load(checkpoint, auto_crop=True)
@@ -225,6 +226,28 @@ def test_video_auto_crop_searches_every_tenth_frame_and_reuses_the_nearest_crop(
     assert all(read[i] is None for i in list(range(1, 6)) + list(range(16, 24)) if i != 20)
     assert [p.frame for p in preds] == list(range(25)) and preds[12].extra["auto_crop_box"] == [4.0, 6.0, 30.0, 32.0]
     assert predictor._video_auto_crop([], []) == []
+
+
+def test_video_crop_between_two_searched_crops_moves_linearly():
+    """Frames between two searched frames that both chose a crop get the boxes' linear mix (known
+    answers); where one kept the whole image, or without interpolation, the nearer choice; a frame
+    outside the keys is an error."""
+    from interp3d.inference import _crop_between
+
+    keys = [0, 10, 14]
+    boxes = {0: [0.0, 0.0, 100.0, 100.0], 10: [50.0, 20.0, 130.0, 100.0], 14: None}
+    assert _crop_between(5, keys, boxes) == [25.0, 10.0, 115.0, 100.0]
+    assert np.allclose(_crop_between(3, keys, boxes), [15.0, 6.0, 109.0, 100.0])
+    box = _crop_between(7, keys, boxes)
+    assert np.isclose(box[2] - box[0], box[3] - box[1])  # a mix of two squares is a square
+    assert _crop_between(11, keys, boxes) == [50.0, 20.0, 130.0, 100.0] and _crop_between(13, keys, boxes) is None
+    assert _crop_between(12, keys, boxes) == [50.0, 20.0, 130.0, 100.0]  # a tie goes to the earlier searched frame
+    assert _crop_between(4, keys, boxes, interpolate=False) == [0.0, 0.0, 100.0, 100.0]
+    assert _crop_between(6, keys, boxes, interpolate=False) == [50.0, 20.0, 130.0, 100.0]
+    edge = {0: [172.8, 69.12, 384.0, 280.32], 10: [172.8, 69.12, 384.0, 280.32], 14: None}
+    assert all(_crop_between(i, keys, edge)[2] <= 384.0 for i in range(1, 10))  # no rounding past the image's edge
+    with pytest.raises(ValueError, match="not between"):
+        _crop_between(15, keys, boxes)
 
 
 def test_cli_predict_continues_past_a_bad_file(checkpoint, tmp_path):
