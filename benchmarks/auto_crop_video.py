@@ -34,7 +34,9 @@ def paste_track(rng: np.random.Generator, side: int, length: int, motion: float)
     (``motion`` 0) or a straight line at constant speed over ``motion`` of the canvas side (at most
     what fits: the line is cut short at the canvas edge), in a random direction."""
     room = CANVAS - side
-    start = rng.uniform(0, room, 2)
+    start = rng.integers(0, room, 2).astype(np.float64)  # the still videos' places as before --motion
+    if motion == 0:
+        return np.repeat(start[None].astype(int), length, axis=0)
     angle = rng.uniform(0, 2 * np.pi)
     end = np.clip(start + motion * CANVAS * np.array([np.cos(angle), np.sin(angle)]), 0, room)
     t = np.linspace(0.0, 1.0, length)[:, None] if length > 1 else np.zeros((1, 1))

@@ -11,7 +11,8 @@ Predictor runs them) on the skeleton renders of an annotated world, with the ren
 parameters as targets: ``--share`` of every batch, the rest from the recipe's synthetic sampler
 (the model's header's seed and overrides), Adam with a cosine schedule from the shipped weights.
 A tenth of the renders is held out; the held-out real shapes of the lifter's own validation
-(KeypointNet test split, synthetic keypoints) tell whether it forgets real shapes for rendered ones.
+(KeypointNet test split, synthetic keypoints; the ranges' shapes for a lifter trained on the ranges)
+tell whether it forgets real shapes for rendered ones.
 Writes the model with the new lifter (everything else as shipped).
 """
 
@@ -69,7 +70,9 @@ def main() -> None:
 
     net = Interpreter.load(args.model).eval().to(memory_format=torch.channels_last)
     category, lifter = net.category, net.lifter
-    cfg = product_config(category.name, args.photo_material, args.real_shapes, net.info["seed"], net.info["overrides"])
+    # the sampler the shipped lifter learned from: real shapes only where its header names them
+    ranges_only = (net.info.get("lifter") or {}).get("real_shapes") == "ranges"
+    cfg = product_config(category.name, args.photo_material, None if ranges_only else args.real_shapes, net.info["seed"], net.info["overrides"])
     sampler, val_sampler, _ = lifting_data(cfg, category)
     data = own_keypoints(net, args.world)
     order = torch.randperm(len(data["keypoints"]), generator=torch.Generator().manual_seed(0))
