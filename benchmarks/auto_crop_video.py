@@ -39,7 +39,7 @@ def paste_track(rng: np.random.Generator, side: int, length: int, motion: float)
         return np.repeat(start[None].astype(int), length, axis=0)
     angle = rng.uniform(0, 2 * np.pi)
     end = np.clip(start + motion * CANVAS * np.array([np.cos(angle), np.sin(angle)]), 0, room)
-    t = np.linspace(0.0, 1.0, length)[:, None] if length > 1 else np.zeros((1, 1))
+    t = np.linspace(0.0, 1.0, length)[:, None]
     return np.rint(start + t * (end - start)).astype(int)
 
 
@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/auto_crop_video"))
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
+    if not 0.0 <= args.motion <= 1.0:  # before the videos are rendered
+        parser.error(f"--motion is a share of the canvas side in [0, 1], got {args.motion}")
     if not (args.photo_material / "backgrounds").is_dir():
         parser.error(f"{args.photo_material}: no backgrounds/; run: bash scripts/fetch_photo_material.sh {args.photo_material}")
     predictor = Predictor.load(args.model, auto_crop=True)
@@ -94,8 +96,6 @@ def main() -> None:
     if not (root / "meta.json").is_file():
         options = WorldOptions(kind="video", count=args.n_videos, image_size=predictor.model.image_size, video_length=args.length)
         render_world(root, category.name, options, seed=7919, progress=False)
-    if not 0.0 <= args.motion <= 1.0:
-        parser.error(f"--motion is a share of the canvas side in [0, 1], got {args.motion}")
     videos, azimuths = video_canvases(root, args.photo_material, args.seed, args.motion)
     truth = np.concatenate(azimuths)
     answers = {way: [] for way in WAYS}

@@ -25,7 +25,6 @@ from torch import nn
 from torch.nn import functional as F
 
 BINS = 24
-MIRRORED = (-torch.arange(BINS)) % BINS
 
 
 @torch.no_grad()
@@ -38,9 +37,8 @@ def frozen_features(encoder, images: torch.Tensor, batch: int = 64) -> dict[str,
     for start in range(0, len(images), batch):
         for suffix, x in (("", images[start : start + batch]), ("_mirror", images[start : start + batch].flip(-1))):
             taps = encoder.features(((x - mean) / std).contiguous(memory_format=torch.channels_last))[-1]
-            head = F.relu6(encoder._bn1(encoder._conv_head(taps)))
             out["spatial" + suffix].append(taps.half())
-            out["pooled" + suffix].append(head.mean((-2, -1)).half())
+            out["pooled" + suffix].append(encoder.pooled_features(taps).half())
     return {k: torch.cat(v).float() for k, v in out.items()}
 
 
@@ -89,7 +87,11 @@ def train_head(kind: str, feats: dict, azimuth: torch.Tensor, epochs: int = 40, 
 
 @torch.no_grad()
 def head_belief(head: nn.Module, kind: str, feats: dict) -> torch.Tensor:
-    return 0.5 * (F.softmax(head(feats[kind]), -1) + F.softmax(head(feats[kind + "_mirror"]), -1)[:, MIRRORED])
+    """The head's belief flip-merged as the Predictor merges the model's own (:func:`merge_mirrored`)."""
+    from interp3d.models.interpreter import merge_mirrored
+
+    _, log_belief = merge_mirrored([], torch.cat([head(feats[kind]), head(feats[kind + "_mirror"])]), None, len(feats[kind]))
+    return log_belief.exp()
 
 
 def within_45(belief: torch.Tensor, azimuth: torch.Tensor, period: float) -> tuple[float, float]:

@@ -102,10 +102,12 @@ class EfficientNetLite0(nn.Module):
                 taps.append(x)
         return taps
 
+    def pooled_features(self, stride32: Tensor) -> Tensor:
+        """The classifier's input ``(B, 1280)``: the head convolution on the stride-32 features, pooled."""
+        return F.relu6(self._bn1(self._conv_head(stride32))).mean(dim=(-2, -1))
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)[-1]
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return self._fc(x.mean(dim=(-2, -1)))
+        return self._fc(self.pooled_features(self.features(x)[-1]))
 
 
 def lite0_weights_path() -> Path:
